@@ -1,0 +1,244 @@
+"""The one typed configuration of lakecast.
+
+Loaded from ``conf/lakecast.yaml`` (or the file named by ``LAKECAST_CONFIG``), then overridden
+by environment variables ``LAKECAST__SECTION__FIELD=value`` (double underscores separate the
+levels, as in pydantic-settings). Unknown keys are refused; an invalid file is a
+:class:`ConfigError` that names the file, the field and what was wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from lakecast.errors import ConfigError
+
+ENV_PREFIX = "LAKECAST__"
+CONFIG_ENV = "LAKECAST_CONFIG"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "lakecast.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeSettings(_Section):
+    """Where the Delta tables live: a local folder or any Hadoop filesystem URI."""
+
+    root: str = "lake"
+
+    def table(self, name: str) -> str:
+        """The URI of a table under the lake root."""
+        return f"{self.root.rstrip('/')}/{name}"
+
+
+class KafkaSecurity(_Section):
+    """Passed through to kafka-python (``security_protocol``, ``sasl_*``, ``ssl_*``)."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL") and self.sasl_mechanism is None:
+            msg = f"security.protocol {self.protocol} needs security.sasl_mechanism"
+            raise ValueError(msg)
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and not (
+            self.sasl_username and self.sasl_password
+        ):
+            msg = f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password"
+            raise ValueError(msg)
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments kafka-python's clients take for these settings."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            options["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password:
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                options[name] = getattr(self, name)
+        if self.protocol.endswith("SSL"):
+            options["ssl_check_hostname"] = self.ssl_check_hostname
+        return options
+
+
+class TopicNames(_Section):
+    events: str = "events"
+    predictions: str = "predictions"
+    dlq: str = "events.dlq"
+    metrics: str = "metrics"
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(default=6, ge=1)
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+    fetch_max_wait_ms: int = Field(default=500, gt=0)
+
+    @model_validator(mode="after")
+    def _fetch_wait_below_request_timeout(self) -> KafkaSettings:
+        # kafka-python refuses the same combination, but only when a consumer is built.
+        if self.fetch_max_wait_ms >= self.request_timeout_ms:
+            msg = (
+                f"fetch_max_wait_ms ({self.fetch_max_wait_ms}) must be below "
+                f"request_timeout_ms ({self.request_timeout_ms})"
+            )
+            raise ValueError(msg)
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Bootstrap and security options for any kafka-python client."""
+        return {"bootstrap_servers": self.bootstrap_servers.split(","), **self.security.client_options()}
+
+
+class RegistrySettings(_Section):
+    """The model registry: Delta tables and content-addressed artifacts."""
+
+    root: str | None = None  # default: <lake root>/registry
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    app_name: str = "lakecast"
+    defaults_file: str = "conf/spark-defaults.conf"
+    shuffle_partitions: int = Field(default=8, ge=1)
+
+
+class LocalStackSettings(_Section):
+    """Ports and folders of the embedded stack that ``lakecast local up`` starts."""
+
+    state_dir: str = ".state"
+    jars_dir: str = ".jars"
+    host: str = "127.0.0.1"
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    spark_master_port: int = Field(default=7077, ge=1, le=65535)
+    spark_master_ui_port: int = Field(default=8080, ge=1, le=65535)
+    broker_start_timeout_s: float = Field(default=90.0, gt=0)
+    broker_heap: str = "512m"
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> LocalStackSettings:
+        ports = [self.broker_port, self.controller_port, self.spark_master_port]
+        if len(set(ports)) != len(ports):
+            msg = f"broker_port, controller_port and spark_master_port must differ, got {ports}"
+            raise ValueError(msg)
+        return self
+
+
+class Settings(_Section):
+    """Everything lakecast reads from ``conf/lakecast.yaml``."""
+
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    local: LocalStackSettings = Field(default_factory=LocalStackSettings)
+    source: str = Field(default="<defaults>", exclude=True)
+
+    @property
+    def registry_root(self) -> str:
+        return self.registry.root or self.lake.table("registry")
+
+    def project_path(self, relative: str) -> Path:
+        """A path from the config resolved against the project root (absolute stays)."""
+        path = Path(relative)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _resolve_lake_root(root: str) -> str:
+    # A bare relative folder means one under the project, whatever the working directory;
+    # URIs (s3a://, abfss://, file:/...) are left as they are.
+    if "://" in root or root.startswith("file:") or Path(root).is_absolute():
+        return root
+    return str(PROJECT_ROOT / root)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<root>"
+        found = item.get("input")
+        shown = "" if isinstance(found, dict) else f" (found {found!r})"
+        problems.append(f"{field}: {item['msg']}{shown}")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment and validate the configuration.
+
+    Args:
+        path: the YAML file; defaults to ``$LAKECAST_CONFIG`` or ``conf/lakecast.yaml``.
+        environ: the environment to take ``LAKECAST__...`` overrides from (``os.environ``).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or a field is invalid or unknown.
+    """
+    env = dict(os.environ if environ is None else environ)
+    file = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    if not file.is_file():
+        msg = f"config file {file} does not exist (set {CONFIG_ENV} or create it)"
+        raise ConfigError(msg)
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        msg = f"config file {file} is not valid YAML: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(raw, dict):
+        msg = f"config file {file} must hold a mapping at the top, found {type(raw).__name__}"
+        raise ConfigError(msg)
+    data = _merge(raw, _env_overrides(env))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(file))) from exc
+    lake = settings.lake.model_copy(update={"root": _resolve_lake_root(settings.lake.root)})
+    return settings.model_copy(update={"lake": lake, "source": str(file)})
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""The embedded local stack: JVM artifacts, a Kafka broker, a Spark standalone cluster."""

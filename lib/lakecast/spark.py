@@ -1,0 +1,74 @@
+"""The one SparkSession builder, used by jobs, tests and notebooks.
+
+It puts Delta's extension and catalog and the resolved jars on the session, applies
+``conf/spark-defaults.conf`` and points Spark's Python workers at this interpreter (without
+that they start ``python3`` from PATH and miss pyarrow and lakecast). Under ``spark-submit.sh``
+the submit already carried all of that, and the builder adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecast.config import Settings, settings as default_settings
+from lakecast.local.jars import resolve_jars
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+SUBMITTED_ENV = "LAKECAST_SUBMITTED"
+
+
+def read_spark_defaults(path: Path) -> dict[str, str]:
+    """Parse a ``spark-defaults.conf`` file: ``key value`` lines, ``#`` comments."""
+    conf: dict[str, str] = {}
+    if not path.is_file():
+        return conf
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        conf[key] = value.strip()
+    return conf
+
+
+def _point_workers_at_this_python() -> None:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def get_spark(
+    app_name: str | None = None,
+    *,
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+    settings: Settings | None = None,
+) -> SparkSession:
+    """Build (or return the running) SparkSession with Delta and lakecast's jars.
+
+    Args:
+        app_name: the application name; defaults to ``spark.app_name`` in config.
+        master: ``local[2]``, ``spark://host:port`` ...; ``spark-submit``'s wins when submitted.
+        conf: extra Spark properties, applied last.
+        settings: the config to use; defaults to the process-wide one.
+    """
+    from pyspark.sql import SparkSession
+
+    cfg = settings or default_settings()
+    _point_workers_at_this_python()
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    if os.environ.get(SUBMITTED_ENV) != "1":
+        builder = builder.master(master or cfg.spark.master)
+        options = read_spark_defaults(cfg.project_path(cfg.spark.defaults_file))
+        options["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)
+        options["spark.jars"] = resolve_jars(cfg, offline_only=False).spark_jars
+        options["spark.pyspark.python"] = sys.executable
+        for key, value in options.items():
+            builder = builder.config(key, value)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
