@@ -1,0 +1,1 @@
+"""The `lakecast` command line: one module per command group."""

@@ -1,0 +1,61 @@
+"""Entry point of the `lakecast` console script.
+
+Groups are registered here and live in their own modules. Heavy libraries (pyspark,
+tensorflow) are imported inside the commands that need them, so `lakecast --help` is quick.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from lakecast.config import CONFIG_ENV
+from lakecast.errors import LakecastError
+
+app = typer.Typer(
+    name="lakecast",
+    help="Batch and streaming ML deployment on Spark, Delta Lake and Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global_options(
+    config: Path | None = typer.Option(
+        None, "--config", help="The config file (default: conf/lakecast.yaml or $LAKECAST_CONFIG)."
+    ),
+) -> None:
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+
+
+def _register() -> None:
+    from lakecast.cli import jars
+
+    app.command("jars")(jars.jars)
+    try:
+        from lakecast.cli import local
+    except ImportError:  # pragma: no cover - the group is being built
+        return
+    app.add_typer(local.app, name="local")
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI; a LakecastError is one clear line on stderr and exit status 1."""
+    try:
+        app(standalone_mode=True)
+    except LakecastError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
