@@ -20,7 +20,9 @@ from lakecast.errors import ConfigError
 
 ENV_PREFIX = "LAKECAST__"
 CONFIG_ENV = "LAKECAST_CONFIG"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Under spark-submit the package is imported from a zip in --py-files, so the project root is
+# passed explicitly (spark-submit.sh exports LAKECAST_HOME); otherwise it is the source tree.
+PROJECT_ROOT = Path(os.environ.get("LAKECAST_HOME") or Path(__file__).resolve().parents[2])
 DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "lakecast.yaml"
 
 

@@ -71,3 +71,11 @@ class StreamError(LakecastError):
     """A streaming service hit an error in its Kafka plumbing."""
 
     retriable = True
+
+
+class InvalidRecordError(DataError):
+    """A Kafka record breaks its topic's contract; ``field`` names the offending field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

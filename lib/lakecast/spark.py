@@ -67,6 +67,11 @@ def get_spark(
         options["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)
         options["spark.jars"] = resolve_jars(cfg, offline_only=False).spark_jars
         options["spark.pyspark.python"] = sys.executable
+        log_conf = cfg.project_path("conf/log4j2-spark.properties")
+        if log_conf.is_file():
+            java_option = f"-Dlog4j2.configurationFile=file:{log_conf}"
+            options.setdefault("spark.driver.extraJavaOptions", java_option)
+            options.setdefault("spark.executor.extraJavaOptions", java_option)
         for key, value in options.items():
             builder = builder.config(key, value)
     for key, value in (conf or {}).items():

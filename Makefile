@@ -1,0 +1,77 @@
+# lakecast: `make demo` runs the whole pipeline on a fresh machine; `make test` passes the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DAYS   ?= 7
+ROWS   ?= 200000
+SEED   ?= 42
+START  ?= 2026-01-01
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps jars lint format test test-unit test-integration test-e2e demo bench down clean
+
+help: ## List the targets with a line each
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+system-deps: ## Install Java 17 and Maven from the system's packages where missing
+	@if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "installing Java 17 and Maven with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; \
+	  else \
+	    echo "lakecast needs a Java 17 JDK and Apache Maven on PATH: install them with your package manager" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: system-deps $(STAMP) jars ## Install everything into .venv and resolve the JVM jars
+
+jars: system-deps $(STAMP) ## Resolve jvm/pom.xml into .jars (once; offline afterwards)
+	$(VENV)/bin/lakecast jars
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy
+	$(VENV)/bin/ruff check lib jobs streaming tests benchmarks
+	$(VENV)/bin/ruff format --check lib jobs streaming tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Format the code with ruff
+	$(VENV)/bin/ruff format lib jobs streaming tests benchmarks
+	$(VENV)/bin/ruff check --fix lib jobs streaming tests benchmarks
+
+test: setup lint ## Install, lint, then run every tier (unit, integration, e2e)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Only the fast unit tests
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup ## Only the integration tests (real Spark, Delta, Kafka)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: setup ## Only the end-to-end tests (spark-submit, processes)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+demo: setup ## Install, start the local stack and run the pipeline end to end
+	$(VENV)/bin/lakecast local up
+	./spark-submit.sh --master "local[2]" jobs/generate_events.py --rows $(ROWS) --days $(DAYS) --seed $(SEED) --start-date $(START)
+	@echo "The broker keeps running for the next steps; 'lakecast local down' (or 'make down') stops it."
+
+bench: setup ## Run the benchmarks (they print figures and ratios)
+	$(PY) benchmarks/batch_scoring.py
+	$(PY) benchmarks/streaming.py
+	$(PY) benchmarks/anomaly_nab.py
+
+down: ## Stop the local stack
+	$(VENV)/bin/lakecast local down
+
+clean: ## Remove the virtualenv, caches, jars, local state and the lake
+	rm -rf $(VENV) .jars .state lake .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,279 @@
+"""JSON encoding and decoding of the topic contracts in DESIGN.md (orjson, UTF-8).
+
+Decoding is where untrusted bytes enter the streaming path, so it checks the size first,
+then the JSON, then every field of the contract, and raises :class:`InvalidRecordError`
+naming the field; the loop sends such records to the dead-letter topic. Unknown extra
+fields are ignored so that producers can add fields without breaking older workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from lakecast.errors import InvalidRecordError
+
+EVENT_TYPES = ("view", "cart", "purchase")  # the same tuple as lakecast.lake.tables.EVENT_TYPES
+METRIC_KINDS = ("sample", "anomaly", "scaling", "rollout")
+# Kafka's default max.message.bytes is 1 MiB; a record near that is a bug or an attack.
+MAX_RECORD_BYTES = 1_000_000
+
+_DUMP_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
+_EVENT_STRINGS = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "product_id",
+    "category",
+    "device",
+    "country",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One record of the ``events`` topic, validated."""
+
+    event_id: str
+    user_id: str
+    session_id: str
+    product_id: str
+    category: str
+    event_type: str
+    price: float
+    device: str
+    country: str
+    ts: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def encode_key(key: str | None) -> bytes | None:
+    """Keys are UTF-8 strings (the user id on ``events`` and ``predictions``)."""
+    return None if key is None else key.encode("utf-8")
+
+
+def decode_key(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"decode key: not UTF-8 at byte {exc.start}"
+        raise InvalidRecordError(msg, field="<key>") from exc
+
+
+def encode_json(value: Mapping[str, Any], *, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """Serialise a record value; datetimes become ISO-8601 UTC with ``Z``.
+
+    Raises:
+        InvalidRecordError: the value cannot be serialised or is larger than ``max_bytes``.
+    """
+    try:
+        data = orjson.dumps(value, option=_DUMP_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        msg = f"encode record: {exc}"
+        raise InvalidRecordError(msg, field="<value>") from exc
+    if len(data) > max_bytes:
+        msg = f"encode record: {len(data)} bytes is over the limit of {max_bytes}"
+        raise InvalidRecordError(msg, field="<value>")
+    return data
+
+
+def decode_json(value: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) -> dict[str, Any]:
+    """Parse a record value that must be one JSON object of at most ``max_bytes``."""
+    if value is None:
+        msg = "decode record: value is null (a tombstone), expected a JSON object"
+        raise InvalidRecordError(msg, field="<value>")
+    if len(value) > max_bytes:
+        msg = f"decode record: {len(value)} bytes is over the limit of {max_bytes}"
+        raise InvalidRecordError(msg, field="<value>")
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        msg = f"decode record: not valid UTF-8 JSON ({exc})"
+        raise InvalidRecordError(msg, field="<value>") from exc
+    if not isinstance(parsed, dict):
+        msg = f"decode record: expected a JSON object, found {type(parsed).__name__}"
+        raise InvalidRecordError(msg, field="<value>")
+    return parsed
+
+
+def _required(data: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in data or data[name] is None:
+        msg = f"{where}: field {name!r} is missing"
+        raise InvalidRecordError(msg, field=name)
+    return data[name]
+
+
+def _string(data: Mapping[str, Any], name: str, where: str) -> str:
+    value = _required(data, name, where)
+    if not isinstance(value, str):
+        msg = f"{where}: field {name!r} must be a string, found {type(value).__name__}"
+        raise InvalidRecordError(msg, field=name)
+    if not value:
+        msg = f"{where}: field {name!r} is empty"
+        raise InvalidRecordError(msg, field=name)
+    return value
+
+
+def _number(data: Mapping[str, Any], name: str, where: str) -> float:
+    value = _required(data, name, where)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{where}: field {name!r} must be a number, found {type(value).__name__}"
+        raise InvalidRecordError(msg, field=name)
+    number = float(value)
+    if not math.isfinite(number):
+        msg = f"{where}: field {name!r} must be finite, found {value!r}"
+        raise InvalidRecordError(msg, field=name)
+    return number
+
+
+def parse_utc(value: Any, name: str = "ts", where: str = "decode record") -> datetime:
+    """An ISO-8601 timestamp with an offset (``Z`` or ``+00:00``), returned in UTC."""
+    if not isinstance(value, str):
+        msg = f"{where}: field {name!r} must be an ISO-8601 string, found {type(value).__name__}"
+        raise InvalidRecordError(msg, field=name)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        msg = f"{where}: field {name!r} is not ISO-8601: {value[:64]!r}"
+        raise InvalidRecordError(msg, field=name) from exc
+    if parsed.tzinfo is None:
+        msg = f"{where}: field {name!r} has no UTC offset: {value[:64]!r}"
+        raise InvalidRecordError(msg, field=name)
+    return parsed.astimezone(UTC)
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """Validate the fields and types of an ``events`` value already parsed from JSON."""
+    where = "decode event"
+    strings = {name: _string(data, name, where) for name in _EVENT_STRINGS}
+    event_type = _string(data, "event_type", where)
+    if event_type not in EVENT_TYPES:
+        msg = f"{where}: field 'event_type' must be one of {EVENT_TYPES}, found {event_type!r}"
+        raise InvalidRecordError(msg, field="event_type")
+    price = _number(data, "price", where)
+    if price < 0:
+        msg = f"{where}: field 'price' must not be negative, found {price}"
+        raise InvalidRecordError(msg, field="price")
+    ts = parse_utc(_required(data, "ts", where), "ts", where)
+    return Event(event_type=event_type, price=price, ts=ts, **strings)
+
+
+def decode_event(value: bytes | None, *, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """Decode and validate one ``events`` record value.
+
+    Raises:
+        InvalidRecordError: the value is too large, not a JSON object, or a field is missing,
+            of the wrong type or out of range; ``field`` names it.
+    """
+    return event_from_dict(decode_json(value, max_bytes=max_bytes))
+
+
+def encode_event(event: Event | Mapping[str, Any]) -> bytes:
+    """Encode an ``events`` value (validating a mapping first, so we never emit a bad one)."""
+    checked = event if isinstance(event, Event) else event_from_dict(event)
+    return encode_json(checked.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One record of the ``predictions`` topic."""
+
+    event_id: str
+    user_id: str
+    ts: datetime
+    score: float
+    model: ModelRef
+    variant: str
+    experiment: str | None
+    latency_ms: float
+    features_version: str | int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["model"] = {
+            "name": self.model.name,
+            "version": self.model.version,
+            "sha256": self.model.sha256,
+        }
+        return out
+
+
+def encode_prediction(prediction: Prediction) -> bytes:
+    if not math.isfinite(prediction.score):
+        msg = f"encode prediction {prediction.event_id!r}: score {prediction.score} is not finite"
+        raise InvalidRecordError(msg, field="score")
+    return encode_json(prediction.to_dict())
+
+
+def decode_prediction(value: bytes | None) -> Prediction:
+    """Decode a ``predictions`` value (for consumers of our output and for tests)."""
+    where = "decode prediction"
+    data = decode_json(value)
+    model = _required(data, "model", where)
+    if not isinstance(model, dict):
+        msg = f"{where}: field 'model' must be an object, found {type(model).__name__}"
+        raise InvalidRecordError(msg, field="model")
+    experiment = data.get("experiment")
+    if experiment is not None and not isinstance(experiment, str):
+        msg = f"{where}: field 'experiment' must be a string or null"
+        raise InvalidRecordError(msg, field="experiment")
+    features_version = data.get("features_version")
+    if features_version is not None and not isinstance(features_version, str | int):
+        msg = f"{where}: field 'features_version' must be a string, an integer or null"
+        raise InvalidRecordError(msg, field="features_version")
+    return Prediction(
+        event_id=_string(data, "event_id", where),
+        user_id=_string(data, "user_id", where),
+        ts=parse_utc(_required(data, "ts", where), "ts", where),
+        score=_number(data, "score", where),
+        model=ModelRef(
+            name=_string(model, "name", f"{where} model"),
+            version=_string(model, "version", f"{where} model"),
+            sha256=_string(model, "sha256", f"{where} model"),
+        ),
+        variant=_string(data, "variant", where),
+        experiment=experiment,
+        latency_ms=_number(data, "latency_ms", where),
+        features_version=features_version,
+    )
+
+
+def encode_metric(kind: str, source: str, ts: datetime, fields: Mapping[str, Any]) -> bytes:
+    """Encode a ``metrics`` value: ``kind``, ``source``, ``ts`` and that kind's fields."""
+    if kind not in METRIC_KINDS:
+        msg = f"encode metric: kind must be one of {METRIC_KINDS}, found {kind!r}"
+        raise InvalidRecordError(msg, field="kind")
+    clash = {"kind", "source", "ts"} & set(fields)
+    if clash:
+        msg = f"encode metric: fields {sorted(clash)} clash with the envelope"
+        raise InvalidRecordError(msg, field=sorted(clash)[0])
+    return encode_json({"kind": kind, "source": source, "ts": ts, **fields})
+
+
+def decode_metric(value: bytes | None) -> dict[str, Any]:
+    """Decode a ``metrics`` value; the envelope is checked and ``ts`` becomes a datetime."""
+    where = "decode metric"
+    data = decode_json(value)
+    kind = _string(data, "kind", where)
+    if kind not in METRIC_KINDS:
+        msg = f"{where}: field 'kind' must be one of {METRIC_KINDS}, found {kind!r}"
+        raise InvalidRecordError(msg, field="kind")
+    _string(data, "source", where)
+    data["ts"] = parse_utc(_required(data, "ts", where), "ts", where)
+    return data

@@ -1,0 +1,1 @@
+"""Monitoring: anomaly detectors over metric series, and how they are measured."""
