@@ -35,14 +35,11 @@ def _global_options(
 
 
 def _register() -> None:
-    from lakecast.cli import jars
+    from lakecast.cli import jars, local, stream
 
     app.command("jars")(jars.jars)
-    try:
-        from lakecast.cli import local
-    except ImportError:  # pragma: no cover - the group is being built
-        return
     app.add_typer(local.app, name="local")
+    app.add_typer(stream.app, name="stream")
 
 
 _register()

@@ -1,0 +1,1 @@
+"""Batch scoring: mapInArrow over feature rows, a per-worker model cache, GPU placement."""
