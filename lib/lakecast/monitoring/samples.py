@@ -116,13 +116,16 @@ class SampleWindow:
             "records_in": self.records_in,
             "records_out": self.records_out,
             "dead_letters": self.dead_letters,
-            "throughput": self.records_in / elapsed,
+            "records_in_per_s": self.records_in / elapsed,
             "dlq_rate": self.dead_letters / max(self.records_in, 1),
             "batches": self.batches,
             "batch_size_mean": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
             "latency_ms": _percentiles(self.latency_ms),
             "model_latency_ms": _percentiles(self.model_latency_ms),
-            "lag": {"total": int(sum(lag.values())), "partitions": lag},
+            # Per partition ("topic:partition" -> lag) so the autoscaler can deduplicate
+            # partitions that moved between workers during a rebalance.
+            "lag": lag,
+            "lag_total": int(sum(lag.values())),
             "partitions": partitions,
             "cpu_percent": cpu_percent,
             "rss_bytes": rss_bytes,
