@@ -71,6 +71,8 @@ def split_edges(percents: Sequence[float]) -> npt.NDArray[np.int64]:
     return np.minimum(np.rint(running * BUCKETS_PER_PERCENT).astype(np.int64), BUCKETS)
 
 
-def allocate(bucket_ids: npt.NDArray[np.int64], edges: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def allocate(
+    bucket_ids: npt.NDArray[np.int64], edges: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
     """The allocation index of each bucket; ``len(edges)`` means "past every allocation"."""
     return np.searchsorted(edges, bucket_ids, side="right").astype(np.int64)

@@ -5,7 +5,9 @@ A flag has treatments allocated by bucket ranges, targeting rules on the event's
 covers and a kill switch that sends everyone to the default. An unknown flag answers
 ``"control"``, as Split.io does, so callers can tell "off" from "not configured".
 
-    flags = FeatureFlags.from_dict({"new-model": {"allocations": [{"treatment": "on", "percent": 10}]}})
+    flags = FeatureFlags.from_dict(
+        {"new-model": {"allocations": [{"treatment": "on", "percent": 10}]}}
+    )
     flags.is_treatment_on("new-model", "user-42")
     flags.get_treatment("new-model", "user-42", attributes={"device": "ios"})
 """
@@ -158,7 +160,9 @@ def _pick(allocations: Sequence[Allocation], bucket_id: int) -> str | None:
     return None
 
 
-def decide(name: str, flag: FlagDefinition, key: str, attributes: Mapping[str, Any] | None = None) -> TreatmentDecision:
+def decide(
+    name: str, flag: FlagDefinition, key: str, attributes: Mapping[str, Any] | None = None
+) -> TreatmentDecision:
     """The treatment ``flag`` (named ``name``, the bucketing salt) gives ``key``."""
     if flag.killed:
         return TreatmentDecision(flag.default_treatment, "killed")
@@ -181,7 +185,9 @@ class FeatureFlags:
         flags: flag name -> definition (or its plain-dict form, as stored in JSON/YAML).
     """
 
-    def __init__(self, flags: Mapping[str, FlagDefinition | Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, flags: Mapping[str, FlagDefinition | Mapping[str, Any]] | None = None
+    ) -> None:
         self._flags: dict[str, FlagDefinition] = {
             name: flag if isinstance(flag, FlagDefinition) else FlagDefinition.model_validate(flag)
             for name, flag in (flags or {}).items()
@@ -214,18 +220,24 @@ class FeatureFlags:
         """
         self._flags[name] = self._flags[name].model_copy(update={"killed": True})
 
-    def evaluate(self, name: str, key: str, attributes: Mapping[str, Any] | None = None) -> TreatmentDecision:
+    def evaluate(
+        self, name: str, key: str, attributes: Mapping[str, Any] | None = None
+    ) -> TreatmentDecision:
         """The treatment and the reason for it; ``"control"`` for an unknown flag."""
         flag = self._flags.get(name)
         if flag is None:
             return TreatmentDecision(CONTROL, "not_found")
         return decide(name, flag, key, attributes)
 
-    def get_treatment(self, name: str, key: str, attributes: Mapping[str, Any] | None = None) -> str:
+    def get_treatment(
+        self, name: str, key: str, attributes: Mapping[str, Any] | None = None
+    ) -> str:
         """The treatment of ``key`` under flag ``name`` (``"control"`` if there is no such flag)."""
         return self.evaluate(name, key, attributes).treatment
 
-    def is_treatment_on(self, name: str, key: str, attributes: Mapping[str, Any] | None = None) -> bool:
+    def is_treatment_on(
+        self, name: str, key: str, attributes: Mapping[str, Any] | None = None
+    ) -> bool:
         """Whether ``key`` gets the flag's "on" treatment (False for an unknown flag)."""
         flag = self._flags.get(name)
         if flag is None:

@@ -2,7 +2,8 @@
 
     from openfeature import api
     api.set_provider(LakecastFlagProvider(flags))
-    api.get_client().get_string_value("new-model", "off", EvaluationContext("user-42", {"device": "ios"}))
+    context = EvaluationContext("user-42", {"device": "ios"})
+    api.get_client().get_string_value("new-model", "off", context)
 
 The targeting key is the bucketing key; the context's attributes feed the targeting rules.
 Booleans are "is the treatment the flag's on-treatment", strings are the treatment itself,
@@ -12,7 +13,7 @@ type mismatch (the client then returns the caller's default).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from openfeature.exception import ErrorCode
@@ -71,7 +72,7 @@ class LakecastFlagProvider(AbstractProvider):
         flag_key: str,
         default_value: V,
         evaluation_context: EvaluationContext | None,
-        value_of: Any,
+        value_of: Callable[[str, TreatmentDecision], Any],
     ) -> FlagResolutionDetails[V]:
         decision = self._decide(flag_key, evaluation_context)
         if isinstance(decision, FlagResolutionDetails):
@@ -83,7 +84,9 @@ class LakecastFlagProvider(AbstractProvider):
                 value=default_value,
                 reason=Reason.ERROR,
                 error_code=ErrorCode.TYPE_MISMATCH,
-                error_message=f"flag {flag_key!r}: treatment {decision.treatment!r} has no value of that type",
+                error_message=(
+                    f"flag {flag_key!r}: treatment {decision.treatment!r} has no value of that type"
+                ),
                 variant=decision.treatment,
             )
         metadata: dict[str, bool | int | float | str] = {}
