@@ -19,6 +19,7 @@ import psutil
 from lakecast.errors import LocalStackError
 
 _CREATE_TIME_SLACK_S = 1.0
+_KILL_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -109,19 +110,25 @@ def live_process(path: Path) -> TrackedProcess | None:
     return None
 
 
-def terminate(process: TrackedProcess, *, timeout_s: float = 30.0) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL; reaps the process if it is our child."""
+def terminate(process: TrackedProcess, *, timeout_s: float = 30.0, force: bool = False) -> None:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL; reaps the process if it is our child.
+
+    ``force`` sends SIGKILL at once, as a crash would.
+    """
     if not process.is_alive():
         process.exit_code()
         return
     try:
         handle = psutil.Process(process.pid)
-        handle.terminate()
+        if force:
+            handle.kill()
+        else:
+            handle.terminate()
         try:
             handle.wait(timeout=timeout_s)
         except psutil.TimeoutExpired:
             handle.kill()
-            handle.wait(timeout=timeout_s)
+            handle.wait(timeout=_KILL_WAIT_S)
     except psutil.NoSuchProcess:
         pass
     except psutil.Error as exc:

@@ -1,0 +1,128 @@
+"""`lakecast local ...`: the embedded stack (a Kafka broker, optionally a Spark cluster).
+
+Everything ``up`` starts is detached and tracked by pid files under the state folder
+(``local.state_dir``, ``.state/`` by default), so ``status`` and ``down`` work from any later
+shell. ``up`` is idempotent: what already runs is left running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lakecast.config import Settings, settings
+from lakecast.local.broker import LocalBroker
+from lakecast.local.spark_cluster import SparkStandaloneCluster
+
+app = typer.Typer(
+    help="Start, inspect and stop the local Kafka broker and Spark standalone cluster.",
+    no_args_is_help=True,
+)
+
+
+def _state_dir(config: Settings) -> Path:
+    return config.project_path(config.local.state_dir)
+
+
+def _broker(config: Settings, classpath: str = "") -> LocalBroker:
+    local = config.local
+    return LocalBroker(
+        _state_dir(config) / "kafka",
+        port=local.broker_port,
+        controller_port=local.controller_port,
+        classpath=classpath,
+        host=local.host,
+        heap=local.broker_heap,
+        start_timeout_s=local.broker_start_timeout_s,
+    )
+
+
+def _spark(config: Settings) -> SparkStandaloneCluster:
+    local = config.local
+    return SparkStandaloneCluster(
+        _state_dir(config) / "spark",
+        host=local.host,
+        master_port=local.spark_master_port,
+        ui_port=local.spark_master_ui_port,
+    )
+
+
+@app.command()
+def up(
+    spark_workers: int = typer.Option(
+        0, "--spark-workers", min=0, help="Also start a Spark master and this many workers."
+    ),
+) -> None:
+    """Start the local Kafka broker (and a Spark cluster); what already runs is kept."""
+    from lakecast.local.jars import resolve_jars
+
+    config = settings()
+    broker = _broker(config, resolve_jars(config).kafka_classpath)
+    was_running = broker.is_running()
+    broker.start()
+    if was_running:
+        typer.echo(f"kafka broker   already running  pid {broker.pid}  {broker.bootstrap_servers}")
+    else:
+        took = f"started in {broker.last_start_s:.1f} s" if broker.last_start_s else "started"
+        typer.echo(f"kafka broker   {took}  pid {broker.pid}  {broker.bootstrap_servers}")
+    typer.echo(f"               logs {broker.logs_dir}")
+    if broker.bootstrap_servers not in config.kafka.bootstrap_servers.split(","):
+        typer.secho(
+            f"note: kafka.bootstrap_servers is {config.kafka.bootstrap_servers}, "
+            f"not this broker ({broker.bootstrap_servers})",
+            fg=typer.colors.YELLOW,
+        )
+    if spark_workers:
+        cluster = _spark(config)
+        cluster.start(workers=spark_workers)
+        state = cluster.status()
+        typer.echo(
+            f"spark master   running  pid {state.master_pid}  {cluster.master_url}  "
+            f"UI {cluster.ui_url}"
+        )
+        typer.echo(
+            f"spark workers  {state.alive_workers} alive  "
+            f"pids {', '.join(str(pid) for pid in state.worker_pids)}"
+        )
+
+
+@app.command()
+def status() -> None:
+    """Say what runs: pids, addresses and where the logs are."""
+    config = settings()
+    broker = _broker(config)
+    pid = broker.pid
+    if pid is None:
+        typer.echo(f"kafka broker   stopped  ({broker.bootstrap_servers})")
+    else:
+        answering = "answering" if broker.is_answering(timeout_s=3.0) else "not answering"
+        typer.echo(f"kafka broker   running  pid {pid}  {broker.bootstrap_servers}  {answering}")
+        typer.echo(f"               logs {broker.logs_dir}")
+    cluster = _spark(config)
+    state = cluster.status()
+    if state.running:
+        typer.echo(
+            f"spark master   running  pid {state.master_pid}  {cluster.master_url}  "
+            f"UI {cluster.ui_url}"
+        )
+        pids = ", ".join(str(worker) for worker in state.worker_pids) or "none"
+        typer.echo(f"spark workers  {state.alive_workers} alive  pids {pids}")
+    else:
+        typer.echo(f"spark master   stopped  ({cluster.master_url})")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started (Spark workers, master, then the broker), by pid."""
+    config = settings()
+    stopped_spark = _spark(config).stop()
+    if stopped_spark:
+        typer.echo(f"spark cluster  stopped  pids {', '.join(str(pid) for pid in stopped_spark)}")
+    broker = _broker(config)
+    pid = broker.pid
+    broker.stop()
+    if pid is not None:
+        typer.echo(f"kafka broker   stopped  pid {pid}")
+    if not stopped_spark and pid is None:
+        typer.echo("nothing was running")
