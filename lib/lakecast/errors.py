@@ -79,3 +79,12 @@ class InvalidRecordError(DataError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class VersionRuleError(VersionConflictError):
+    """A version breaks the semantic-versioning rules (exists, or bumps too little).
+
+    Not worth retrying, unlike a race with another writer.
+    """
+
+    retriable = False

@@ -1,0 +1,269 @@
+"""Throughput of the streaming path: events/s through consume -> produce, raw and via lakecast.
+
+Every pipe reads the same pre-filled topic with its own consumer group and writes its own
+output topic, so the lines of the table are measured in one run against one broker and can be
+compared. The raw pipes use kafka-python directly and do no work; they are the ceiling that
+the lakecast loop (and later the inference worker) is measured against.
+
+    nice -n 10 .venv/bin/python benchmarks/streaming.py                 # local broker, 200k events
+    .venv/bin/python benchmarks/streaming.py --bootstrap host:9092 --events 50000 --partitions 6
+
+To add a pipe (the inference worker), write ``def pipe(ctx: PipeContext) -> int`` that drains
+``ctx.source`` into ``ctx.sink`` and returns the events it consumed, and append it to ``PIPES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from lakecast.config import KafkaSettings, settings
+from lakecast.kafka.clients import (
+    TopicSpec,
+    build_admin,
+    build_consumer,
+    build_producer,
+    ensure_topics,
+    transactional_id_for,
+)
+from lakecast.kafka.loop import BatchReport, BatchResult, OutputRecord, run_loop
+
+MAX_POLL = 500
+
+
+@dataclass
+class PipeContext:
+    bootstrap: str
+    source: str
+    sink: str
+    events: int
+    group: str
+    started: float = 0.0  # set by a pipe when its first record arrives (group join excluded)
+    finished: float = 0.0  # set when the last event's output and offset are durable
+
+
+Pipe = Callable[[PipeContext], int]
+
+
+@contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    """The given cluster, or a LocalBroker on free ports in a temporary folder."""
+    if bootstrap:
+        yield bootstrap
+        return
+    from lakecast.local.broker import LocalBroker
+    from lakecast.local.jars import resolve_jars
+    from lakecast.local.ports import free_port
+
+    with tempfile.TemporaryDirectory(prefix="lakecast-bench-") as state:
+        local = LocalBroker(
+            Path(state),
+            port=free_port(),
+            controller_port=free_port(),
+            classpath=resolve_jars(settings()).kafka_classpath,
+            heap="1g",
+        )
+        local.start()
+        try:
+            yield local.bootstrap_servers
+        finally:
+            local.stop()
+
+
+def event(i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"e-{i}",
+            "user_id": f"u-{i % 5_000}",
+            "session_id": f"s-{i % 20_000}",
+            "product_id": f"p-{i % 997}",
+            "category": "electronics",
+            "event_type": ("view", "cart", "purchase")[i % 3],
+            "price": round(1 + (i % 1000) * 0.37, 2),
+            "device": "mobile",
+            "country": "FR",
+            "ts": "2024-05-01T10:00:00.000000Z",
+        }
+    )
+
+
+def fill(bootstrap: str, topic: str, events: int) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=256 * 1024
+    )
+    began = time.perf_counter()
+    for i in range(events):
+        producer.send(topic, value=event(i), key=f"u-{i % 5_000}".encode())
+    producer.flush()
+    producer.close()
+    return events / (time.perf_counter() - began)
+
+
+def _raw_consumer(ctx: PipeContext) -> KafkaConsumer:
+    consumer = KafkaConsumer(
+        bootstrap_servers=ctx.bootstrap,
+        group_id=ctx.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=MAX_POLL,
+        fetch_max_bytes=50 * 1024 * 1024,
+    )
+    consumer.subscribe([ctx.source])
+    return consumer
+
+
+def _next_offsets(polled: dict[TopicPartition, list]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in polled.items()}
+
+
+def raw_pipe(ctx: PipeContext) -> int:
+    """kafka-python only: poll, send each value as is, commit offsets after a flush at the end."""
+    consumer = _raw_consumer(ctx)
+    producer = KafkaProducer(
+        bootstrap_servers=ctx.bootstrap, acks="all", linger_ms=5, batch_size=64 * 1024
+    )
+    seen, offsets = 0, {}
+    while seen < ctx.events:
+        polled = consumer.poll(timeout_ms=500, max_records=MAX_POLL)
+        if polled and not ctx.started:
+            ctx.started = time.perf_counter()
+        for records in polled.values():
+            for record in records:
+                producer.send(ctx.sink, value=record.value, key=record.key)
+            seen += len(records)
+        offsets.update(_next_offsets(polled))
+    producer.flush()
+    consumer.commit(offsets)
+    ctx.finished = time.perf_counter()
+    consumer.close()
+    producer.close()
+    return seen
+
+
+def raw_transactional_pipe(ctx: PipeContext) -> int:
+    """kafka-python only: one transaction per poll, offsets sent in it (KIP-447 metadata)."""
+    consumer = _raw_consumer(ctx)
+    producer = KafkaProducer(
+        bootstrap_servers=ctx.bootstrap,
+        transactional_id=transactional_id_for(ctx.group),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        batch_size=64 * 1024,
+    )
+    producer.init_transactions()
+    seen = 0
+    while seen < ctx.events:
+        polled = consumer.poll(timeout_ms=500, max_records=MAX_POLL)
+        if not polled:
+            continue
+        if not ctx.started:
+            ctx.started = time.perf_counter()
+        producer.begin_transaction()
+        for records in polled.values():
+            for record in records:
+                producer.send(ctx.sink, value=record.value, key=record.key)
+            seen += len(records)
+        producer.send_offsets_to_transaction(_next_offsets(polled), consumer.group_metadata())
+        producer.commit_transaction()
+    ctx.finished = time.perf_counter()
+    consumer.close()
+    producer.close()
+    return seen
+
+
+def lakecast_loop_pipe(ctx: PipeContext) -> int:
+    """``run_loop`` in exactly-once mode with a process that forwards every value unchanged."""
+    kafka = KafkaSettings(bootstrap_servers=ctx.bootstrap)
+    consumer = build_consumer(kafka, group_id=ctx.group, fetch_max_bytes=50 * 1024 * 1024)
+    producer = build_producer(kafka, transactional_id=transactional_id_for(ctx.group))
+    stop = threading.Event()
+    seen = 0
+
+    def forward(records: list) -> BatchResult:
+        return BatchResult([OutputRecord(ctx.sink, r.value, r.key) for r in records])
+
+    def count(report: BatchReport) -> None:
+        nonlocal seen
+        if not ctx.started:
+            ctx.started = time.perf_counter() - report.process_s - report.commit_s
+        seen += report.records
+        if seen >= ctx.events:
+            ctx.finished = time.perf_counter()
+            stop.set()
+
+    run_loop(
+        consumer,
+        producer,
+        forward,
+        topics=[ctx.source],
+        dlq_topic=f"{ctx.sink}.dlq",
+        stop_event=stop,
+        max_batch=MAX_POLL,
+        max_wait_ms=20,
+        on_batch=count,
+    )
+    return seen
+
+
+PIPES: list[tuple[str, Pipe]] = [
+    ("raw pipe (kafka-python, no txn)", raw_pipe),
+    ("raw transactional pipe (txn per poll)", raw_transactional_pipe),
+    ("lakecast run_loop, exactly-once, forward", lakecast_loop_pipe),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
+    parser.add_argument("--only", action="append", help="run only pipes whose name has this")
+    args = parser.parse_args()
+
+    with broker(args.bootstrap) as bootstrap:
+        run = uuid.uuid4().hex[:8]
+        source = f"bench-events-{run}"
+        pipes = [(n, p) for n, p in PIPES if not args.only or any(o in n for o in args.only)]
+        admin = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
+        sinks = [f"bench-out-{i}-{run}" for i in range(len(pipes))]
+        ensure_topics(
+            admin,
+            [TopicSpec(source, args.partitions)]
+            + [TopicSpec(s, args.partitions) for s in sinks]
+            + [TopicSpec(f"{s}.dlq") for s in sinks],
+        )
+        admin.close()
+        fill_rate = fill(bootstrap, source, args.events)
+        print(
+            f"broker {bootstrap}; filled {source} ({args.partitions} partitions) with "
+            f"{args.events:,} events at {fill_rate:,.0f} events/s"
+        )
+
+        rows = []
+        for (name, pipe), sink in zip(pipes, sinks, strict=True):
+            ctx = PipeContext(bootstrap, source, sink, args.events, f"bench-{run}-{sink}")
+            moved = pipe(ctx)
+            elapsed = ctx.finished - ctx.started
+            rows.append((name, moved, elapsed, moved / elapsed))
+
+    base = rows[0][3] if rows else 1.0
+    print(f"\n{'pipe':<44}{'events':>10}{'seconds':>10}{'events/s':>12}{'vs first':>10}")
+    for name, moved, elapsed, rate in rows:
+        print(f"{name:<44}{moved:>10,}{elapsed:>10.2f}{rate:>12,.0f}{rate / base:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

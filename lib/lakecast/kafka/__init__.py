@@ -1,0 +1,1 @@
+"""Kafka plumbing of the streaming path: clients, serde, dead letters, the transactional loop."""

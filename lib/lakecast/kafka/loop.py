@@ -1,0 +1,315 @@
+"""The micro-batching consume -> transform -> produce loop of every streaming service.
+
+One batch at a time: collect up to ``max_batch`` records (or what ``max_wait_ms`` brings),
+call ``process`` on them, then write its outputs and dead letters and the batch's offsets
+together (see :mod:`lakecast.kafka.delivery`). A transaction is never open across a
+``poll()``, and rebalances happen only inside ``poll()``, so partitions are always given up
+with nothing pending; records buffered from a revoked partition are dropped, and its next
+owner reads them again from the committed offset.
+
+A bad record never stalls its partition: ``process`` reports records it cannot handle as
+dead letters, and if ``process`` raises for a whole batch, each record is processed alone so
+that only the one that fails goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from lakecast.errors import StreamError
+from lakecast.kafka.delivery import (
+    FATAL_PRODUCER_ERRORS,
+    Delivery,
+    FatalDeliveryError,
+    make_delivery,
+)
+from lakecast.kafka.dlq import DeadLetter, dead_letter_value
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """A record for the producer: the value is already serialised."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What ``process`` made of a batch: records to produce and records to dead-letter."""
+
+    outputs: list[OutputRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def extend(self, other: BatchResult) -> None:
+        self.outputs.extend(other.outputs)
+        self.dead_letters.extend(other.dead_letters)
+
+
+Process = Callable[[list[ConsumerRecord]], BatchResult]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One committed batch, for metrics: sizes and where the time went."""
+
+    records: int
+    outputs: int
+    dead_letters: int
+    isolated: bool  # process raised for the batch and each record was processed alone
+    process_s: float
+    commit_s: float
+
+
+@dataclass(slots=True)
+class LoopStats:
+    batches: int = 0
+    records: int = 0
+    outputs: int = 0
+    dead_letters: int = 0
+    aborted: int = 0
+    isolated: int = 0
+
+
+def process_isolating(process: Process, records: list[ConsumerRecord]) -> tuple[BatchResult, bool]:
+    """Run ``process`` on the batch; if it raises, run it on each record alone.
+
+    Returns:
+        The result, and whether the batch had to be split. A record for which ``process``
+        raises on its own becomes a dead letter carrying the exception's class and message.
+    """
+    try:
+        return process(records), False
+    except Exception:
+        log.warning("process failed for a batch of %d records; isolating", len(records))
+    result = BatchResult()
+    for record in records:
+        try:
+            result.extend(process([record]))
+        except Exception as exc:
+            result.dead_letters.append(DeadLetter.from_exception(record, exc))
+    return result, True
+
+
+def next_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit after ``records``: one past the last record of each partition."""
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        current = offsets.get(tp)
+        if current is None or record.offset >= current.offset:
+            offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+    return offsets
+
+
+def first_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
+    """Where each partition of a batch started: the position to rewind to after an abort."""
+    starts: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp not in starts or record.offset < starts[tp]:
+            starts[tp] = record.offset
+    return starts
+
+
+class _Buffer(ConsumerRebalanceListener):
+    """Records polled but not yet processed; forgets those of partitions given up."""
+
+    def __init__(self) -> None:
+        self.records: list[ConsumerRecord] = []
+        self._lock = threading.Lock()
+
+    def add(
+        self, polled: dict[TopicPartition, list[ConsumerRecord]], owned: set[TopicPartition]
+    ) -> None:
+        with self._lock:
+            for tp, records in polled.items():
+                if tp in owned:
+                    self.records.extend(records)
+
+    def take(self, limit: int) -> list[ConsumerRecord]:
+        with self._lock:
+            batch, self.records = self.records[:limit], self.records[limit:]
+            return batch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Runs inside poll(): no transaction is open, so dropping is all there is to do.
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        with self._lock:
+            before = len(self.records)
+            self.records = [r for r in self.records if (r.topic, r.partition) not in gone]
+            dropped = before - len(self.records)
+        log.info("partitions revoked: %s (dropped %d buffered records)", sorted(revoked), dropped)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(assigned))
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.on_partitions_revoked(lost)
+
+
+def _collect(
+    consumer: KafkaConsumer,
+    buffer: _Buffer,
+    max_batch: int,
+    max_wait_ms: int,
+    stop_event: threading.Event,
+) -> list[ConsumerRecord]:
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(buffer) < max_batch and not stop_event.is_set():
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_batch - len(buffer))
+        if polled:
+            buffer.add(polled, set(consumer.assignment()))
+        if remaining_ms == 0:
+            break
+    return buffer.take(max_batch)
+
+
+def _send(
+    producer: KafkaProducer, result: BatchResult, dlq_topic: str
+) -> list[FutureRecordMetadata]:
+    sent = [
+        producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
+        for out in result.outputs
+    ]
+    for letter in result.dead_letters:
+        value = dead_letter_value(letter)
+        sent.append(producer.send(dlq_topic, value=value, key=letter.record.key))
+    return sent
+
+
+def _rewind(consumer: KafkaConsumer, batch: list[ConsumerRecord]) -> None:
+    owned = set(consumer.assignment())
+    for tp, offset in first_offsets(batch).items():
+        if tp in owned:
+            consumer.seek(tp, offset)
+
+
+def run_loop(
+    consumer: KafkaConsumer,
+    producer: KafkaProducer,
+    process: Process,
+    *,
+    topics: Sequence[str],
+    dlq_topic: str,
+    stop_event: threading.Event,
+    mode: str = "exactly_once",
+    max_batch: int = 500,
+    max_wait_ms: int = 100,
+    max_failures: int = 8,
+    retry_backoff_s: float = 0.5,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    close: bool = True,
+) -> LoopStats:
+    """Consume ``topics``, transform with ``process``, produce, until ``stop_event`` is set.
+
+    The consumer must be built with a group id and not subscribed (see
+    :func:`lakecast.kafka.clients.build_consumer`); in ``exactly_once`` mode the producer
+    must have a transactional id. When stopped, the batch being collected is finished and
+    committed, then (with ``close``) the consumer leaves the group and both clients close.
+
+    Raises:
+        FatalDeliveryError: the producer was fenced or broke; the process should restart.
+        StreamError: a batch failed to commit ``max_failures`` times in a row (with the
+            default backoff, about 20 s of a broker being away).
+    """
+    if max_batch < 1 or max_wait_ms < 0:
+        msg = f"run_loop: need max_batch >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}"
+        raise ValueError(msg)
+    delivery = make_delivery(mode, producer, consumer)
+    stats = LoopStats()
+    buffer = _Buffer()
+    try:
+        delivery.start()
+        consumer.subscribe(topics=list(topics), listener=buffer)
+        failures = 0
+        while not stop_event.is_set():
+            batch = _collect(consumer, buffer, max_batch, max_wait_ms, stop_event)
+            if not batch:
+                continue
+            try:
+                report = _run_batch(delivery, process, batch, dlq_topic)
+            except FATAL_PRODUCER_ERRORS as exc:
+                msg = f"commit batch of {len(batch)} records: producer fenced or unusable ({exc!r})"
+                raise FatalDeliveryError(msg) from exc
+            except KafkaError as exc:
+                failures += 1
+                stats.aborted += 1
+                log.warning("batch of %d aborted (%d in a row): %r", len(batch), failures, exc)
+                delivery.abort()
+                _rewind(consumer, batch)
+                if failures >= max_failures:
+                    msg = f"commit batch of {len(batch)}: failed {failures} times, last {exc!r}"
+                    raise StreamError(msg) from exc
+                # Exponential, capped: rides out a broker restart without hammering it.
+                stop_event.wait(min(retry_backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S))
+                continue
+            failures = 0
+            _count(stats, report)
+            if on_batch is not None:
+                on_batch(report)
+    finally:
+        _shut_down(delivery, consumer, producer, close=close)
+    return stats
+
+
+def _run_batch(
+    delivery: Delivery, process: Process, batch: list[ConsumerRecord], dlq_topic: str
+) -> BatchReport:
+    started = time.perf_counter()
+    result, isolated = process_isolating(process, batch)
+    processed = time.perf_counter()
+    delivery.begin()
+    sent = _send(delivery.producer, result, dlq_topic)
+    delivery.commit(next_offsets(batch), sent)
+    return BatchReport(
+        records=len(batch),
+        outputs=len(result.outputs),
+        dead_letters=len(result.dead_letters),
+        isolated=isolated,
+        process_s=processed - started,
+        commit_s=time.perf_counter() - processed,
+    )
+
+
+def _count(stats: LoopStats, report: BatchReport) -> None:
+    stats.batches += 1
+    stats.records += report.records
+    stats.outputs += report.outputs
+    stats.dead_letters += report.dead_letters
+    stats.isolated += int(report.isolated)
+
+
+def _shut_down(
+    delivery: Delivery, consumer: KafkaConsumer, producer: KafkaProducer, *, close: bool
+) -> None:
+    try:
+        delivery.abort()  # only does something if we are leaving with a transaction open
+    except FatalDeliveryError:
+        log.exception("abort on shutdown failed")
+    if close:
+        try:
+            consumer.close()
+        finally:
+            producer.close()
