@@ -1,0 +1,99 @@
+"""Keras 3 models as ``.keras`` files, loaded with ``safe_mode=True`` (no lambda deserialising).
+
+The backend comes from ``KERAS_BACKEND`` (TensorFlow when unset), so the same file runs on
+TensorFlow, JAX or PyTorch. Keras reads only from a path, so the verified bytes are written to
+a private temporary file and loaded from there: what is loaded is what was hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lakecast.errors import SchemaError, UnsafeArtifactError
+from lakecast.models.predictor import (
+    Features,
+    NanPolicy,
+    apply_nan_policy,
+    feature_matrix,
+    finish_scores,
+)
+from lakecast.registry.signature import Signature
+
+FILE_NAME = "model.keras"
+DEFAULT_BACKEND = "tensorflow"
+# Below this many rows one call on the batch beats model.predict's dataset machinery.
+_DIRECT_CALL_ROWS = 4096
+
+
+def import_keras() -> Any:
+    """Import keras with the configured backend (env ``KERAS_BACKEND``, default TensorFlow)."""
+    os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
+    import keras
+
+    return keras
+
+
+def save(model: Any, directory: Path) -> Path:
+    """Write ``model`` as ``directory/model.keras`` (Keras 3 zip format)."""
+    path = directory / FILE_NAME
+    model.save(path)
+    return path
+
+
+def load(data: bytes, where: str) -> Any:
+    """Build the Keras model from verified artifact bytes, in safe mode.
+
+    Raises:
+        UnsafeArtifactError: the file is not a loadable ``.keras`` archive or needs unsafe code.
+    """
+    keras = import_keras()
+    with tempfile.TemporaryDirectory(prefix="lakecast-keras-") as tmp:
+        path = Path(tmp) / FILE_NAME
+        path.write_bytes(data)
+        try:
+            return keras.saving.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # keras raises ValueError, TypeError, zipfile errors...
+            msg = (
+                f"{where}: keras artifact failed to load in safe mode: {type(exc).__name__}: {exc}"
+            )
+            raise UnsafeArtifactError(msg) from exc
+
+
+class KerasPredictor:
+    """A Keras model behind the Predictor protocol; a (n, 1) or (n, 2) output becomes (n,)."""
+
+    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+        self.model = model
+        self._signature = signature
+        self._nan_policy = nan_policy
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    @property
+    def nan_policy(self) -> NanPolicy:
+        return self._nan_policy
+
+    def predict(self, features: Features) -> np.ndarray:
+        matrix = feature_matrix(features, self._signature, np.float32)
+        rows = matrix.shape[0]
+        if rows == 0:
+            return np.empty(0, dtype=np.float64)
+        matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
+        if rows <= _DIRECT_CALL_ROWS:
+            raw = self.model.predict_on_batch(matrix)
+        else:
+            raw = self.model.predict(matrix, batch_size=_DIRECT_CALL_ROWS, verbose=0)
+        scores = np.asarray(raw, dtype=np.float64)
+        if scores.ndim == 2 and scores.shape[1] == 2:
+            scores = scores[:, 1]
+        elif scores.ndim == 2 and scores.shape[1] != 1:
+            msg = f"keras model output has shape {scores.shape}; expected one score per row"
+            raise SchemaError(msg)
+        return finish_scores(scores, rows, nan_rows)

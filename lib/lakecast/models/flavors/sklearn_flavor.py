@@ -1,0 +1,98 @@
+"""scikit-learn models saved with skops (never pickle) and loaded against our trusted list.
+
+Loading asks skops which types the artifact needs, refuses any that is neither trusted by
+skops nor on lakecast's list (UnsafeArtifactError names them), and bounds-checks tree
+ensembles before the first predict. Classifiers score ``predict_proba[:, 1]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lakecast.errors import UnsafeArtifactError
+from lakecast.models.flavors.tree_bounds import check_estimator_trees
+from lakecast.models.predictor import (
+    Features,
+    NanPolicy,
+    apply_nan_policy,
+    feature_matrix,
+    finish_scores,
+)
+from lakecast.models.trusted_types import TRUSTED_TYPES, VERIFIED_ONLY_TYPES
+from lakecast.registry.signature import Signature
+
+FILE_NAME = "model.skops"
+
+
+def save(model: Any, directory: Path) -> Path:
+    """Write ``model`` as ``directory/model.skops``."""
+    import skops.io
+
+    path = directory / FILE_NAME
+    skops.io.dump(model, path)
+    return path
+
+
+def load(data: bytes, where: str, *, sha256_verified: bool) -> Any:
+    """Build the estimator from verified artifact bytes.
+
+    Args:
+        data: the artifact's bytes, already checked against the registry's sha256.
+        where: ``model 'x' version 1.0.0``, for messages.
+        sha256_verified: whether ``data`` matched a recorded sha256; tree predictors are
+            trusted only then.
+
+    Raises:
+        UnsafeArtifactError: the artifact needs a type we do not trust, or a tree is malformed.
+    """
+    import skops.io
+
+    allowed = TRUSTED_TYPES | (VERIFIED_ONLY_TYPES if sha256_verified else frozenset())
+    try:
+        asked = set(skops.io.get_untrusted_types(data=data))
+    except Exception as exc:  # a malformed archive; skops raises many kinds
+        msg = f"{where}: skops artifact cannot be read: {type(exc).__name__}: {exc}"
+        raise UnsafeArtifactError(msg) from exc
+    refused = sorted(asked - allowed)
+    if refused:
+        msg = f"{where}: skops artifact asks for types that are not trusted: {refused}"
+        raise UnsafeArtifactError(msg)
+    try:
+        model = skops.io.loads(data, trusted=sorted(asked))
+    except Exception as exc:
+        msg = f"{where}: skops artifact failed to load: {type(exc).__name__}: {exc}"
+        raise UnsafeArtifactError(msg) from exc
+    check_estimator_trees(model, where)
+    return model
+
+
+class SklearnPredictor:
+    """A scikit-learn estimator behind the Predictor protocol."""
+
+    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+        self.model = model
+        self._signature = signature
+        self._nan_policy = nan_policy
+        self._proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    @property
+    def nan_policy(self) -> NanPolicy:
+        return self._nan_policy
+
+    def predict(self, features: Features) -> np.ndarray:
+        matrix = feature_matrix(features, self._signature, np.float64)
+        rows = matrix.shape[0]
+        if rows == 0:
+            return np.empty(0, dtype=np.float64)
+        matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
+        scores = (
+            self.model.predict_proba(matrix)[:, 1] if self._proba else self.model.predict(matrix)
+        )
+        return finish_scores(scores, rows, nan_rows)

@@ -1,0 +1,132 @@
+"""The Predictor protocol every flavor implements, and the one way features become a matrix.
+
+A Predictor takes a 2-D float array (columns in signature order), a pyarrow Table or
+RecordBatch, or a dict of columns, and returns one float64 score per row. Non-finite features
+(NaN, +-inf) follow the model's declared NaN policy:
+
+- ``error``: refuse the batch with a DataError naming the columns and the count of rows;
+- ``impute_zero``: replace them by 0 before the model sees them;
+- ``propagate``: rows with any non-finite feature score NaN, the others are scored;
+- ``native``: hand them to the model as they are (HistGradientBoosting treats NaN as missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+from lakecast.errors import DataError, SchemaError
+
+if TYPE_CHECKING:
+    from lakecast.registry.signature import Signature
+
+NanPolicy = Literal["error", "impute_zero", "propagate", "native"]
+NAN_POLICIES: tuple[NanPolicy, ...] = ("error", "impute_zero", "propagate", "native")
+
+Features: TypeAlias = np.ndarray | pa.Table | pa.RecordBatch | Mapping[str, Any]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A loaded model: scores rows of features."""
+
+    @property
+    def signature(self) -> Signature: ...
+
+    @property
+    def nan_policy(self) -> NanPolicy: ...
+
+    def predict(self, features: Features) -> np.ndarray:
+        """One float64 score per row of ``features``."""
+        ...
+
+
+def check_nan_policy(policy: str) -> NanPolicy:
+    for known in NAN_POLICIES:
+        if policy == known:
+            return known
+    msg = f"nan_policy {policy!r} is not one of {NAN_POLICIES}"
+    raise SchemaError(msg)
+
+
+def feature_matrix(features: Features, signature: Signature, dtype: Any = np.float64) -> np.ndarray:
+    """The features as a C-contiguous (rows, inputs) array in signature order.
+
+    Raises:
+        SchemaError: a named input column is missing, or an array has the wrong width.
+    """
+    names = signature.input_names
+    if isinstance(features, np.ndarray):
+        matrix = features
+        if matrix.ndim != 2 or matrix.shape[1] != len(names):
+            msg = (
+                f"features: array of shape {matrix.shape} does not match the signature's "
+                f"{len(names)} input columns {names}"
+            )
+            raise SchemaError(msg)
+        return np.ascontiguousarray(matrix, dtype=dtype)
+    if isinstance(features, pa.Table | pa.RecordBatch):
+        available = set(features.schema.names)
+        columns: list[Any] = []
+        missing = [n for n in names if n not in available]
+        if not missing:
+            columns = [features.column(n).to_numpy(zero_copy_only=False) for n in names]
+    elif isinstance(features, Mapping):
+        missing = [n for n in names if n not in features]
+        if not missing:
+            columns = [np.asarray(features[n]) for n in names]
+    else:
+        msg = f"features: {type(features).__name__} is not an array, Arrow table or dict"
+        raise SchemaError(msg)
+    if missing:
+        msg = f"features: missing input columns {missing} of the signature {names}"
+        raise SchemaError(msg)
+    if not columns:
+        return np.empty((0, len(names)), dtype=dtype)
+    try:
+        # None (Arrow nulls) becomes NaN so the NaN policy decides what happens to it.
+        stacked = [np.asarray(c, dtype=np.float64).reshape(-1) for c in columns]
+    except (TypeError, ValueError) as exc:
+        msg = f"features: an input column of {names} is not numeric: {exc}"
+        raise SchemaError(msg) from exc
+    lengths = {len(c) for c in stacked}
+    if len(lengths) > 1:
+        msg = f"features: input columns have different lengths {sorted(lengths)}"
+        raise SchemaError(msg)
+    return np.ascontiguousarray(np.column_stack(stacked), dtype=dtype)
+
+
+def apply_nan_policy(
+    matrix: np.ndarray, signature: Signature, policy: NanPolicy
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The matrix to score and, under ``propagate``, the mask of rows that must score NaN."""
+    finite = np.isfinite(matrix)
+    if finite.all() or policy == "native":
+        return matrix, None
+    if policy == "error":
+        bad_columns = [signature.input_names[i] for i in np.flatnonzero(~finite.all(axis=0))]
+        bad_rows = int((~finite.all(axis=1)).sum())
+        msg = (
+            f"features: {bad_rows} row(s) have NaN or infinite values in {bad_columns}; "
+            "the model's nan_policy is 'error'"
+        )
+        raise DataError(msg)
+    if policy == "impute_zero":
+        return np.where(finite, matrix, 0).astype(matrix.dtype, copy=False), None
+    bad = ~finite.all(axis=1)
+    return np.where(finite, matrix, 0).astype(matrix.dtype, copy=False), bad
+
+
+def finish_scores(scores: np.ndarray, rows: int, nan_rows: np.ndarray | None) -> np.ndarray:
+    """Scores as a 1-D float64 array of ``rows`` entries, NaN where the policy asks."""
+    out = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if out.shape[0] != rows:
+        msg = f"model returned {out.shape[0]} scores for {rows} rows"
+        raise SchemaError(msg)
+    if nan_rows is not None:
+        out = out.copy()
+        out[nan_rows] = np.nan
+    return out

@@ -1,0 +1,216 @@
+"""The registry's Delta tables (``models``, ``versions``, ``aliases``, ``audit``), via delta-rs.
+
+No JVM: the CLI and the streaming workers read and write these with ``deltalake``. Structured
+fields are JSON strings. Every read-then-write goes through a MERGE on the snapshot that was
+read, so a concurrent writer makes the commit fail (delta-rs optimistic concurrency) and the
+caller re-reads and retries with backoff; appends to ``audit`` are blind and never conflict.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from lakecast.errors import RegistryError, VersionConflictError
+
+T = TypeVar("T")
+_TS = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "models": pa.schema(
+        [
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("description", pa.string()),
+            pa.field("created_at", _TS),
+            pa.field("created_by", pa.string()),
+        ]
+    ),
+    "versions": pa.schema(
+        [
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("version", pa.string(), nullable=False),
+            pa.field("major", pa.int64()),
+            pa.field("minor", pa.int64()),
+            pa.field("patch", pa.int64()),
+            pa.field("flavor", pa.string()),
+            pa.field("signature", pa.string()),  # JSON
+            pa.field("metrics", pa.string()),  # JSON
+            pa.field("lineage", pa.string()),  # JSON
+            pa.field("card", pa.string()),  # JSON
+            pa.field("nan_policy", pa.string()),
+            pa.field("sha256", pa.string()),
+            pa.field("artifact_path", pa.string()),  # relative to the registry root
+            pa.field("status", pa.string()),
+            pa.field("description", pa.string()),
+            pa.field("created_at", _TS),
+            pa.field("created_by", pa.string()),
+        ]
+    ),
+    "aliases": pa.schema(
+        [
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("alias", pa.string(), nullable=False),
+            pa.field("version", pa.string()),
+            pa.field("history", pa.string()),  # JSON list, oldest first
+            pa.field("seq", pa.int64()),
+            pa.field("updated_at", _TS),
+            pa.field("updated_by", pa.string()),
+            pa.field("reason", pa.string()),
+        ]
+    ),
+    "audit": pa.schema(
+        [
+            pa.field("at", _TS),
+            pa.field("who", pa.string()),
+            pa.field("action", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("version", pa.string()),
+            pa.field("alias", pa.string()),
+            pa.field("previous_version", pa.string()),
+            pa.field("seq", pa.int64()),
+            pa.field("reason", pa.string()),
+        ]
+    ),
+}
+KEYS: dict[str, tuple[str, ...]] = {
+    "models": ("name",),
+    "versions": ("name", "version"),
+    "aliases": ("name", "alias"),
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RegistryTables:
+    """The four Delta tables under one registry root (a path or any delta-rs URI)."""
+
+    def __init__(
+        self,
+        root: str,
+        storage_options: Mapping[str, str] | None = None,
+        max_attempts: int = 30,
+        backoff_s: float = 0.02,
+    ) -> None:
+        self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {}) or None
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.conflicts = 0  # commits retried after a concurrent writer won; for metrics and tests
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    def open(self, table: str) -> DeltaTable | None:
+        """The table at its latest version, or None while nothing was ever written to it."""
+        try:
+            return DeltaTable(self.uri(table), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def ensure(self, table: str) -> DeltaTable:
+        """The table, created empty with its schema on first use (racing creators agree)."""
+        for _ in range(self.max_attempts):
+            found = self.open(table)
+            if found is not None:
+                return found
+            try:
+                return DeltaTable.create(
+                    self.uri(table),
+                    SCHEMAS[table],
+                    mode="ignore",
+                    name=f"lakecast_registry_{table}",
+                    storage_options=self.storage_options,
+                )
+            except CommitFailedError:
+                continue  # another process created it first
+        msg = f"registry table {self.uri(table)} could not be created"
+        raise RegistryError(msg)
+
+    def read(
+        self, table: str, where: Mapping[str, str] | None = None, snapshot: DeltaTable | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows (as dicts) of a table, optionally with equality filters, from ``snapshot``."""
+        dt = snapshot if snapshot is not None else self.open(table)
+        if dt is None:
+            return []
+        filters = [(column, "=", value) for column, value in (where or {}).items()]
+        data = dt.to_pyarrow_table(filters=filters or None)
+        return data.to_pylist()
+
+    def append(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Blind append (the audit log): never conflicts, retried only on transient failures."""
+        data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+        self.ensure(table)
+
+        def write() -> None:
+            write_deltalake(
+                self.uri(table), data, mode="append", storage_options=self.storage_options
+            )
+
+        self.with_retry(write, f"append to {table}")
+
+    def upsert(
+        self,
+        snapshot: DeltaTable,
+        table: str,
+        row: dict[str, Any],
+        *,
+        insert: bool,
+        update_when: str | None = None,
+    ) -> bool:
+        """MERGE one row on the table's key against ``snapshot``; True when a row was written.
+
+        ``insert`` inserts when no row has the key; ``update_when`` (an SQL predicate on ``t``)
+        updates the matching row only when it holds. A concurrent commit that touched the same
+        data raises CommitFailedError, which callers retry through :meth:`with_retry`.
+        """
+        source = pa.Table.from_pylist([row], schema=SCHEMAS[table])
+        predicate = " AND ".join(f"t.{key} = s.{key}" for key in KEYS[table])
+        merger = snapshot.merge(source, predicate, source_alias="s", target_alias="t")
+        if update_when is not None:
+            merger = merger.when_matched_update_all(predicate=update_when)
+        if insert:
+            merger = merger.when_not_matched_insert_all()
+        metrics = merger.execute()
+        return bool(
+            metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
+        )
+
+    def with_retry(self, attempt: Callable[[], T], what: str) -> T:
+        """Run ``attempt`` until it commits; exponential backoff with jitter between conflicts.
+
+        Raises:
+            VersionConflictError: still conflicting after ``max_attempts`` tries (retriable).
+        """
+        delay = self.backoff_s
+        number = 1
+        while True:
+            try:
+                return attempt()
+            except (CommitFailedError, _Stale) as exc:
+                self.conflicts += 1
+                if number >= self.max_attempts:
+                    msg = (
+                        f"registry {self.root}: {what} still conflicts after {number} tries: {exc}"
+                    )
+                    raise VersionConflictError(msg) from exc
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 2, 1.0)
+            number += 1
+
+
+class _Stale(Exception):  # an internal signal, never escapes with_retry
+    """The snapshot that was read no longer holds: re-read and try again."""
+
+
+def stale(what: str) -> _Stale:
+    return _Stale(what)
