@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakecast.config import Settings, settings as default_settings
+from lakecast.config import Settings
+from lakecast.config import settings as default_settings
 from lakecast.local.jars import resolve_jars
 
 if TYPE_CHECKING:

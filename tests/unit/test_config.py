@@ -66,13 +66,13 @@ def test_environment_overrides_nested_fields(tmp_path: Path) -> None:
 
 def test_a_bad_environment_override_is_reported(tmp_path: Path) -> None:
     path = write(tmp_path, "{}\n")
-    with pytest.raises(ConfigError, match="local.broker_port"):
+    with pytest.raises(ConfigError, match=r"local\.broker_port"):
         load_settings(path, environ={"LAKECAST__LOCAL__BROKER_PORT": "not-a-port"})
 
 
 def test_sasl_needs_a_mechanism_and_credentials(tmp_path: Path) -> None:
     path = write(tmp_path, "kafka:\n  security:\n    protocol: SASL_SSL\n")
-    with pytest.raises(ConfigError, match="needs security.sasl_mechanism"):
+    with pytest.raises(ConfigError, match=r"needs security\.sasl_mechanism"):
         load_settings(path, environ={})
     path = write(
         tmp_path,

@@ -20,7 +20,8 @@ from lakecast.errors import DataError
 from lakecast.kafka.serde import encode_json, encode_key
 
 _STRING_FIELDS = (
-    "event_id", "user_id", "session_id", "product_id", "category", "event_type", "device", "country",
+    "event_id", "user_id", "session_id", "product_id",
+    "category", "event_type", "device", "country",
 )  # fmt: skip
 
 

@@ -73,7 +73,9 @@ def _is_current(folder: Path, digest: str) -> bool:
 
 
 def _resolve_profile(profile: str, folder: Path, digest: str) -> None:
-    mvn = require_tool("mvn", "Apache Maven (Debian: `apt-get install -y maven`) or run `make setup`")
+    mvn = require_tool(
+        "mvn", "Apache Maven (Debian: `apt-get install -y maven`) or run `make setup`"
+    )
     require_tool("java", "a Java 17 JDK (Debian: `apt-get install -y openjdk-17-jdk-headless`)")
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
