@@ -1,0 +1,200 @@
+"""The local worker pool: the autoscaler's hands on a laptop or a single host.
+
+It starts and stops worker processes of one command line (by default the inference worker,
+``python -m lakecast.cli.main stream worker``), so that the number of live processes follows the
+autoscaler's decisions. Workers join the same consumer group, so Kafka spreads the partitions
+over however many there are. Stopping sends SIGTERM (the worker finishes its batch, commits and
+leaves the group), then SIGKILL after a grace period. A worker that exits by itself is reaped
+and logged; the next decision brings the count back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+WORKER_ID_ENV = "LAKECAST_WORKER_ID"
+
+
+def default_worker_command(extra_args: Sequence[str] = ()) -> list[str]:
+    """``python -m lakecast.cli.main stream worker ...`` with this interpreter."""
+    return [sys.executable, "-m", "lakecast.cli.main", "stream", "worker", *extra_args]
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """What :meth:`WorkerPool.scale_to` did."""
+
+    before: int
+    after: int
+    started: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    process: subprocess.Popen[bytes]
+    started: float
+    log_file: IO[bytes] | None = None
+
+
+class WorkerPool:
+    """Worker processes of one command line, started and stopped to a target count.
+
+    Args:
+        command: the argv of a worker, or a function of the worker id that returns it.
+        name: prefix of the worker ids (``{name}-{n}``), also exported to each worker as
+            ``LAKECAST_WORKER_ID``.
+        env: extra environment for the workers (on top of this process's).
+        stop_timeout_s: how long a worker may take to exit after SIGTERM before SIGKILL.
+        log_dir: where each worker's stdout and stderr go (``{id}.log``); None inherits ours.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str] | Callable[[str], Sequence[str]] | None = None,
+        *,
+        name: str = "worker",
+        env: Mapping[str, str] | None = None,
+        stop_timeout_s: float = 30.0,
+        log_dir: str | Path | None = None,
+    ) -> None:
+        self._command = command if command is not None else default_worker_command()
+        self.name = name
+        self.env = dict(env or {})
+        self.stop_timeout_s = stop_timeout_s
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self._workers: list[_Worker] = []
+        self._next = 0
+
+    def command_for(self, worker_id: str) -> list[str]:
+        command = self._command(worker_id) if callable(self._command) else self._command
+        if not command:
+            msg = f"worker pool {self.name!r}: the worker command is empty"
+            raise ValueError(msg)
+        return list(command)
+
+    def _reap(self) -> None:
+        alive = []
+        for worker in self._workers:
+            code = worker.process.poll()
+            if code is None:
+                alive.append(worker)
+                continue
+            log.warning(
+                "worker %s (pid %d) exited by itself with status %s",
+                worker.worker_id,
+                worker.process.pid,
+                code,
+                extra={"worker": worker.worker_id, "pid": worker.process.pid, "status": code},
+            )
+            if worker.log_file:
+                worker.log_file.close()
+        self._workers = alive
+
+    def live(self) -> int:
+        """How many worker processes are running now."""
+        self._reap()
+        return len(self._workers)
+
+    @property
+    def pids(self) -> list[int]:
+        self._reap()
+        return [w.process.pid for w in self._workers]
+
+    def start_one(self) -> str:
+        """Start one worker; returns its id."""
+        worker_id = f"{self.name}-{self._next}"
+        self._next += 1
+        command = self.command_for(worker_id)
+        log_file = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_file = (self.log_dir / f"{worker_id}.log").open("ab")
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **self.env, WORKER_ID_ENV: worker_id},
+            stdout=log_file,
+            stderr=subprocess.STDOUT if log_file else None,
+            stdin=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C on the autoscaler's terminal does not hit the workers
+            # at once; the pool stops them in order instead.
+            start_new_session=True,
+        )
+        self._workers.append(_Worker(worker_id, process, time.monotonic(), log_file))
+        log.info(
+            "started worker %s (pid %d)",
+            worker_id,
+            process.pid,
+            extra={"worker": worker_id, "pid": process.pid, "command": command},
+        )
+        return worker_id
+
+    def stop(self, count: int) -> list[str]:
+        """Stop the ``count`` newest workers: SIGTERM together, SIGKILL after the timeout."""
+        self._reap()
+        victims = self._workers[len(self._workers) - count :] if count > 0 else []
+        for worker in victims:
+            _signal(worker, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        for worker in victims:
+            try:
+                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "worker %s (pid %d) ignored SIGTERM for %g s: SIGKILL",
+                    worker.worker_id,
+                    worker.process.pid,
+                    self.stop_timeout_s,
+                    extra={"worker": worker.worker_id, "pid": worker.process.pid},
+                )
+                _signal(worker, signal.SIGKILL)
+                worker.process.wait()
+            log.info(
+                "stopped worker %s (pid %d, status %s)",
+                worker.worker_id,
+                worker.process.pid,
+                worker.process.returncode,
+                extra={"worker": worker.worker_id, "status": worker.process.returncode},
+            )
+            if worker.log_file:
+                worker.log_file.close()
+        gone = {id(w) for w in victims}
+        self._workers = [w for w in self._workers if id(w) not in gone]
+        return [w.worker_id for w in victims]
+
+    def scale_to(self, desired: int) -> ScaleResult:
+        """Start or stop workers until ``desired`` are running."""
+        if desired < 0:
+            msg = f"worker pool {self.name!r}: desired workers must not be negative, got {desired}"
+            raise ValueError(msg)
+        before = self.live()
+        started: list[str] = []
+        stopped: list[str] = []
+        if desired > before:
+            started = [self.start_one() for _ in range(desired - before)]
+        elif desired < before:
+            stopped = self.stop(before - desired)
+        return ScaleResult(before, self.live(), tuple(started), tuple(stopped))
+
+    def stop_all(self) -> list[str]:
+        """Stop every worker (the autoscaler does this when it stops)."""
+        return self.stop(self.live())
+
+
+def _signal(worker: _Worker, sig: signal.Signals) -> None:
+    # The worker may have exited between the poll and the signal.
+    with contextlib.suppress(ProcessLookupError):
+        worker.process.send_signal(sig)

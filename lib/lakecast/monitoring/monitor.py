@@ -1,0 +1,369 @@
+"""The anomaly monitor: ``kind=sample`` records in, ``kind=anomaly`` records out.
+
+:class:`AnomalyMonitor` is the logic without Kafka: every checked sample updates the worker's
+series and, when a window of sample time closes, the fleet's (see
+:mod:`lakecast.monitoring.series`); each new point is scored by its own causal detector, and a
+score at or over the threshold, outside the series' cooldown, becomes an anomaly record that
+carries the value, the score, the detector and the window that explains it (the recent points
+and their baseline). :class:`MonitorService` runs it on the ``metrics`` topic: it skips (logs
+and counts) records that break the contract and keeps going, writes anomalies back to the same
+topic, sets the Prometheus gauges and stops cleanly when its stop event is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+
+from lakecast.autoscaling.decision import to_iso
+from lakecast.config import KafkaSettings
+from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
+from lakecast.kafka.clients import build_consumer, build_producer
+from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
+from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
+from lakecast.monitoring.prometheus import (
+    ANOMALIES,
+    ANOMALY_SCORE,
+    BAD_RECORDS,
+    METRICS_RECORDS,
+    SERIES_VALUE,
+)
+from lakecast.monitoring.series import (
+    FLEET_SOURCE,
+    METRICS,
+    FleetAggregator,
+    MonitoredSample,
+    ScoredPoint,
+    SeriesState,
+    parse_sample,
+)
+
+log = logging.getLogger(__name__)
+
+ANOMALY_KIND = "anomaly"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """How the monitor scores and when it speaks.
+
+    Attributes:
+        detector: a name of :data:`lakecast.monitoring.detectors.DETECTORS`.
+        detector_params: overrides of that detector's defaults.
+        threshold: a score at or over it is an anomaly.
+        cooldown_s: after an anomaly, the same series stays quiet this long (sample time).
+        context: recent points shown in an anomaly record (and behind its baseline).
+        fleet_window_s: the window of sample time the fleet's series is aggregated over;
+            at least the workers' sample interval.
+        fleet_max_age_s: a worker's latest sample older than this leaves the fleet.
+        metrics: the figures watched (a subset of :data:`METRICS`).
+        per_worker: whether each worker gets its own series, besides the fleet's.
+        source: the monitor's id (the ``monitor`` field of its records).
+    """
+
+    detector: str = DEFAULT_DETECTOR
+    detector_params: Mapping[str, Any] = field(default_factory=dict)
+    threshold: float = 0.99
+    cooldown_s: float = 60.0
+    context: int = 30
+    fleet_window_s: float = 5.0
+    fleet_max_age_s: float = 15.0
+    metrics: tuple[str, ...] = tuple(METRICS)
+    per_worker: bool = True
+    source: str = "monitor"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            msg = f"monitor config: unknown metrics {unknown}; known are {sorted(METRICS)}"
+            raise ConfigError(msg)
+        if not 0.0 < self.threshold <= 1.0:
+            msg = f"monitor config: threshold must be in (0, 1], got {self.threshold}"
+            raise ConfigError(msg)
+        # Fail at start, not on the first sample, when the detector name or a param is wrong.
+        try:
+            make_detector(self.detector, **dict(self.detector_params))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            params = dict(self.detector_params)
+            msg = f"monitor config: detector {self.detector!r} with {params}: {exc}"
+            raise ConfigError(msg) from exc
+
+
+class AnomalyMonitor:
+    """Per-series causal scoring and anomaly records, with no Kafka in sight."""
+
+    def __init__(
+        self, config: MonitorConfig, detector_factory: Callable[[], Detector] | None = None
+    ) -> None:
+        self.config = config
+        self._factory = detector_factory or (
+            lambda: make_detector(config.detector, **dict(config.detector_params))
+        )
+        self._series: dict[tuple[str, str], SeriesState] = {}
+        self.fleet = FleetAggregator(config.fleet_window_s, config.fleet_max_age_s)
+
+    def series(self, source: str, metric: str) -> SeriesState:
+        key = (source, metric)
+        state = self._series.get(key)
+        if state is None:
+            state = SeriesState(source, metric, self._factory(), self.config.context)
+            self._series[key] = state
+        return state
+
+    def observe(self, sample: MonitoredSample) -> list[dict[str, Any]]:
+        """Score a worker sample (and any fleet window it closes); returns anomaly records."""
+        anomalies: list[dict[str, Any]] = []
+        for point in self.fleet.add(sample):
+            anomalies += self._score(FLEET_SOURCE, point.ts, point.values, workers=point.workers)
+        if self.config.per_worker:
+            anomalies += self._score(sample.source, sample.ts, sample.values)
+        return anomalies
+
+    def close_fleet_window(self) -> list[dict[str, Any]]:
+        """Close the fleet's open window (when samples stopped); returns anomaly records."""
+        anomalies: list[dict[str, Any]] = []
+        for point in self.fleet.close():
+            anomalies += self._score(FLEET_SOURCE, point.ts, point.values, workers=point.workers)
+        return anomalies
+
+    def _score(
+        self,
+        source: str,
+        ts: float,
+        values: Mapping[str, float | None],
+        workers: int | None = None,
+    ) -> list[dict[str, Any]]:
+        out = []
+        for metric in self.config.metrics:
+            value = values.get(metric)
+            if value is None:
+                continue
+            state = self.series(source, metric)
+            point = state.update(ts, value)
+            if point is None:
+                continue
+            ANOMALY_SCORE.labels(series=state.name).set(point.score)
+            SERIES_VALUE.labels(series=state.name).set(point.value)
+            if state.should_alert(point, self.config.threshold, self.config.cooldown_s):
+                out.append(self._anomaly(source, metric, point, workers))
+        return out
+
+    def _anomaly(
+        self, source: str, metric: str, point: ScoredPoint, workers: int | None
+    ) -> dict[str, Any]:
+        median = point.baseline.get("median")
+        direction = None if median is None else ("high" if point.value >= median else "low")
+        return {
+            "kind": ANOMALY_KIND,
+            "source": source,
+            "ts": to_iso(point.ts),
+            "metric": metric,
+            "series": f"{source}/{metric}",
+            "scope": "fleet" if source == FLEET_SOURCE else "worker",
+            "workers": workers,
+            "value": point.value,
+            "score": point.score,
+            "threshold": self.config.threshold,
+            "direction": direction,
+            "detector": self.config.detector,
+            "monitor": self.config.source,
+            "window": {
+                "ts": [to_iso(t) for t, _ in point.window],
+                "values": [v for _, v in point.window],
+            },
+            "baseline": dict(point.baseline),
+        }
+
+
+@dataclass
+class ServiceStats:
+    """What a metrics-topic service has read so far (tests and logs read it)."""
+
+    records: int = 0
+    samples: int = 0
+    bad_records: int = 0
+    written: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def subscribe_when_ready(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> None:
+    """Subscribe once the consumer's metadata knows ``topic``.
+
+    A group that joins before its client has the topic's metadata is assigned nothing and
+    stays idle until the next metadata refresh (minutes), so wait for the partitions first.
+
+    Raises:
+        StreamError: the topic has no partitions after ``timeout_s`` (it does not exist).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            msg = f"subscribe to {topic!r}: the topic has no partitions after {timeout_s:g} s"
+            raise StreamError(msg)
+        time.sleep(0.2)
+    consumer.subscribe([topic])
+
+
+def read_metric_record(
+    message: ConsumerRecord, service: str, stats: ServiceStats
+) -> dict[str, Any] | None:
+    """Decode a metrics-topic message; a bad one is logged with its offset, counted, None."""
+    stats.records += 1
+    try:
+        record = decode_metric(message.value)
+    except InvalidRecordError as exc:
+        report_bad_record(message, service, stats, exc)
+        return None
+    kind = str(record["kind"])
+    stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
+    METRICS_RECORDS.labels(service=service, kind=kind).inc()
+    return record
+
+
+def report_bad_record(
+    message: ConsumerRecord, service: str, stats: ServiceStats, error: Exception
+) -> None:
+    """Log (JSON, with topic, partition, offset and field) and count a skipped record."""
+    stats.bad_records += 1
+    BAD_RECORDS.labels(service=service).inc()
+    log.error(
+        "skipped bad record at %s[%d]@%d: %s",
+        message.topic,
+        message.partition,
+        message.offset,
+        error,
+        extra={
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "field": getattr(error, "field", None),
+            "error": str(error),
+        },
+    )
+
+
+class MonitorService:
+    """The monitor on the ``metrics`` topic: samples in, anomalies back to the same topic.
+
+    Args:
+        kafka: bootstrap and security (topics are explicit, see below).
+        metrics_topic: the topic samples come from and anomalies go to.
+        config: scoring settings.
+        group_id: the monitor's consumer group (offsets committed after each poll).
+        from_beginning: with no committed offset, start at the earliest record (else latest).
+        poll_timeout_ms: how long one poll waits; also how often the stop event is checked.
+    """
+
+    name = "monitor"
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        metrics_topic: str,
+        config: MonitorConfig | None = None,
+        *,
+        group_id: str = "lakecast-monitor",
+        from_beginning: bool = False,
+        poll_timeout_ms: int = 500,
+    ) -> None:
+        self.kafka = kafka
+        self.topic = metrics_topic
+        self.config = config or MonitorConfig()
+        self.monitor = AnomalyMonitor(self.config)
+        self.group_id = group_id
+        self.from_beginning = from_beginning
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = ServiceStats()
+        # The latest anomalies written, for tests and a status line; bounded for long runs.
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=1000)
+
+    def run(self, stop: threading.Event) -> ServiceStats:
+        """Consume until ``stop`` is set; then commit, close the consumer and the producer."""
+        consumer = build_consumer(
+            self.kafka,
+            group_id=self.group_id,
+            client_id=f"lakecast-{self.config.source}",
+            auto_offset_reset="earliest" if self.from_beginning else "latest",
+        )
+        producer = build_producer(
+            self.kafka, mode="at_least_once", client_id=f"lakecast-{self.config.source}"
+        )
+        try:
+            subscribe_when_ready(consumer, self.topic)
+        except StreamError:
+            consumer.close()
+            producer.close()
+            raise
+        log.info(
+            "monitor started on %s (detector %s, threshold %g)",
+            self.topic,
+            self.config.detector,
+            self.config.threshold,
+            extra={"topic": self.topic, "group": self.group_id, "detector": self.config.detector},
+        )
+        last_sample = time.monotonic()
+        try:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                anomalies: list[dict[str, Any]] = []
+                for messages in batches.values():
+                    for message in messages:
+                        found = self.handle(message)
+                        if found is not None:
+                            anomalies += found
+                            last_sample = time.monotonic()
+                idle = time.monotonic() - last_sample
+                if self.monitor.fleet.has_open_window and idle > self.config.fleet_window_s:
+                    anomalies += self.monitor.close_fleet_window()
+                self._write(producer, anomalies)
+                if batches:
+                    consumer.commit()
+        finally:
+            producer.flush(timeout=10)
+            producer.close(timeout=10)
+            consumer.close()
+            log.info("monitor stopped", extra={"stats": vars(self.stats)})
+        return self.stats
+
+    def handle(self, message: ConsumerRecord) -> list[dict[str, Any]] | None:
+        """One message: anomaly records for a good sample, None for anything else."""
+        record = read_metric_record(message, self.name, self.stats)
+        if record is None or record["kind"] != "sample":
+            return None
+        try:
+            sample = parse_sample(record)
+        except (InvalidRecordError, DataError) as exc:
+            report_bad_record(message, self.name, self.stats, exc)
+            return None
+        self.stats.samples += 1
+        return self.monitor.observe(sample)
+
+    def _write(self, producer: KafkaProducer, anomalies: list[dict[str, Any]]) -> None:
+        for anomaly in anomalies:
+            fields = {k: v for k, v in anomaly.items() if k not in {"kind", "source", "ts"}}
+            ts = datetime.fromisoformat(anomaly["ts"]).astimezone(UTC)
+            value = encode_metric(ANOMALY_KIND, anomaly["source"], ts, fields)
+            producer.send(self.topic, key=encode_key(anomaly["source"]), value=value)
+            ANOMALIES.labels(metric=anomaly["metric"]).inc()
+            self.stats.written += 1
+            self.anomalies.append(anomaly)
+            log.warning(
+                "anomaly on %s: value %.4g, score %.3f",
+                anomaly["series"],
+                anomaly["value"],
+                anomaly["score"],
+                extra={k: anomaly[k] for k in ("series", "metric", "value", "score", "ts")},
+            )
+        if anomalies:
+            producer.flush(timeout=10)

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the monitor and the autoscaler, defined once (``lakecast_`` prefix).
+
+Label values stay few: a series label is ``source/metric`` (workers times six metrics), a
+service label is the service's name. ``lakecast_desired_replicas`` lives with the controller
+that sets it (:mod:`lakecast.autoscaling.controller`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+log = logging.getLogger(__name__)
+
+ANOMALY_SCORE = Gauge(
+    "lakecast_anomaly_score",
+    "Latest anomaly score in [0, 1] of a monitored series (source/metric).",
+    ["series"],
+)
+SERIES_VALUE = Gauge(
+    "lakecast_monitored_value",
+    "Latest value of a monitored series (source/metric), as the detector saw it.",
+    ["series"],
+)
+ANOMALIES = Counter(
+    "lakecast_anomalies_total",
+    "Anomaly records the monitor wrote, by metric.",
+    ["metric"],
+)
+METRICS_RECORDS = Counter(
+    "lakecast_metrics_records_total",
+    "Records a service read from the metrics topic, by kind (sample, anomaly, scaling, ...).",
+    ["service", "kind"],
+)
+BAD_RECORDS = Counter(
+    "lakecast_bad_metrics_records_total",
+    "Records of the metrics topic a service skipped because they broke the contract.",
+    ["service"],
+)
+CURRENT_REPLICAS = Gauge(
+    "lakecast_current_replicas",
+    "Worker processes of a consumer group running now, as the autoscaler counts them.",
+    ["group"],
+)
+GROUP_LAG = Gauge(
+    "lakecast_group_lag",
+    "Total consumer lag of a group (end offsets minus committed offsets) from the broker.",
+    ["group"],
+)
+SCALING_DECISIONS = Counter(
+    "lakecast_scaling_decisions_total",
+    "Decisions of the autoscaler, by direction (up, down, hold).",
+    ["group", "direction"],
+)
+
+
+def serve_metrics(port: int | None, addr: str = "127.0.0.1") -> None:
+    """Expose ``/metrics`` on ``addr:port``; ``None`` or 0 turns the endpoint off."""
+    if not port:
+        return
+    start_http_server(port, addr=addr)
+    log.info("prometheus metrics on http://%s:%d/metrics", addr, port, extra={"port": port})

@@ -1,0 +1,87 @@
+"""The monitor's scoring logic on synthetic fleets (no Kafka: the service test has it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from lakecast.errors import ConfigError
+from lakecast.monitoring.monitor import AnomalyMonitor, MonitorConfig
+from lakecast.monitoring.series import parse_sample
+from lakecast.monitoring.testing import Incident, synthetic_fleet
+
+T0 = 1_700_000_000.0
+CONFIG = MonitorConfig(
+    detector="gaussian_tail",
+    detector_params={"warmup": 12, "window": 200, "use_diff": 0, "alarm": 0.5},
+    threshold=0.5,
+    cooldown_s=30.0,
+    context=10,
+    fleet_window_s=1.0,
+    fleet_max_age_s=3.0,
+)
+SPIKE = Incident("latency_p99_ms", start=40, steps=3, factor=10.0, workers=("w-1",))
+DROP = Incident("records_in_per_s", start=55, steps=15, factor=0.3)
+
+
+def run(records: list[dict[str, Any]], config: MonitorConfig = CONFIG) -> list[dict[str, Any]]:
+    monitor = AnomalyMonitor(config)
+    found: list[dict[str, Any]] = []
+    for record in records:
+        found += monitor.observe(parse_sample(record))
+    return found + monitor.close_fleet_window()
+
+
+def epoch(anomaly: dict[str, Any]) -> float:
+    from lakecast.autoscaling.decision import to_epoch
+
+    return to_epoch(anomaly["ts"])
+
+
+def test_flags_a_latency_spike_and_a_throughput_drop_within_a_few_samples() -> None:
+    records = list(synthetic_fleet(2, 70, t0=T0, incidents=(SPIKE, DROP), seed=1))
+    found = run(records)
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for anomaly in found:
+        by_series.setdefault(anomaly["series"], []).append(anomaly)
+    assert all(epoch(a) >= T0 + SPIKE.start for a in found), "an alarm before any incident"
+    (spike,) = by_series["w-1/latency_p99_ms"]
+    assert T0 + 40 <= epoch(spike) < T0 + 43
+    assert spike["direction"] == "high"
+    assert spike["value"] > 5 * spike["baseline"]["median"]
+    assert spike["window"]["values"][-1] == spike["value"]
+    assert len(spike["window"]["values"]) == CONFIG.context
+    assert spike["detector"] == "gaussian_tail"
+    assert spike["score"] >= CONFIG.threshold
+    (fleet_spike,) = by_series["all/latency_p99_ms"]
+    assert T0 + 40 <= epoch(fleet_spike) <= T0 + 43
+    (drop,) = by_series["all/records_in_per_s"]
+    assert T0 + 55 <= epoch(drop) <= T0 + 58
+    assert drop["direction"] == "low"
+    assert drop["workers"] == 2
+    assert drop["scope"] == "fleet"
+    # The unaffected worker's latency stays quiet.
+    assert "w-0/latency_p99_ms" not in by_series
+    # The gauge holds each series' latest score (the spike is long over by the last sample).
+    last = REGISTRY.get_sample_value("lakecast_anomaly_score", {"series": "w-1/latency_p99_ms"})
+    assert last is not None
+    assert 0.0 <= last < CONFIG.threshold
+    value = REGISTRY.get_sample_value(
+        "lakecast_monitored_value", {"series": "all/records_in_per_s"}
+    )
+    assert value == pytest.approx(sum(r["records_in_per_s"] for r in records[-2:]))
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_stays_quiet_on_steady_noisy_traffic(seed: int) -> None:
+    records = list(synthetic_fleet(3, 80, t0=T0, seed=seed, noise=0.08))
+    assert run(records) == []
+
+
+def test_an_unknown_detector_is_refused_when_configured() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        MonitorConfig(detector="crystal_ball")
+    with pytest.raises(ConfigError, match="unknown metrics"):
+        MonitorConfig(detector="null", metrics=("happiness",))

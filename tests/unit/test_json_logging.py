@@ -1,0 +1,35 @@
+"""Structured JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from lakecast.monitoring.logging import configure_json_logging
+
+
+def test_each_record_is_one_json_line_with_extras() -> None:
+    stream = io.StringIO()
+    handler = configure_json_logging("monitor", stream=stream)
+    try:
+        log = logging.getLogger("lakecast.test")
+        log.warning("anomaly on %s", "w-1/lag", extra={"offset": 42, "score": 0.97})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("failed")
+        # A second call replaces the handler: no duplicated lines.
+        handler = configure_json_logging("monitor", stream=stream)
+        log.info("once")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["anomaly on w-1/lag", "failed", "once"]
+    first = lines[0]
+    assert first["service"] == "monitor"
+    assert first["level"] == "warning"
+    assert first["logger"] == "lakecast.test"
+    assert first["offset"] == 42
+    assert first["score"] == 0.97
+    assert "RuntimeError: boom" in lines[1]["exception"]
