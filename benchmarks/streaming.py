@@ -40,6 +40,7 @@ from lakecast.kafka.clients import (
 from lakecast.kafka.loop import BatchReport, BatchResult, OutputRecord, run_loop
 
 MAX_POLL = 500
+WORKER_PIPE = "inference worker, exactly-once, sklearn"
 
 
 @dataclass
@@ -218,10 +219,142 @@ def lakecast_loop_pipe(ctx: PipeContext) -> int:
     return seen
 
 
+@dataclass
+class ServedModel:
+    """A registry with ``purchase@champion`` and an entity snapshot, in a temporary folder."""
+
+    registry: str
+    snapshot: str
+
+
+_served: ServedModel | None = None
+
+
+def served_model() -> ServedModel:
+    """Built once per run: a tiny scikit-learn model and snapshot (lakecast.serving.testing)."""
+    global _served
+    if _served is None:
+        from lakecast.serving.testing import register_model, write_snapshot
+
+        root = Path(tempfile.mkdtemp(prefix="lakecast-bench-lake-"))
+        _served = ServedModel(str(root / "registry"), str(root / "entity_features"))
+        register_model(_served.registry)
+        write_snapshot(_served.snapshot)
+    return _served
+
+
+def build_inference_worker(ctx: PipeContext, source: str) -> object:
+    from lakecast.registry import Registry
+    from lakecast.serving.model_source import ModelSource, SnapshotSource
+    from lakecast.serving.worker import InferenceWorker, WorkerConfig
+
+    served = served_model()
+    config = WorkerConfig(
+        events_topic=source,
+        predictions_topic=ctx.sink,
+        dlq_topic=f"{ctx.sink}.dlq",
+        metrics_topic=f"{ctx.sink}.metrics",
+        group_id=ctx.group,
+        max_batch=MAX_POLL,
+        max_wait_ms=20,
+        sample_interval_s=5.0,
+    )
+    models = ModelSource(Registry(served.registry), "purchase@champion")
+    return InferenceWorker(config, models, SnapshotSource(served.snapshot))
+
+
+def inference_worker_pipe(ctx: PipeContext) -> int:
+    """The inference worker (exactly once): decode, features, snapshot lookup, predict."""
+
+    kafka = KafkaSettings(bootstrap_servers=ctx.bootstrap)
+    worker = build_inference_worker(ctx, ctx.source)
+    stop = threading.Event()
+    seen = 0
+
+    def count(report: BatchReport) -> None:
+        nonlocal seen
+        if not ctx.started:
+            ctx.started = time.perf_counter() - report.process_s - report.commit_s
+        seen += report.records
+        if seen >= ctx.events:
+            ctx.finished = time.perf_counter()
+            stop.set()
+
+    worker.run(kafka, stop, count)  # type: ignore[attr-defined]
+    return seen
+
+
+def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, first: int) -> None:
+    """Runs in its own process: ``rate`` events/s for ``seconds``, in 5 ms steps."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    began = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - began) < seconds:
+        due = int(elapsed * rate)
+        while sent < due:
+            i = first + sent
+            producer.send(topic, value=event(i), key=f"u-{i % 5_000}".encode())
+            sent += 1
+        time.sleep(0.005)
+    producer.flush()
+    producer.close()
+
+
+def worker_latency_at(
+    bootstrap: str, rate: float, *, seconds: float, partitions: int, warmup_s: float = 3.0
+) -> tuple[int, float, float]:
+    """End-to-end latency (event record timestamp -> committed prediction) at ``rate``.
+
+    Returns:
+        Events measured, p50 and p99 in milliseconds (the first ``warmup_s`` left out).
+    """
+    import multiprocessing
+
+    import numpy as np
+
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"bench-paced-{run}", f"bench-paced-out-{run}"
+    admin = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
+    ensure_topics(admin, [TopicSpec(source, partitions), TopicSpec(sink, partitions),
+                          TopicSpec(f"{sink}.dlq"), TopicSpec(f"{sink}.metrics")])  # fmt: skip
+    admin.close()
+    ctx = PipeContext(bootstrap, source, sink, 0, f"bench-paced-{run}")
+    worker = build_inference_worker(ctx, source)
+    stop = threading.Event()
+    latencies: list[float] = []
+    measuring_from = [0.0]
+
+    def collect(report: BatchReport) -> None:
+        if measuring_from[0] and time.perf_counter() >= measuring_from[0]:
+            latencies.extend(worker.last_latencies_s)  # type: ignore[attr-defined]
+
+    thread = threading.Thread(
+        target=worker.run,  # type: ignore[attr-defined]
+        args=(KafkaSettings(bootstrap_servers=bootstrap), stop, collect),
+        daemon=True,
+    )
+    thread.start()
+    time.sleep(5.0)  # join the group, load the model
+    producer = multiprocessing.get_context("spawn").Process(
+        target=_paced_producer, args=(bootstrap, source, rate, seconds + warmup_s, 0)
+    )
+    measuring_from[0] = time.perf_counter() + warmup_s
+    producer.start()
+    producer.join()
+    time.sleep(2.0)
+    stop.set()
+    thread.join(60)
+    if not latencies:
+        return 0, float("nan"), float("nan")
+    p50, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 99])
+    return len(latencies), float(p50), float(p99)
+
+
 PIPES: list[tuple[str, Pipe]] = [
     ("raw pipe (kafka-python, no txn)", raw_pipe),
     ("raw transactional pipe (txn per poll)", raw_transactional_pipe),
     ("lakecast run_loop, exactly-once, forward", lakecast_loop_pipe),
+    (WORKER_PIPE, inference_worker_pipe),
 ]
 
 
@@ -231,6 +364,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
     parser.add_argument("--only", action="append", help="run only pipes whose name has this")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="half-rate run, s")
     args = parser.parse_args()
 
     with broker(args.bootstrap) as bootstrap:
@@ -259,10 +393,26 @@ def main() -> None:
             elapsed = ctx.finished - ctx.started
             rows.append((name, moved, elapsed, moved / elapsed))
 
+        worker_rate = next((rate for name, _, _, rate in rows if name == WORKER_PIPE), None)
+        latency = None
+        if worker_rate:
+            half = worker_rate / 2
+            latency = (half, *worker_latency_at(
+                bootstrap, half, seconds=args.latency_seconds, partitions=args.partitions
+            ))  # fmt: skip
+
     base = rows[0][3] if rows else 1.0
     print(f"\n{'pipe':<44}{'events':>10}{'seconds':>10}{'events/s':>12}{'vs first':>10}")
     for name, moved, elapsed, rate in rows:
         print(f"{name:<44}{moved:>10,}{elapsed:>10.2f}{rate:>12,.0f}{rate / base:>10.2f}")
+    if worker_rate:
+        print(f"\nworker / raw pipe throughput: {worker_rate / base:.2f} (target >= 0.6)")
+    if latency:
+        half, measured, p50, p99 = latency
+        print(
+            f"worker at half its max rate ({half:,.0f} events/s, {measured:,} events): "
+            f"end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 100 ms)"
+        )
 
 
 if __name__ == "__main__":

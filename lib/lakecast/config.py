@@ -109,7 +109,10 @@ class KafkaSettings(_Section):
 
     def client_options(self) -> dict[str, Any]:
         """Bootstrap and security options for any kafka-python client."""
-        return {"bootstrap_servers": self.bootstrap_servers.split(","), **self.security.client_options()}
+        return {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            **self.security.client_options(),
+        }
 
 
 class RegistrySettings(_Section):
@@ -147,6 +150,25 @@ class LocalStackSettings(_Section):
         return self
 
 
+class ServingSettings(_Section):
+    """The online inference worker (``lakecast stream worker``)."""
+
+    model: str = "purchase@champion"  # NAME@ALIAS, NAME:VERSION or NAME
+    group_id: str = "lakecast-inference"
+    delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    max_batch: int = Field(default=500, ge=1, le=10_000)
+    max_wait_ms: int = Field(default=50, ge=0, le=60_000)
+    max_record_bytes: int = Field(default=1_000_000, ge=1_024)
+    # An open transaction of a crashed worker is aborted by the broker after this long.
+    transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics endpoint
+    sample_interval_s: float = Field(default=5.0, gt=0)
+    registry_poll_s: float = Field(default=2.0, gt=0)
+    snapshot_poll_s: float = Field(default=30.0, gt=0)
+    entity_features: str | None = None  # default: <lake root>/entity_features
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -155,6 +177,7 @@ class Settings(_Section):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property
@@ -208,7 +231,9 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"invalid config {source}: " + "; ".join(problems)
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
     """Read, override from the environment and validate the configuration.
 
     Args:

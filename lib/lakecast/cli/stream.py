@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import date
 
 import typer
@@ -9,7 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lakecast.config import settings
 
-app = typer.Typer(help="Streaming services: replay, worker, monitor, autoscaler.", no_args_is_help=True)
+app = typer.Typer(
+    help="Streaming services: replay, worker, monitor, autoscaler.", no_args_is_help=True
+)
 
 
 def _parse_date(value: str | None, option: str) -> date | None:
@@ -18,7 +22,8 @@ def _parse_date(value: str | None, option: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise typer.BadParameter(f"{option} must be YYYY-MM-DD, found {value!r}") from exc
+        msg = f"{option} must be YYYY-MM-DD, found {value!r}"
+        raise typer.BadParameter(msg) from exc
 
 
 @app.command()
@@ -33,7 +38,8 @@ def replay(
     """Replay the events table (a date range) into the events topic, keyed by user."""
     from itertools import islice
 
-    from lakecast.data.replay import event_payloads, read_events, replay as produce
+    from lakecast.data.replay import event_payloads, read_events
+    from lakecast.data.replay import replay as produce
     from lakecast.kafka.clients import build_admin, build_producer, ensure_topics, standard_topics
 
     cfg = settings()
@@ -57,5 +63,213 @@ def replay(
             on_progress=lambda n: progress.advance(task, n),
         )
     producer.close()
-    typer.echo(f"replayed {result.events} events to {target} in {result.seconds:.1f} s "
-               f"({result.rate:,.0f} events/s)")
+    typer.echo(
+        f"replayed {result.events} events to {target} in {result.seconds:.1f} s "
+        f"({result.rate:,.0f} events/s)"
+    )
+
+
+def _detector_params(pairs: list[str]) -> dict[str, object]:
+    """``NAME=VALUE`` pairs; a value that parses as JSON (a number, true) is taken as such."""
+    import json
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            msg = f"--param must be NAME=VALUE, found {pair!r}"
+            raise typer.BadParameter(msg)
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            params[name] = raw
+    return params
+
+
+def _run_until_signal(
+    service_name: str, metrics_port: int, run: Callable[[threading.Event], object]
+) -> None:
+    """JSON logs, /metrics, SIGTERM/SIGINT -> stop event, then ``run(stop)``."""
+    from lakecast.kafka.shutdown import install_stop_handlers
+    from lakecast.monitoring.logging import configure_json_logging
+    from lakecast.monitoring.prometheus import serve_metrics
+
+    configure_json_logging(service_name)
+    serve_metrics(metrics_port)
+    stop = threading.Event()
+    restore = install_stop_handlers(stop)
+    try:
+        run(stop)
+    finally:
+        restore()
+
+
+@app.command()
+def monitor(
+    detector: str | None = typer.Option(None, "--detector", help="Detector (default: chosen one)."),
+    param: list[str] = typer.Option([], "--param", help="Detector parameter NAME=VALUE."),
+    threshold: float = typer.Option(0.99, "--threshold", help="Anomaly when score >= this."),
+    cooldown: float = typer.Option(60.0, "--cooldown", help="Seconds a series stays quiet after."),
+    fleet_window: float = typer.Option(5.0, "--fleet-window", help="Fleet aggregation window, s."),
+    topic: str | None = typer.Option(None, "--topic", help="Metrics topic (default: metrics)."),
+    group: str = typer.Option("lakecast-monitor", "--group", help="The monitor's consumer group."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Read the topic's start."),
+    metrics_port: int = typer.Option(9102, "--metrics-port", help="Prometheus port; 0: off."),
+) -> None:
+    """Score every worker's samples for anomalies; write kind=anomaly records to metrics."""
+    from lakecast.monitoring.detectors import DEFAULT_DETECTOR
+    from lakecast.monitoring.monitor import MonitorConfig, MonitorService
+
+    cfg = settings()
+    config = MonitorConfig(
+        detector=detector or DEFAULT_DETECTOR,
+        detector_params=_detector_params(param),
+        threshold=threshold,
+        cooldown_s=cooldown,
+        fleet_window_s=fleet_window,
+        fleet_max_age_s=3 * fleet_window,
+    )
+    service = MonitorService(
+        cfg.kafka,
+        topic or cfg.kafka.topics.metrics,
+        config,
+        group_id=group,
+        from_beginning=from_beginning,
+    )
+    _run_until_signal("monitor", metrics_port, service.run)
+
+
+@app.command()
+def autoscaler(
+    policy: str | None = typer.Option(None, "--policy", help="Policy file (conf/autoscale.json)."),
+    group: str = typer.Option("lakecast-inference", "--group", help="The workers' group."),
+    input_topic: list[str] = typer.Option([], "--input-topic", help="Workers' topics (events)."),
+    measure_lag: bool = typer.Option(True, "--measure-lag/--sample-lag", help="Lag source."),
+    act: bool = typer.Option(True, "--act/--no-act", help="Start/stop local workers."),
+    worker_command: str | None = typer.Option(None, "--worker-command", help="Worker argv."),
+    worker_arg: list[str] = typer.Option([], "--worker-arg", help="Extra worker argument."),
+    worker_log_dir: str | None = typer.Option(None, "--worker-log-dir", help="Workers' logs."),
+    stop_timeout: float = typer.Option(30.0, "--stop-timeout", help="SIGTERM -> SIGKILL, s."),
+    topic: str | None = typer.Option(None, "--topic", help="Metrics topic (default: metrics)."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Read the topic's start."),
+    metrics_port: int = typer.Option(9103, "--metrics-port", help="Prometheus port; 0: off."),
+) -> None:
+    """Scale the inference workers from samples, anomalies and the group's lag."""
+    import shlex
+
+    from lakecast.autoscaling.policy import load_policy
+    from lakecast.autoscaling.pool import WorkerPool, default_worker_command
+    from lakecast.autoscaling.service import AutoscalerService
+
+    cfg = settings()
+    loaded = load_policy(policy)
+    pool = None
+    if act:
+        command = shlex.split(worker_command) if worker_command else default_worker_command()
+        pool = WorkerPool(
+            [*command, *worker_arg], stop_timeout_s=stop_timeout, log_dir=worker_log_dir
+        )
+    service = AutoscalerService(
+        cfg.kafka,
+        topic or cfg.kafka.topics.metrics,
+        loaded,
+        group=group,
+        input_topics=(input_topic or [cfg.kafka.topics.events]) if measure_lag else (),
+        pool=pool,
+        partitions=cfg.kafka.partitions,
+        from_beginning=from_beginning,
+    )
+    _run_until_signal("autoscaler", metrics_port, service.run)
+
+
+@app.command()
+def worker(
+    model: str | None = typer.Option(None, "--model", help="NAME@ALIAS (default: serving.model)."),
+    group: str | None = typer.Option(None, "--group", help="Consumer group (serving.group_id)."),
+    processes: int = typer.Option(1, "--processes", min=1, help="Worker processes to start."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Prometheus; 0: off."),
+    delivery: str | None = typer.Option(None, "--delivery", help="exactly_once or at_least_once."),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="Records per micro-batch."),
+    max_wait_ms: int | None = typer.Option(None, "--max-wait-ms", help="Micro-batch time limit."),
+    sample_interval: float | None = typer.Option(None, "--sample-interval", help="Seconds."),
+    registry: str | None = typer.Option(None, "--registry", help="Registry root."),
+    entity_features: str | None = typer.Option(None, "--entity-features", help="Snapshot table."),
+    topic: str | None = typer.Option(None, "--topic", help="Events topic (default: events)."),
+    predictions_topic: str | None = typer.Option(None, "--predictions-topic", help="Output."),
+    dlq_topic: str | None = typer.Option(None, "--dlq-topic", help="Dead-letter topic."),
+    metrics_topic: str | None = typer.Option(None, "--metrics-topic", help="Samples topic."),
+    transactional_id: str | None = typer.Option(None, "--transactional-id", help="Stable id."),
+    source_id: str | None = typer.Option(None, "--source-id", help="Name in metric samples."),
+) -> None:
+    """Serve online predictions: events -> features -> model -> predictions (exactly once)."""
+    from lakecast.kafka.shutdown import install_stop_handlers
+    from lakecast.monitoring.logging import configure_json_logging
+
+    if delivery is not None and delivery not in ("exactly_once", "at_least_once"):
+        msg = f"--delivery must be exactly_once or at_least_once, found {delivery!r}"
+        raise typer.BadParameter(msg)
+    cfg = settings()
+    port = cfg.serving.metrics_port if metrics_port is None else metrics_port
+    group_id = group or cfg.serving.group_id
+    configure_json_logging("worker")
+    stop = threading.Event()
+    restore = install_stop_handlers(stop)
+    try:
+        if processes > 1:
+            from lakecast.serving.processes import run_processes
+
+            passed = {
+                "--model": model, "--group": group_id, "--delivery": delivery,
+                "--max-batch": max_batch, "--max-wait-ms": max_wait_ms,
+                "--sample-interval": sample_interval, "--registry": registry,
+                "--entity-features": entity_features, "--topic": topic,
+                "--predictions-topic": predictions_topic, "--dlq-topic": dlq_topic,
+                "--metrics-topic": metrics_topic,
+            }  # fmt: skip
+            args = [str(part) for k, v in passed.items() if v is not None for part in (k, v)]
+            run_processes(processes, args, metrics_port=port, group_id=group_id, stop=stop)
+            return
+        _serve_one(
+            port, stop, model=model, registry=registry, entity_features=entity_features,
+            group_id=group_id, delivery=delivery, max_batch=max_batch, max_wait_ms=max_wait_ms,
+            sample_interval_s=sample_interval, events_topic=topic,
+            predictions_topic=predictions_topic, dlq_topic=dlq_topic, metrics_topic=metrics_topic,
+            transactional_id=transactional_id, source_id=source_id,
+        )  # fmt: skip
+    finally:
+        restore()
+
+
+def _serve_one(port: int, stop: threading.Event, **options: str | int | float | None) -> None:
+    """One worker in this process: topics ensured, /metrics served, run until stopped."""
+    from prometheus_client import start_http_server
+
+    from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
+    from lakecast.serving.worker import build_worker
+
+    cfg = settings()
+    sources = {name: options.pop(name) for name in ("model", "registry", "entity_features")}
+    built = build_worker(
+        cfg,
+        model=str(sources["model"]) if sources["model"] else None,
+        registry_root=str(sources["registry"]) if sources["registry"] else None,
+        entity_features=str(sources["entity_features"]) if sources["entity_features"] else None,
+        overrides=options,
+    )
+    config = built.config
+    admin = build_admin(cfg.kafka)
+    try:
+        ensure_topics(
+            admin,
+            [
+                TopicSpec(config.events_topic, cfg.kafka.partitions),
+                TopicSpec(config.predictions_topic, cfg.kafka.partitions),
+                TopicSpec(config.dlq_topic, 1),
+                TopicSpec(config.metrics_topic, 1),
+            ],
+        )
+    finally:
+        admin.close()
+    if port:
+        start_http_server(port, addr=cfg.serving.metrics_host)
+    built.run(cfg.kafka, stop)

@@ -1,0 +1,70 @@
+"""Archive the predictions and metrics topics into Delta tables (Spark Structured Streaming).
+
+    ./spark-submit.sh jobs/archive_topics.py --available-now      # archive what is there, stop
+    ./spark-submit.sh jobs/archive_topics.py --trigger-seconds 30  # run until stopped
+
+Reads committed records only; the checkpoints make every run append each record exactly once.
+Prints a JSON summary of the rows each query added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lakecast.config import settings
+from lakecast.serving.archive import ArchiveTarget, kafka_client_options, start_archive
+from lakecast.spark import get_spark
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    cfg = settings()
+    topics, lake = cfg.kafka.topics, cfg.lake
+    parser = argparse.ArgumentParser(prog="archive_topics", description=__doc__.splitlines()[0])
+    parser.add_argument("--available-now", action="store_true", help="archive what is there, stop")
+    parser.add_argument("--trigger-seconds", type=float, default=10.0, help="continuous trigger")
+    parser.add_argument("--bootstrap", default=cfg.kafka.bootstrap_servers, help="Kafka servers")
+    parser.add_argument("--predictions-topic", default=topics.predictions)
+    parser.add_argument("--metrics-topic", default=topics.metrics)
+    parser.add_argument("--predictions-table", default=lake.table("archive/predictions"))
+    parser.add_argument("--metrics-table", default=lake.table("archive/metrics"))
+    parser.add_argument("--checkpoints", default=lake.table("_checkpoints/archive"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    spark = get_spark("lakecast-archive-topics")
+    options = kafka_client_options(settings().kafka.security.client_options())
+    targets = [
+        ArchiveTarget("predictions", args.predictions_topic, args.predictions_table,
+                      f"{args.checkpoints}/predictions"),
+        ArchiveTarget("metrics", args.metrics_topic, args.metrics_table,
+                      f"{args.checkpoints}/metrics"),
+    ]  # fmt: skip
+    queries = [
+        start_archive(
+            spark,
+            args.bootstrap,
+            target,
+            available_now=args.available_now,
+            trigger_s=args.trigger_seconds,
+            kafka_options=options,
+        )
+        for target in targets
+    ]
+    if not args.available_now:
+        spark.streams.awaitAnyTermination()
+    for query in queries:
+        query.awaitTermination()
+    summary = {
+        target.kind: sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
+        for target, query in zip(targets, queries, strict=True)
+    }
+    print(json.dumps({"archived_rows": summary}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The online inference worker: Kafka events in, predictions, dead letters and metrics out."""

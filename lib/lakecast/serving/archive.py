@@ -1,0 +1,142 @@
+"""Archive the ``predictions`` and ``metrics`` topics into Delta tables (Structured Streaming).
+
+Spark's Kafka source reads committed records only (``kafka.isolation.level=read_committed``,
+so an aborted worker transaction never reaches the archive) and the Delta sink with a
+checkpoint writes each micro-batch once, so the archive holds each topic record exactly once,
+however often the job is stopped and started. ``available_now`` archives what is there and
+stops (for a scheduler); otherwise the query runs until stopped.
+
+Predictions are flattened into typed columns; metrics keep ``kind``, ``source`` and ``ts`` as
+columns and the whole record as JSON (each kind has its own fields). Both keep the Kafka
+coordinates (``kafka_partition``, ``kafka_offset``, ``kafka_timestamp``) and are partitioned
+by the record's UTC date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+TopicKind = Literal["predictions", "metrics"]
+
+PREDICTION_SCHEMA = (
+    "event_id STRING, user_id STRING, ts TIMESTAMP, score DOUBLE, "
+    "model STRUCT<name: STRING, version: STRING, sha256: STRING>, variant STRING, "
+    "experiment STRING, latency_ms DOUBLE, features_version STRING"
+)
+METRIC_SCHEMA = "kind STRING, source STRING, ts TIMESTAMP"
+
+
+@dataclass(frozen=True)
+class ArchiveTarget:
+    """One topic and the Delta table (and checkpoint) it is archived into."""
+
+    kind: TopicKind
+    topic: str
+    table: str
+    checkpoint: str
+
+
+def kafka_source(
+    spark: SparkSession, bootstrap: str, topic: str, options: Mapping[str, str] | None = None
+) -> DataFrame:
+    """A streaming DataFrame of the committed records of ``topic``, from the earliest."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("kafka.isolation.level", "read_committed")
+        .option("failOnDataLoss", "false")
+    )
+    for key, value in (options or {}).items():
+        reader = reader.option(key, value)
+    return reader.load()
+
+
+def archive_rows(records: DataFrame, kind: TopicKind) -> DataFrame:
+    """Kafka records (key, value, partition, offset, timestamp) -> the archive's columns."""
+    from pyspark.sql import functions as F
+
+    value = F.col("value").cast("string")
+    coordinates = [
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.to_date(F.col("timestamp")).alias("date"),
+    ]
+    if kind == "predictions":
+        parsed = records.select(F.from_json(value, PREDICTION_SCHEMA).alias("p"), *coordinates)
+        return parsed.select(
+            "p.event_id",
+            "p.user_id",
+            "p.ts",
+            "p.score",
+            F.col("p.model.name").alias("model_name"),
+            F.col("p.model.version").alias("model_version"),
+            F.col("p.model.sha256").alias("model_sha256"),
+            "p.variant",
+            "p.experiment",
+            "p.latency_ms",
+            "p.features_version",
+            "kafka_partition",
+            "kafka_offset",
+            "kafka_timestamp",
+            "date",
+        )
+    parsed = records.select(
+        F.from_json(value, METRIC_SCHEMA).alias("m"), value.alias("record"), *coordinates
+    )
+    return parsed.select(
+        "m.kind",
+        "m.source",
+        "m.ts",
+        "record",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "date",
+    )
+
+
+def start_archive(
+    spark: SparkSession,
+    bootstrap: str,
+    target: ArchiveTarget,
+    *,
+    available_now: bool,
+    trigger_s: float = 10.0,
+    kafka_options: Mapping[str, str] | None = None,
+) -> StreamingQuery:
+    """Start the query that appends ``target.topic`` to ``target.table``."""
+    rows = archive_rows(kafka_source(spark, bootstrap, target.topic, kafka_options), target.kind)
+    writer = (
+        rows.writeStream.format("delta")
+        .outputMode("append")
+        .option("checkpointLocation", target.checkpoint)
+        .partitionBy("date")
+        .queryName(f"archive-{target.kind}-{target.topic}")
+    )
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{trigger_s} seconds")
+    return writer.start(target.table)
+
+
+def kafka_client_options(security: Mapping[str, object]) -> dict[str, str]:
+    """The protocol and SASL mechanism of kafka-python options as ``kafka.*`` Spark options.
+
+    Certificates and credentials take the JVM client's own forms (keystores, a JAAS line):
+    pass those with ``--conf`` / ``kafka_options`` directly.
+    """
+    names = {
+        "security_protocol": "kafka.security.protocol",
+        "sasl_mechanism": "kafka.sasl.mechanism",
+    }
+    return {names[k]: str(v) for k, v in security.items() if k in names and v is not None}

@@ -1,0 +1,131 @@
+"""Events records in, validated events or a classified reason out.
+
+Every record either decodes into an :class:`Event` or becomes a dead letter whose ``kind``
+says what was wrong in a word a dashboard can group by: ``oversized``, ``malformed_json``,
+``missing_field``, ``invalid_field`` (wrong type or out of range), ``non_finite`` (NaN or
+infinity, which strict JSON cannot even carry, so such a record is re-read leniently to say
+so). The contract checks themselves are :func:`lakecast.kafka.serde.event_from_dict`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from lakecast.errors import InvalidRecordError
+from lakecast.kafka.dlq import DeadLetter, SourceRecord
+from lakecast.kafka.serde import MAX_RECORD_BYTES, Event, event_from_dict
+
+OVERSIZED = "oversized"
+MALFORMED_JSON = "malformed_json"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+NON_FINITE = "non_finite"
+MODEL_ERROR = "model_error"
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("product_id", pa.string()),
+        ("category", pa.string()),
+        ("event_type", pa.string()),
+        ("price", pa.float64()),
+        ("device", pa.string()),
+        ("country", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class RejectedRecord(Exception):
+    """A record that cannot be scored; ``kind`` classifies it for the dead-letter topic."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _lenient_json(value: bytes) -> Any:
+    # Python's json reads NaN and Infinity; orjson (strict JSON) does not.
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _has_non_finite(data: dict[str, Any]) -> str | None:
+    for name, item in data.items():
+        if isinstance(item, float) and not math.isfinite(item):
+            return name
+    return None
+
+
+def decode_event_record(value: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """Decode and validate one ``events`` value.
+
+    Raises:
+        RejectedRecord: with the kind and a message naming the field and what was found.
+    """
+    if value is None:
+        raise RejectedRecord(MALFORMED_JSON, "decode event: value is null (a tombstone)")
+    if len(value) > max_bytes:
+        msg = f"decode event: {len(value)} bytes is over the limit of {max_bytes}"
+        raise RejectedRecord(OVERSIZED, msg)
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        data = _lenient_json(value)
+        field = _has_non_finite(data) if isinstance(data, dict) else None
+        if field is None:
+            msg = f"decode event: not valid UTF-8 JSON ({exc})"
+            raise RejectedRecord(MALFORMED_JSON, msg) from exc
+        msg = f"decode event: field {field!r} must be finite, found {data[field]!r}"
+        raise RejectedRecord(NON_FINITE, msg) from exc
+    if not isinstance(data, dict):
+        msg = f"decode event: expected a JSON object, found {type(data).__name__}"
+        raise RejectedRecord(MALFORMED_JSON, msg)
+    try:
+        return event_from_dict(data)
+    except InvalidRecordError as exc:
+        found = data.get(exc.field) if exc.field else None
+        kind = MISSING_FIELD if found is None else INVALID_FIELD
+        raise RejectedRecord(kind, str(exc)) from exc
+
+
+def decode_records(
+    records: Iterable[SourceRecord], max_bytes: int = MAX_RECORD_BYTES
+) -> tuple[list[SourceRecord], list[Event], list[DeadLetter]]:
+    """Decode a batch: the records that decoded, their events, and dead letters for the rest."""
+    kept: list[SourceRecord] = []
+    events: list[Event] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            events.append(decode_event_record(record.value, max_bytes))
+        except RejectedRecord as exc:
+            dead.append(DeadLetter(record, exc.kind, str(exc)))
+        else:
+            kept.append(record)
+    return kept, events, dead
+
+
+def events_table(events: Sequence[Event]) -> pa.Table:
+    """The events as an Arrow table with the columns the feature transforms read."""
+    columns: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+    for event in events:
+        for name, column in columns.items():
+            column.append(getattr(event, name))
+    ts: list[datetime] = columns["ts"]
+    arrays = [
+        pa.array(columns[name] if name != "ts" else ts, type=EVENT_SCHEMA.field(name).type)
+        for name in EVENT_SCHEMA.names
+    ]
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)

@@ -1,0 +1,105 @@
+"""``lakecast stream worker --processes N``: N worker processes in one consumer group.
+
+Each child is a fresh interpreter running ``lakecast stream worker`` with one process, its
+own metrics port (base + index) and a transactional id stable for its slot: a child that
+crashes is started again, and its first ``init_transactions`` fences its dead predecessor and
+aborts the transaction it left open at once, instead of after the transaction timeout.
+SIGTERM / SIGINT are passed on to the children, which finish their batch and leave the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = 2.0
+STOP_TIMEOUT_S = 30.0
+
+
+def slot_transactional_id(group_id: str, index: int) -> str:
+    """The transactional id of worker slot ``index`` of ``group_id`` on this host."""
+    return f"{group_id}-{socket.gethostname()}-{index}"
+
+
+def child_command(
+    index: int, base_args: Sequence[str], metrics_port: int, group_id: str
+) -> list[str]:
+    """The argv of worker ``index``: the same options, one process, its port and slot id."""
+    port = metrics_port + index if metrics_port else 0
+    return [
+        sys.executable,
+        "-m",
+        "lakecast.cli.main",
+        "stream",
+        "worker",
+        *base_args,
+        "--processes",
+        "1",
+        "--metrics-port",
+        str(port),
+        "--transactional-id",
+        slot_transactional_id(group_id, index),
+        "--source-id",
+        f"worker-{socket.gethostname()}-{index}",
+    ]
+
+
+@dataclass
+class WorkerProcesses:
+    """Starts the children, restarts those that exit unasked, stops them all on a signal."""
+
+    commands: list[list[str]]
+    restarts: int = 0
+    children: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.children = [subprocess.Popen(command) for command in self.commands]
+        log.info("started %d worker processes", len(self.children))
+
+    def supervise(self, stop: threading.Event) -> int:
+        """Until ``stop``: restart a child that exited; returns the number of restarts."""
+        while not stop.wait(0.5):
+            for index, child in enumerate(self.children):
+                if child is not None and child.poll() is not None:
+                    log.warning("worker %d exited with %s; restarting", index, child.returncode)
+                    time.sleep(RESTART_BACKOFF_S)
+                    if stop.is_set():
+                        break
+                    self.children[index] = subprocess.Popen(self.commands[index])
+                    self.restarts += 1
+        self.stop()
+        return self.restarts
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        for child in self.children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            if child is None:
+                continue
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in %.0f s; killing", child.pid, timeout_s)
+                child.kill()
+                child.wait()
+
+
+def run_processes(
+    count: int, base_args: Sequence[str], *, metrics_port: int, group_id: str, stop: threading.Event
+) -> int:
+    """Run ``count`` worker processes until ``stop`` is set; the number of restarts."""
+    commands = [child_command(i, base_args, metrics_port, group_id) for i in range(count)]
+    workers = WorkerProcesses(commands)
+    workers.start()
+    return workers.supervise(stop)

@@ -1,0 +1,361 @@
+"""The online inference worker: events in, predictions, dead letters and metrics out.
+
+Per micro-batch (:meth:`InferenceWorker.process`): decode and validate each record, compute
+the per-event features with the batch path's own transforms plus the entity aggregates of the
+latest snapshot, route the events (champion, or the variants of a rollout), predict once per
+model on its share of the batch, and return one ``predictions`` record per good event and one
+dead letter per bad one. :func:`lakecast.kafka.loop.run_loop` makes each batch's outputs and
+its offsets durable together (exactly once by default).
+
+A record for which the model fails alone is dead-lettered (``model_error``); the rest of its
+batch is still scored. The model, the routing state and the snapshot are read once at the
+start of a batch, so an alias switch takes effect between two batches.
+
+``latency_ms`` on a prediction is the time from the event record's Kafka timestamp to the
+prediction being made; the end-to-end histogram measures to the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from kafka.consumer.fetcher import ConsumerRecord
+
+from lakecast.features.online import online_feature_matrix
+from lakecast.features.spec import FEATURES_VERSION
+from lakecast.features.transforms import validate_event_batch
+from lakecast.kafka.dlq import DeadLetter
+from lakecast.kafka.loop import BatchReport, BatchResult, LoopStats, OutputRecord, run_loop
+from lakecast.kafka.serde import Event, Prediction, encode_prediction
+from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
+from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
+from lakecast.serving.model_source import ModelSource, ServingModel, SnapshotSource
+from lakecast.serving.routing import BatchRouter, RoutingSource, ServingGroup
+
+if TYPE_CHECKING:
+    from lakecast.config import KafkaSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs besides its model and snapshot sources."""
+
+    events_topic: str = "events"
+    predictions_topic: str = "predictions"
+    dlq_topic: str = "events.dlq"
+    metrics_topic: str = "metrics"
+    group_id: str = "lakecast-inference"
+    delivery: str = "exactly_once"
+    max_batch: int = 500
+    max_wait_ms: int = 50
+    max_record_bytes: int = 1_000_000
+    sample_interval_s: float = 5.0
+    transaction_timeout_ms: int = 30_000
+    transactional_id: str | None = None  # default: unique per process
+    max_failures: int = 8
+    source_id: str = field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
+        serving, topics = settings.serving, settings.kafka.topics
+        values: dict[str, object] = {
+            "events_topic": topics.events,
+            "predictions_topic": topics.predictions,
+            "dlq_topic": topics.dlq,
+            "metrics_topic": topics.metrics,
+            "group_id": serving.group_id,
+            "delivery": serving.delivery,
+            "max_batch": serving.max_batch,
+            "max_wait_ms": serving.max_wait_ms,
+            "max_record_bytes": serving.max_record_bytes,
+            "sample_interval_s": serving.sample_interval_s,
+            "transaction_timeout_ms": serving.transaction_timeout_ms,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Pending:
+    """What the batch being committed produced, for the metrics once it is committed."""
+
+    timestamps_ms: dict[tuple[int, int], int] = field(default_factory=dict)
+    variants: dict[tuple[int, int], tuple[str, float]] = field(default_factory=dict)
+    dead: dict[tuple[int, int], str] = field(default_factory=dict)
+    model_seconds: float = 0.0
+
+
+class InferenceWorker:
+    """Scores micro-batches of ``events`` records; :meth:`run` serves a topic until stopped."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        models: ModelSource,
+        snapshots: SnapshotSource,
+        routing: RoutingSource | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.models = models
+        self.snapshots = snapshots
+        self.router = BatchRouter(models, routing)
+        self.metrics = metrics or WorkerMetrics(config.source_id)
+        self._pending = _Pending()
+        self._consumer: object | None = None
+        self.sampler: Sampler | None = None
+        self.last_latencies_s: list[float] = []  # end to end, of the last committed batch
+
+    # ---- one micro-batch ---------------------------------------------------------------
+    def process(self, records: list[ConsumerRecord]) -> BatchResult:
+        """Predictions for the good records of ``records``, dead letters for the bad ones."""
+        kept, events, dead = decode_records(records, self.config.max_record_bytes)
+        result = BatchResult(dead_letters=dead)
+        if events:
+            table = events_table(events)
+            problems = validate_event_batch(table)
+            good = [i for i, problem in enumerate(problems) if problem is None]
+            for i, problem in enumerate(problems):
+                if problem is not None:
+                    result.dead_letters.append(DeadLetter(kept[i], problem.kind, problem.message))
+            if len(good) < len(events):
+                table = table.take(good)
+                kept = [kept[i] for i in good]
+                events = [events[i] for i in good]
+            if events:
+                matrix = online_feature_matrix(table, self.snapshots.current())
+                self._score(kept, events, matrix, result)
+        for letter in result.dead_letters:
+            self._pending.dead[(letter.record.partition, letter.record.offset)] = letter.kind
+        return result
+
+    def _score(
+        self,
+        records: list[ConsumerRecord],
+        events: list[Event],
+        matrix: np.ndarray,
+        result: BatchResult,
+    ) -> None:
+        plan = self.router.plan([event.user_id for event in events])
+        self.metrics.set_models(
+            {g.variant: _model_labels(g.model) for g in (*plan.serving, *plan.shadows)}
+        )
+        for group in plan.serving:
+            scores, failures = self._predict(group.model, matrix[group.positions])
+            for position, score, failure in zip(group.positions, scores, failures, strict=True):
+                record = records[position]
+                if failure is not None:
+                    result.dead_letters.append(DeadLetter(record, MODEL_ERROR, failure))
+                    continue
+                result.outputs.append(self._output(record, events[position], group, score))
+        for group in plan.shadows:
+            scores, failures = self._predict(group.model, matrix[group.positions])
+            for position, score, failure in zip(group.positions, scores, failures, strict=True):
+                if failure is None:
+                    output = self._output(records[position], events[position], group, score)
+                    result.outputs.append(output)
+
+    def _predict(
+        self, model: ServingModel, matrix: np.ndarray
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """Scores of the rows, and per row the reason it failed (None when scored)."""
+        started = time.perf_counter()
+        try:
+            scores = np.asarray(model.predictor.predict(matrix), np.float64)
+            failures: list[str | None] = [None] * len(scores)
+        except Exception:
+            # One bad row must not sink the batch: score the rows one by one.
+            scores = np.full(matrix.shape[0], np.nan)
+            failures = [None] * matrix.shape[0]
+            for row in range(matrix.shape[0]):
+                try:
+                    scores[row] = float(model.predictor.predict(matrix[row : row + 1])[0])
+                except Exception as exc:
+                    failures[row] = f"model {model.key}: {type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
+        self._pending.model_seconds += elapsed
+        self.metrics.observe_model(elapsed)
+        for row, score in enumerate(scores):
+            if failures[row] is None and not np.isfinite(score):
+                failures[row] = f"model {model.key}: score is {score}"
+        return scores, failures
+
+    def _output(
+        self, record: ConsumerRecord, event: Event, group: ServingGroup, score: float
+    ) -> OutputRecord:
+        now_ms = time.time() * 1000
+        timestamp = int(record.timestamp) if record.timestamp and record.timestamp > 0 else None
+        prediction = Prediction(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            ts=event.ts,
+            score=float(score),
+            model=group.model.ref,
+            variant=group.variant,
+            experiment=group.experiment,
+            latency_ms=round(max(0.0, now_ms - timestamp), 3) if timestamp else 0.0,
+            features_version=FEATURES_VERSION,
+        )
+        key = (record.partition, record.offset)
+        if timestamp:
+            self._pending.timestamps_ms[key] = timestamp
+        if group.variant != "shadow":
+            self._pending.variants[key] = (group.variant, float(score))
+        return OutputRecord(
+            self.config.predictions_topic, encode_prediction(prediction), event.user_id.encode()
+        )
+
+    # ---- after a commit -----------------------------------------------------------------
+    def on_batch(self, report: BatchReport) -> None:
+        """Called by the loop once a batch is committed: metrics, lag."""
+        pending, self._pending = self._pending, _Pending()
+        now_ms = time.time() * 1000
+        latencies = [max(0.0, now_ms - ts) / 1000 for ts in pending.timestamps_ms.values()]
+        self.last_latencies_s = latencies
+        by_variant: dict[str, list[float]] = {}
+        latency_by_variant: dict[str, list[float]] = {}
+        for key, (variant, score) in pending.variants.items():
+            by_variant.setdefault(variant, []).append(score)
+            if key in pending.timestamps_ms:
+                latency = max(0.0, now_ms - pending.timestamps_ms[key]) / 1000
+                latency_by_variant.setdefault(variant, []).append(latency)
+        self.metrics.record_batch(
+            size=report.records,
+            latencies_s=latencies,
+            dead_kinds=list(pending.dead.values()),
+            variant_scores=by_variant,
+            variant_latencies_s=latency_by_variant,
+            model_seconds=pending.model_seconds,
+            isolated=report.isolated,
+        )
+        if self._consumer is not None:
+            self.metrics.set_lag(lag_of(self._consumer))
+
+    # ---- serving a topic ----------------------------------------------------------------
+    def _after_batch(
+        self, extra: Callable[[BatchReport], None] | None
+    ) -> Callable[[BatchReport], None]:
+        if extra is None:
+            return self.on_batch
+
+        def both(report: BatchReport) -> None:
+            self.on_batch(report)
+            extra(report)
+
+        return both
+
+    def run(
+        self,
+        kafka: KafkaSettings,
+        stop_event: threading.Event,
+        after_batch: Callable[[BatchReport], None] | None = None,
+    ) -> LoopStats:
+        """Serve ``events_topic`` until ``stop_event`` is set (SIGTERM / SIGINT).
+
+        ``after_batch`` is called after each committed batch (benchmarks count with it).
+
+        Raises:
+            FatalDeliveryError: the producer was fenced; restart the process.
+            StreamError: the broker stayed away for too long.
+        """
+        from lakecast.kafka.clients import build_consumer, build_producer, transactional_id_for
+
+        config = self.config
+        self.models.start()
+        self.snapshots.start()
+        consumer = build_consumer(
+            kafka,
+            group_id=config.group_id,
+            client_id=config.source_id,
+            max_poll_records=config.max_batch,
+        )
+        transactional_id = None
+        if config.delivery == "exactly_once":
+            transactional_id = config.transactional_id or transactional_id_for(config.group_id)
+        producer = build_producer(
+            kafka,
+            mode="exactly_once" if config.delivery == "exactly_once" else "at_least_once",
+            transactional_id=transactional_id,
+            client_id=config.source_id,
+            **(
+                {"transaction_timeout_ms": config.transaction_timeout_ms}
+                if transactional_id
+                else {}
+            ),
+        )
+        samples = build_producer(kafka, mode="at_least_once", client_id=f"{config.source_id}-m")
+        self._consumer = consumer
+        self.sampler = Sampler(
+            self.metrics,
+            lambda key, value: samples.send(config.metrics_topic, key=key, value=value),
+            interval_s=config.sample_interval_s,
+            snapshot_age=self.snapshots.age_s,
+            snapshot_version=lambda: self.snapshots.current().table_version,
+        )
+        self.sampler.start()
+        log.info(
+            "worker %s serving %s with %s (delivery %s)",
+            config.source_id,
+            config.events_topic,
+            self.models.current().key,
+            config.delivery,
+        )
+        try:
+            return run_loop(
+                consumer,
+                producer,
+                self.process,
+                topics=[config.events_topic],
+                dlq_topic=config.dlq_topic,
+                stop_event=stop_event,
+                mode=config.delivery,
+                max_batch=config.max_batch,
+                max_wait_ms=config.max_wait_ms,
+                max_failures=config.max_failures,
+                on_batch=self._after_batch(after_batch),
+            )
+        finally:
+            self._consumer = None
+            try:
+                self.sampler.stop()
+                samples.flush(timeout=10)
+            finally:
+                samples.close(timeout=10)
+                self.models.stop()
+                self.snapshots.stop()
+
+
+def _model_labels(model: ServingModel) -> dict[str, str]:
+    ref = model.ref
+    return {"name": ref.name, "version": ref.version, "sha256": ref.sha256}
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    registry_root: str | None = None,
+    entity_features: str | None = None,
+    routing: RoutingSource | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> InferenceWorker:
+    """A worker from the config, with command-line ``overrides`` of :class:`WorkerConfig`."""
+    from lakecast.registry import Registry
+
+    serving = settings.serving
+    config = WorkerConfig.from_settings(settings, **dict(overrides or {}))
+    registry = Registry(registry_root or settings.registry_root)
+    models = ModelSource(registry, model or serving.model, poll_s=serving.registry_poll_s)
+    path = entity_features or serving.entity_features or settings.lake.table("entity_features")
+    snapshots = SnapshotSource(path, poll_s=serving.snapshot_poll_s)
+    return InferenceWorker(config, models, snapshots, routing)
