@@ -45,15 +45,19 @@ class VariantStats:
     latency_ms: list[float] = field(default_factory=list)
     model_latency_ms: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    score_differences: list[float] = field(default_factory=list)  # shadow minus served
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "records": self.records,
             "errors": self.errors,
             "latency_ms": _subsample(self.latency_ms),
             "model_latency_ms": _subsample(self.model_latency_ms),
             "scores": _subsample(self.scores),
         }
+        if self.score_differences:
+            record["score_difference"] = _percentiles(self.score_differences)
+        return record
 
 
 @dataclass

@@ -67,6 +67,11 @@ SNAPSHOT_AGE = Gauge(
 SNAPSHOT_VERSION = Gauge(
     "lakecast_worker_snapshot_table_version", "Delta version of the entity-feature snapshot."
 )
+SHADOW_DIFFERENCE = Histogram(
+    "lakecast_worker_shadow_score_difference",
+    "Shadow model score minus the served score, per event (never served).",
+    buckets=(-0.5, -0.2, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.2, 0.5),
+)
 ISOLATED_BATCHES = Counter(
     "lakecast_worker_isolated_batches_total",
     "Batches that failed as a whole and were processed record by record.",
@@ -83,6 +88,16 @@ class WorkerMetrics:
         self.lag: dict[str, int] = {}
         self.models: dict[str, dict[str, str]] = {}
         self.totals = {"records_in": 0, "records_out": 0, "dead_letters": 0}
+
+    def record_shadow(self, shadow: list[tuple[float, float]]) -> None:
+        """Scores of shadow models and their differences to the served score."""
+        for _, difference in shadow:
+            SHADOW_DIFFERENCE.observe(difference)
+        with self._lock:
+            stats = self.window.variant("shadow")
+            stats.records += len(shadow)
+            stats.scores.extend(score for score, _ in shadow)
+            stats.score_differences.extend(difference for _, difference in shadow)
 
     def record_batch(
         self,

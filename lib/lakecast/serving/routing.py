@@ -8,9 +8,9 @@ source that reads the state the deploy CLI writes); the worker needs nothing els
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -71,8 +71,15 @@ class BatchRouter:
         self._router: Router | None = None
         self._state: RolloutState | None = None
 
-    def plan(self, user_ids: Sequence[str]) -> BatchPlan:
-        """The groups of a batch whose targeting keys are ``user_ids``."""
+    def plan(
+        self,
+        user_ids: Sequence[str],
+        attributes: Sequence[Mapping[str, Any]] | None = None,
+    ) -> BatchPlan:
+        """The groups of a batch whose targeting keys are ``user_ids``.
+
+        ``attributes`` (one mapping per event: device, country, ...) feed multi-model rules.
+        """
         size = len(user_ids)
         state = self.source.current()
         if state is None:
@@ -80,7 +87,7 @@ class BatchRouter:
             return BatchPlan([ServingGroup(CHAMPION, None, self.models.current(), everyone)])
         if self._router is None or state is not self._state:
             self._router, self._state = Router(state), state
-        routes = self._router.route_batch(list(user_ids))
+        routes = self._router.route_batch(list(user_ids), attributes)
         plan = BatchPlan()
         for variant in routes.variants:
             positions = np.flatnonzero(

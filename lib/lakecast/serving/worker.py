@@ -92,6 +92,7 @@ class _Pending:
     timestamps_ms: dict[tuple[int, int], int] = field(default_factory=dict)
     variants: dict[tuple[int, int], tuple[str, float]] = field(default_factory=dict)
     dead: dict[tuple[int, int], str] = field(default_factory=dict)
+    shadow: list[tuple[float, float]] = field(default_factory=list)  # (score, score - served)
     model_seconds: float = 0.0
 
 
@@ -146,10 +147,14 @@ class InferenceWorker:
         matrix: np.ndarray,
         result: BatchResult,
     ) -> None:
-        plan = self.router.plan([event.user_id for event in events])
+        plan = self.router.plan(
+            [event.user_id for event in events],
+            [{"device": e.device, "country": e.country, "category": e.category} for e in events],
+        )
         self.metrics.set_models(
             {g.variant: _model_labels(g.model) for g in (*plan.serving, *plan.shadows)}
         )
+        served: dict[int, float] = {}
         for group in plan.serving:
             scores, failures = self._predict(group.model, matrix[group.positions])
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
@@ -157,13 +162,16 @@ class InferenceWorker:
                 if failure is not None:
                     result.dead_letters.append(DeadLetter(record, MODEL_ERROR, failure))
                     continue
+                served[int(position)] = float(score)
                 result.outputs.append(self._output(record, events[position], group, score))
         for group in plan.shadows:
+            # A shadow's output is never served: its scores and their differences to what was
+            # served go to the metrics only.
             scores, failures = self._predict(group.model, matrix[group.positions])
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
-                if failure is None:
-                    output = self._output(records[position], events[position], group, score)
-                    result.outputs.append(output)
+                if failure is None and int(position) in served:
+                    difference = float(score) - served[int(position)]
+                    self._pending.shadow.append((float(score), difference))
 
     def _predict(
         self, model: ServingModel, matrix: np.ndarray
@@ -238,6 +246,8 @@ class InferenceWorker:
             model_seconds=pending.model_seconds,
             isolated=report.isolated,
         )
+        if pending.shadow:
+            self.metrics.record_shadow(pending.shadow)
         if self._consumer is not None:
             self.metrics.set_lag(lag_of(self._consumer))
 
@@ -358,4 +368,14 @@ def build_worker(
     models = ModelSource(registry, model or serving.model, poll_s=serving.registry_poll_s)
     path = entity_features or serving.entity_features or settings.lake.table("entity_features")
     snapshots = SnapshotSource(path, poll_s=serving.snapshot_poll_s)
+    if routing is None:
+        from lakecast.registry.references import parse_reference
+        from lakecast.rollout.source import RolloutSource
+
+        # The rollout the registry records for this model (none: everything to the alias).
+        routing = RolloutSource(
+            registry_root or settings.registry_root,
+            parse_reference(models.reference).name,
+            interval_s=serving.registry_poll_s,
+        )
     return InferenceWorker(config, models, snapshots, routing)
