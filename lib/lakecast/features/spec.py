@@ -30,11 +30,13 @@ LOOKBACK_DAYS: Final = 7
 """How many days before a run date the features of that date read (the longest window)."""
 
 RECENCY_CAP_S: Final = 604_800.0
-"""Seconds since the user's previous event, capped; also the value for a user with no history."""
+"""Seconds since the user's previous event, capped at the longest window; also the value for a
+user with no event in that window (so a run over one day and a run over all days agree)."""
 
 CONVERSION_PRIOR_RATE: Final = 0.05
 CONVERSION_PRIOR_WEIGHT: Final = 20.0
-"""Product conversion is smoothed towards the prior: (purchases + rate*weight) / (views + weight)."""
+"""Product conversion is smoothed towards a prior:
+``(purchases + rate * weight) / (views + weight)``."""
 
 EVENT_FEATURE_COLUMNS: Final = (
     "log_price",
@@ -62,7 +64,6 @@ USER_COUNT_COLUMNS: Final = tuple(
 USER_FEATURE_COLUMNS: Final = (
     *USER_COUNT_COLUMNS,
     "user_recency_s",
-    "user_has_history",
     "user_category_share_7d",
 )
 PRODUCT_FEATURE_COLUMNS: Final = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from lakecast.features.vocab import (
     EVENT_TYPES,
     KNOWN_CATEGORIES,
     one_hot,
+    vocabulary_index,
 )
 
 TRANSFORM_INPUTS = ("price", "ts", "device", "country", "category", "event_type")
@@ -54,10 +56,10 @@ class EventProblem:
     message: str
 
 
-Batch = pa.RecordBatch | pa.Table
+Batch: TypeAlias = "pa.RecordBatch | pa.Table"
 
 
-def _column(batch: Batch, name: str) -> pa.Array | pa.ChunkedArray:
+def column_of(batch: Batch, name: str) -> pa.Array | pa.ChunkedArray:
     index = batch.schema.get_field_index(name)
     if index < 0:
         msg = f"event features: input batch has no column {name!r} (columns: {batch.schema.names})"
@@ -66,13 +68,13 @@ def _column(batch: Batch, name: str) -> pa.Array | pa.ChunkedArray:
 
 
 def _float_column(batch: Batch, name: str) -> np.ndarray:
-    values = pc.cast(_column(batch, name), pa.float64())
+    values = pc.cast(column_of(batch, name), pa.float64())
     return np.asarray(pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False), np.float64)
 
 
-def _micros(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+def event_micros(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
     """Event times as int64 microseconds since the epoch (UTC) and a mask of valid ones."""
-    ts = _column(batch, "ts")
+    ts = column_of(batch, "ts")
     if not pa.types.is_timestamp(ts.type):
         msg = f"event features: column 'ts' must be a timestamp, found {ts.type}"
         raise SchemaError(msg)
@@ -103,19 +105,14 @@ def event_features(batch: Batch, lookups: FeatureLookups | None = None) -> dict[
     price_ok = np.isfinite(price) & (price >= 0.0)
     safe_price = np.where(price_ok, price, 0.0)
 
-    category = _column(batch, "category")
-    category_list = category.to_pylist()
-    reference = np.array(
-        [
-            lookups.category_mean_price.get(c, np.nan) if c is not None else np.nan
-            for c in category_list
-        ],
-        dtype=np.float64,
-    )
+    category = column_of(batch, "category")
+    known_means = [lookups.category_mean_price.get(c, np.nan) for c in CATEGORIES]
+    # Unknown categories index one past the end: the NaN appended there means "no reference".
+    reference = np.array([*known_means, np.nan], np.float64)[vocabulary_index(category, CATEGORIES)]
     ratio_ok = price_ok & np.isfinite(reference) & (reference > 0.0)
     ratio = np.divide(safe_price, reference, out=np.ones_like(safe_price), where=ratio_ok)
 
-    micros, ts_ok = _micros(batch)
+    micros, ts_ok = event_micros(batch)
     second_of_day = (micros % _US_PER_DAY) / 1e6
     weekday = (micros // _US_PER_DAY + _EPOCH_WEEKDAY) % 7
     hour_sin, hour_cos = _cyclical(second_of_day, 86_400.0, ts_ok)
@@ -130,9 +127,9 @@ def event_features(batch: Batch, lookups: FeatureLookups | None = None) -> dict[
         "weekday_sin": weekday_sin,
         "weekday_cos": weekday_cos,
         "is_weekend": (ts_ok & (weekday >= 5)).astype(np.float64),
-        **one_hot("event", _column(batch, "event_type"), EVENT_TYPES, unknown=False),
-        **one_hot("device", _column(batch, "device"), DEVICES, unknown=True),
-        **one_hot("country", _column(batch, "country"), COUNTRIES, unknown=True),
+        **one_hot("event", column_of(batch, "event_type"), EVENT_TYPES, unknown=False),
+        **one_hot("device", column_of(batch, "device"), DEVICES, unknown=True),
+        **one_hot("country", column_of(batch, "country"), COUNTRIES, unknown=True),
         **one_hot("category", category, CATEGORIES, unknown=False),
     }
     return {name: columns[name] for name in EVENT_FEATURE_COLUMNS}
@@ -168,7 +165,7 @@ def validate_event_batch(batch: Batch) -> list[EventProblem | None]:
     """
     n = batch.num_rows
     problems: list[EventProblem | None] = [None] * n
-    event_ids = _column(batch, "event_id").to_pylist()
+    event_ids = column_of(batch, "event_id").to_pylist()
 
     def flag(mask: np.ndarray, kind: str, describe: str, values: list[object]) -> None:
         for row in np.flatnonzero(mask):
@@ -177,11 +174,11 @@ def validate_event_batch(batch: Batch) -> list[EventProblem | None]:
                 problems[row] = EventProblem(kind, message)
 
     for name in REQUIRED_IDS:
-        values = _column(batch, name).to_pylist()
+        values = column_of(batch, name).to_pylist()
         missing = np.array([v is None or v == "" for v in values], dtype=bool)
         flag(missing, f"missing_{name}", f"{name} is missing or empty, found", values)
 
-    categories = _column(batch, "category").to_pylist()
+    categories = column_of(batch, "category").to_pylist()
     unknown = np.array([c not in KNOWN_CATEGORIES for c in categories], dtype=bool)
     flag(
         unknown,
@@ -190,7 +187,7 @@ def validate_event_batch(batch: Batch) -> list[EventProblem | None]:
         categories,
     )
 
-    types = _column(batch, "event_type").to_pylist()
+    types = column_of(batch, "event_type").to_pylist()
     bad_type = np.array([t not in EVENT_TYPES for t in types], dtype=bool)
     flag(
         bad_type,
@@ -203,6 +200,6 @@ def validate_event_batch(batch: Batch) -> list[EventProblem | None]:
     bad_price = ~(np.isfinite(price) & (price >= 0.0))
     flag(bad_price, "invalid_price", "price must be a finite number >= 0, found", price.tolist())
 
-    _, ts_ok = _micros(batch)
+    _, ts_ok = event_micros(batch)
     flag(~ts_ok, "missing_ts", "ts is missing, found", [None] * n)
     return problems
