@@ -1,0 +1,1 @@
+"""Delta table specs and the write helpers (create, MERGE, replaceWhere, change data feed)."""
