@@ -7,7 +7,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DAYS   ?= 7
-ROWS   ?= 200000
+ROWS   ?= 100000
+STREAM_EVENTS ?= 10000
 SEED   ?= 42
 START  ?= 2026-01-01
 PYTEST_ARGS ?=
@@ -60,10 +61,24 @@ test-integration: setup ## Only the integration tests (real Spark, Delta, Kafka)
 test-e2e: setup ## Only the end-to-end tests (spark-submit, processes)
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-demo: setup ## Install, start the local stack and run the pipeline end to end
+demo: setup ## Install, start the local stack and run the whole pipeline end to end
 	$(VENV)/bin/lakecast local up
+	@echo "== 1. events: $(ROWS) rows over $(DAYS) days"
 	./spark-submit.sh --master "local[2]" jobs/generate_events.py --rows $(ROWS) --days $(DAYS) --seed $(SEED) --start-date $(START)
-	@echo "The broker keeps running for the next steps; 'lakecast local down' (or 'make down') stops it."
+	@echo "== 2. features (point in time) and the entity snapshot"
+	./spark-submit.sh --master "local[2]" jobs/extract_features.py --all
+	@echo "== 3. train and register: scikit-learn (champion), Keras (challenger)"
+	./spark-submit.sh --master "local[2]" jobs/train.py --seed $(SEED)
+	$(VENV)/bin/lakecast models list
+	@echo "== 4. batch scoring with purchase@champion"
+	./spark-submit.sh --master "local[2]" jobs/score_batch.py --model purchase@champion
+	@echo "== 5. streaming: two workers serve a replayed day"
+	$(VENV)/bin/lakecast demo stream --workers 2 --limit $(STREAM_EVENTS)
+	@echo "== 6. canary of the Keras challenger against the champion"
+	-$(VENV)/bin/lakecast demo canary --model purchase
+	@echo "== 7. monitor and autoscaler during a replay with a spike"
+	$(VENV)/bin/lakecast demo loop
+	@echo "The broker keeps running; 'make down' (or 'lakecast local down') stops it."
 
 bench: setup ## Run the benchmarks (they print figures and ratios)
 	$(PY) benchmarks/batch_scoring.py

@@ -35,11 +35,15 @@ def _global_options(
 
 
 def _register() -> None:
-    from lakecast.cli import jars, local, stream
+    from lakecast.cli import anomaly, demo, deploy, jars, local, models, stream
 
     app.command("jars")(jars.jars)
     app.add_typer(local.app, name="local")
+    app.add_typer(models.app, name="models")
     app.add_typer(stream.app, name="stream")
+    app.add_typer(deploy.app, name="deploy")
+    app.add_typer(anomaly.app, name="anomaly")
+    app.add_typer(demo.app, name="demo")
 
 
 _register()

@@ -1,0 +1,111 @@
+"""Topics of one demo run and the worker processes that serve them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from lakecast.config import Settings
+from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
+
+
+@dataclass(frozen=True)
+class DemoTopics:
+    """The four topics of the streaming path, suffixed with the run id."""
+
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    @property
+    def events(self) -> str:
+        return f"demo-{self.run}-events"
+
+    @property
+    def predictions(self) -> str:
+        return f"demo-{self.run}-predictions"
+
+    @property
+    def dlq(self) -> str:
+        return f"demo-{self.run}-events.dlq"
+
+    @property
+    def metrics(self) -> str:
+        return f"demo-{self.run}-metrics"
+
+    @property
+    def group(self) -> str:
+        return f"demo-{self.run}-inference"
+
+    def create(self, settings: Settings, partitions: int = 4) -> None:
+        admin = build_admin(settings.kafka)
+        try:
+            ensure_topics(
+                admin,
+                [
+                    TopicSpec(self.events, partitions),
+                    TopicSpec(self.predictions, partitions),
+                    TopicSpec(self.dlq, 1),
+                    TopicSpec(self.metrics, 1),
+                ],
+            )
+        finally:
+            admin.close()
+
+    def worker_args(self) -> list[str]:
+        return [
+            "--topic", self.events, "--predictions-topic", self.predictions,
+            "--dlq-topic", self.dlq, "--metrics-topic", self.metrics, "--group", self.group,
+        ]  # fmt: skip
+
+
+def worker_command(topics: DemoTopics, *extra: str) -> list[str]:
+    """The command line of one inference worker serving the demo's topics."""
+    return [
+        sys.executable,
+        "-m",
+        "lakecast.cli.main",
+        "stream",
+        "worker",
+        *topics.worker_args(),
+        *extra,
+    ]
+
+
+@dataclass
+class WorkerFleet:
+    """``lakecast stream worker --processes N`` as a child process, its log in a file."""
+
+    topics: DemoTopics
+    processes: int
+    log_dir: Path
+    extra: Iterable[str] = ()
+    _child: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"workers-{self.topics.run}.log").open("wb")
+        command = worker_command(
+            self.topics, "--processes", str(self.processes), "--metrics-port", "0",
+            "--sample-interval", "2", *self.extra,
+        )  # fmt: skip
+        self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self._child is None or self._child.poll() is not None:
+            return
+        self._child.send_signal(signal.SIGTERM)
+        try:
+            self._child.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+
+
+def decode_values(records: Iterable[object]) -> list[dict[str, object]]:
+    return [orjson.loads(record.value) for record in records if record.value]  # type: ignore[attr-defined]
