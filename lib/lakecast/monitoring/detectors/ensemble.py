@@ -28,3 +28,28 @@ class MeanEnsemble(BaseDetector):
 
     def _update(self, ts: float, value: float) -> float:
         return sum(w * m.update(ts, value) for w, m in zip(self.weights, self.members, strict=True))
+
+
+class MaxEnsemble(BaseDetector):
+    """The largest of the members' weighted scores, plus a small share of their mean.
+
+    Different detectors are sure about different anomalies (a spike, a new pattern): the
+    maximum lets whichever is surest speak. The ``tie`` share of the mean breaks the ties
+    of a detector with few distinct scores, so one threshold can still rank its alarms.
+    """
+
+    name = "max_ensemble"
+
+    def __init__(
+        self, members: Sequence[Detector], weights: Sequence[float] | None = None, tie: float = 0.0
+    ) -> None:
+        if not members:
+            msg = "max ensemble detector: needs at least one member"
+            raise ValueError(msg)
+        self.members = list(members)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.members)
+        self.tie = tie
+
+    def _update(self, ts: float, value: float) -> float:
+        scores = [w * m.update(ts, value) for w, m in zip(self.weights, self.members, strict=True)]
+        return (1.0 - self.tie) * max(scores) + self.tie * sum(scores) / len(scores)
