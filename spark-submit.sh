@@ -39,6 +39,8 @@ master_args=()
 
 export PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$python" LAKECAST_SUBMITTED=1 LAKECAST_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns the job's own output.
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec "$spark_home/bin/spark-submit" \
   "${master_args[@]}" \
   --properties-file "$here/conf/spark-defaults.conf" \
@@ -47,6 +49,7 @@ exec "$spark_home/bin/spark-submit" \
   --conf "spark.pyspark.python=$python" \
   --conf "spark.pyspark.driver.python=$python" \
   --conf "spark.executorEnv.LAKECAST_SUBMITTED=1" \
+  --conf "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=$TF_CPP_MIN_LOG_LEVEL" \
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties" \
   --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties" \
   "$@"
