@@ -221,14 +221,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def describe_validation_error(error: ValidationError, what: str) -> str:
+    """One line naming every invalid field, its problem and the value found."""
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "<root>"
         found = item.get("input")
         shown = "" if isinstance(found, dict) else f" (found {found!r})"
         problems.append(f"{field}: {item['msg']}{shown}")
-    return f"invalid config {source}: " + "; ".join(problems)
+    return f"invalid {what}: " + "; ".join(problems)
 
 
 def load_settings(
@@ -260,7 +261,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(file))) from exc
+        raise ConfigError(describe_validation_error(exc, f"config {file}")) from exc
     lake = settings.lake.model_copy(update={"root": _resolve_lake_root(settings.lake.root)})
     return settings.model_copy(update={"lake": lake, "source": str(file)})
 

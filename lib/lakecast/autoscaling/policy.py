@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lakecast.config import describe_validation_error
 from lakecast.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -141,16 +142,6 @@ class AutoscalePolicy(_Model):
         return self
 
 
-def _describe(error: ValidationError, source: str) -> str:
-    problems = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "<root>"
-        found = item.get("input")
-        shown = "" if isinstance(found, dict) else f" (found {found!r})"
-        problems.append(f"{field}: {item['msg']}{shown}")
-    return f"invalid autoscaling policy {source}: " + "; ".join(problems)
-
-
 def parse_policy(data: object, source: str = "<policy>") -> AutoscalePolicy:
     """Validate an already-decoded policy document, strictly typed as in a JSON file.
 
@@ -169,7 +160,7 @@ def parse_policy(data: object, source: str = "<policy>") -> AutoscalePolicy:
         # Strict JSON validation: "2" or true is not a replica count, 2.0 is not a step.
         return AutoscalePolicy.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(describe_validation_error(exc, f"autoscaling policy {source}")) from exc
 
 
 def load_policy(path: str | Path | None = None) -> AutoscalePolicy:

@@ -16,17 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from lakecast.errors import RolloutError
+from lakecast.registry.cards import REQUIRED_SECTIONS
 
-# The sections lakecast.registry.cards requires (ethical considerations may stay blank).
-DEFAULT_CARD_FIELDS = (
-    "model_details",
-    "intended_use",
-    "factors",
-    "metrics",
-    "evaluation_data",
-    "training_data",
-    "caveats_and_recommendations",
-)
+# The sections the registry requires of a card (ethical considerations may stay blank).
+DEFAULT_CARD_FIELDS = REQUIRED_SECTIONS
 LATENCY_METRIC = "batch_latency_ms"
 
 
