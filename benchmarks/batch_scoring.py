@@ -1,0 +1,246 @@
+"""Batch-scoring throughput: lakecast's mapInArrow path against the in-process limit,
+Spark's ``predict_batch_udf`` and a naive row-at-a-time Python UDF, for both model flavors.
+
+    nice -n 10 .venv/bin/python benchmarks/batch_scoring.py [--rows 2000000] [--batch-size 8192]
+
+One run, the same data and the same models for every method:
+
+- data: ``--rows`` synthetic feature rows (``event_id`` plus ``FEATURE_COLUMNS``, float64)
+  written once as a Parquet table (made directly, not by the feature pipeline, to stay fast);
+- models: a HistGradientBoosting classifier and a Keras MLP trained on a sample of it and
+  registered in a throw-away registry (so lakecast loads them as a job does: sha256-checked);
+- in-process: the model's own predict on the whole numpy matrix, already in memory (the limit);
+- Spark methods read the table, score, and write to Spark's ``noop`` sink (no output I/O), on
+  ``local[*]``, each after one warm-up run on a slice (workers started, models loaded);
+- the row-at-a-time UDF runs on a subsample and is extrapolated (labelled as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lakecast.features.spec import FEATURE_COLUMNS
+from lakecast.scoring.testing import synthetic_feature_matrix
+
+CHUNK = 250_000
+
+
+def write_features(path: Path, rows: int, seed: int) -> None:
+    """``rows`` rows of event_id + FEATURE_COLUMNS as Parquet files of CHUNK rows each."""
+    path.mkdir(parents=True)
+    for part, start in enumerate(range(0, rows, CHUNK)):
+        count = min(CHUNK, rows - start)
+        matrix, _ = synthetic_feature_matrix(count, seed + part)
+        ids = np.char.mod("e%010d", np.arange(start, start + count))
+        arrays = [pa.array(ids), *(pa.array(matrix[:, i]) for i in range(matrix.shape[1]))]
+        table = pa.Table.from_arrays(arrays, names=["event_id", *FEATURE_COLUMNS])
+        pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=CHUNK)
+
+
+def read_matrix(path: Path) -> np.ndarray:
+    table = pq.read_table(path, columns=list(FEATURE_COLUMNS))
+    return np.ascontiguousarray(
+        np.column_stack([table.column(c).to_numpy() for c in FEATURE_COLUMNS])
+    )
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def train_models(root: Path, seed: int) -> dict[str, Any]:
+    """Both flavors, trained on 200k synthetic rows and registered; name -> (record, model)."""
+    from lakecast.models.training import GradientBoostingRecipe, MlpRecipe
+    from lakecast.models.training_run import model_signature
+    from lakecast.registry import Registry
+
+    x, y = synthetic_feature_matrix(200_000, seed + 1000)
+    registry = Registry(root / "registry")
+    trained = {}
+    for flavor, recipe in [
+        ("sklearn", GradientBoostingRecipe(max_iter=100, seed=seed)),
+        ("keras", MlpRecipe(hidden=(64, 32), epochs=1, seed=seed)),
+    ]:
+        model = recipe.fit(x, y)
+        record = registry.register(
+            f"bench_{flavor}", model, flavor=flavor, signature=model_signature(),
+            nan_policy="propagate",
+        )  # fmt: skip
+        trained[flavor] = (record, model)
+    return trained
+
+
+def in_process(flavor: str, model: Any, matrix: np.ndarray, batch_size: int) -> Callable[[], Any]:
+    if flavor == "sklearn":
+        return lambda: model.predict_proba(matrix)[:, 1]
+    as32 = np.ascontiguousarray(matrix, dtype=np.float32)
+    return lambda: model.predict(as32, batch_size=batch_size, verbose=0)
+
+
+def lakecast_path(frame: Any, record: Any, batch_size: int) -> Any:
+    from lakecast.scoring.batch import score_frame
+    from lakecast.scoring.cache import ModelPayload
+
+    payload = ModelPayload.from_version(record)
+    return score_frame(frame, payload, out_columns=["event_id"], batch_size=batch_size)
+
+
+def io_floor_path(frame: Any, record: Any, batch_size: int) -> Any:
+    """The same read, Arrow transfer and matrix build as lakecast, with no model: the ceiling
+    of any Spark scoring path on this data."""
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    from lakecast.scoring.batch import matrix_of
+
+    def apply(batches: Any) -> Any:
+        for batch in batches:
+            matrix = matrix_of(batch, FEATURE_COLUMNS, np.float64)
+            scores = pa.array(np.zeros(matrix.shape[0]))
+            yield pa.RecordBatch.from_arrays([batch.column("event_id"), scores], ["event_id", "s"])
+
+    schema = StructType([StructField("event_id", StringType()), StructField("s", DoubleType())])
+    return frame.select("event_id", *FEATURE_COLUMNS).mapInArrow(apply, schema)
+
+
+def _predict_fn_factory(artifact: str, flavor: str) -> Callable[[], Callable[..., np.ndarray]]:
+    """``make_predict_fn`` for predict_batch_udf: load the model once per worker, as its docs do."""
+
+    def make() -> Callable[..., np.ndarray]:
+        if flavor == "sklearn":
+            import skops.io
+
+            model = skops.io.load(artifact, trusted=skops.io.get_untrusted_types(file=artifact))
+            return lambda x: model.predict_proba(x)[:, 1]
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+        import keras
+
+        net = keras.saving.load_model(artifact, safe_mode=True, compile=False)
+        return lambda x: net.predict_on_batch(x.astype(np.float32)).reshape(-1)
+
+    return make
+
+
+def predict_batch_path(frame: Any, record: Any, batch_size: int) -> Any:
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType
+
+    udf = predict_batch_udf(
+        _predict_fn_factory(record.artifact_path, record.flavor),
+        return_type=DoubleType(),
+        batch_size=batch_size,
+    )
+    return frame.select("event_id", udf(F.struct(*FEATURE_COLUMNS)).alias("score"))
+
+
+_ROW_MODELS: dict[str, Any] = {}
+
+
+def row_udf_path(frame: Any, record: Any) -> Any:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType
+
+    load = _predict_fn_factory(record.artifact_path, record.flavor)
+    key = record.sha256
+
+    def score(*values: float) -> float:
+        predict = _ROW_MODELS.get(key)
+        if predict is None:
+            predict = _ROW_MODELS[key] = load()
+        return float(predict(np.array([values], dtype=np.float64))[0])
+
+    udf = F.udf(score, DoubleType())
+    return frame.select("event_id", udf(*FEATURE_COLUMNS).alias("score"))
+
+
+def run_spark(frame: Any) -> None:
+    frame.write.format("noop").mode("overwrite").save()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--row-udf-rows", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    from lakecast.spark import get_spark
+
+    root = Path(tempfile.mkdtemp(prefix="lakecast-bench-"))
+    try:
+        data = root / "features"
+        print(f"writing {args.rows:,} synthetic feature rows ({len(FEATURE_COLUMNS)} columns)")
+        write_features(data, args.rows, args.seed)
+        matrix = read_matrix(data)
+        trained = train_models(root, args.seed)
+        spark = get_spark(
+            "lakecast-bench",
+            master="local[*]",
+            conf={
+                "spark.ui.enabled": "false",
+                "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.batch_size),
+                "spark.sql.files.maxPartitionBytes": str(64 << 20),
+            },
+        )
+        spark.sparkContext.setLogLevel("ERROR")
+        frame = spark.read.parquet(str(data))
+        # A sample keeps every partition, so every Python worker starts and loads its model.
+        warm = frame.sample(fraction=0.01, seed=1)
+        sample = frame.limit(args.row_udf_rows)
+        cores = spark.sparkContext.defaultParallelism
+        print(f"Spark local[*], {cores} cores; batch size {args.batch_size}\n")
+        results: list[tuple[str, str, float, str]] = []
+        for flavor, (record, model) in trained.items():
+            limit_s = timed(in_process(flavor, model, matrix, args.batch_size))
+            results.append((flavor, "in-process predict (limit)", args.rows / limit_s, ""))
+            paths: list[tuple[str, Callable[[Any, Any, int], Any]]] = [
+                ("Spark I/O floor (no model)", io_floor_path),
+                ("lakecast mapInArrow", lakecast_path),
+                ("predict_batch_udf", predict_batch_path),
+            ]
+            for label, path in paths:
+                run_spark(path(warm, record, args.batch_size))
+                seconds = timed(lambda p=path, r=record: run_spark(p(frame, r, args.batch_size)))
+                results.append((flavor, label, args.rows / seconds, ""))
+            run_spark(row_udf_path(frame.sample(fraction=0.0005, seed=2), record))
+            seconds = timed(lambda r=record: run_spark(row_udf_path(sample, r)))
+            note = f"extrapolated from {args.row_udf_rows:,} rows"
+            results.append((flavor, "row-at-a-time Python UDF", args.row_udf_rows / seconds, note))
+        print_table(results, args.rows)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(results: list[tuple[str, str, float, str]], rows: int) -> None:
+    print(f"{'flavor':<8} {'method':<28} {'rows/s':>12} {'vs limit':>9} {'vs pbudf':>9}  note")
+    for flavor in dict.fromkeys(r[0] for r in results):
+        mine = [r for r in results if r[0] == flavor]
+        limit = next(r[2] for r in mine if r[1].startswith("in-process"))
+        pbudf = next(r[2] for r in mine if r[1] == "predict_batch_udf")
+        for _, method, rate, note in mine:
+            print(
+                f"{flavor:<8} {method:<28} {rate:>12,.0f} {rate / limit:>9.2f} "
+                f"{rate / pbudf:>9.2f}  {note}"
+            )
+        seconds = {method: rows / rate for _, method, rate, _ in mine}
+        print(f"{'':<8} (time for {rows:,} rows: " + ", ".join(
+            f"{m.split(' ')[0]} {s:.1f}s" for m, s in seconds.items()) + ")")  # fmt: skip
+    print()
+
+
+if __name__ == "__main__":
+    main()

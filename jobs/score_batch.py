@@ -1,0 +1,64 @@
+"""Score the features table with a registered model and MERGE the scores into ``predictions``.
+
+    ./spark-submit.sh jobs/score_batch.py --model NAME@ALIAS [--features-version V] \
+        [--incremental] [--batch-size N] [--features PATH] [--predictions PATH] [--registry ROOT]
+
+``--model`` takes ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest version). Re-running
+never duplicates rows (MERGE on event id, model name and version). On an executor with a GPU
+(Spark resource scheduling) a Keras model runs on it; elsewhere on the CPU, same command.
+Prints a JSON summary; a refused run exits 1 with one line naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lakecast.config import settings
+from lakecast.errors import LakecastError
+from lakecast.scoring.batch import DEFAULT_BATCH_SIZE
+from lakecast.scoring.run import ScoringRequest, score_batch
+from lakecast.spark import get_spark
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    cfg = settings()
+    parser = argparse.ArgumentParser(prog="score_batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="NAME@ALIAS, NAME:VERSION or NAME")
+    parser.add_argument("--features-version", type=int, help="features Delta version (latest)")
+    parser.add_argument("--incremental", action="store_true", help="only rows changed since")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows/predict")
+    parser.add_argument("--features", default=cfg.lake.table("features"), help="features table")
+    parser.add_argument(
+        "--predictions", default=cfg.lake.table("predictions"), help="predictions table"
+    )
+    parser.add_argument("--registry", default=cfg.registry_root, help="registry root")
+    parser.add_argument("--run-id", help="an id for this run (default: a new uuid)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    spark = get_spark("lakecast-score-batch")
+    request = ScoringRequest(
+        model=args.model,
+        features_path=args.features,
+        predictions_path=args.predictions,
+        registry_root=args.registry,
+        features_table_version=args.features_version,
+        incremental=args.incremental,
+        batch_size=args.batch_size,
+        run_id=args.run_id,
+    )
+    try:
+        summary = score_batch(spark, request)
+    except LakecastError as exc:
+        print(f"score_batch: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.as_dict(), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The ``predictions`` table: scores MERGEd by (key, model name, model version), never duplicated.
+
+Re-running a scoring job updates the rows it wrote before instead of adding new ones. Every row
+names the model (name, version, sha256), the features table version it was scored from and the
+run that wrote it; every commit carries the run's record as JSON ``userMetadata``, which is
+also where an incremental run finds the features version the last run read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+MODEL_COLUMNS = ("model_name", "model_version")
+RUN_JOB = "score_batch"
+
+
+@dataclass(frozen=True)
+class ScoringRun:
+    """Who wrote a batch of predictions, recorded on every row and on the commit."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    features_path: str
+    features_table_version: int
+    incremental: bool
+    since_features_version: int | None = None
+
+    def commit_metadata(self, **extra: Any) -> str:
+        return json.dumps({"job": RUN_JOB, **asdict(self), **extra}, sort_keys=True)
+
+
+def with_run_columns(scored: DataFrame, run: ScoringRun) -> DataFrame:
+    """``scored`` plus the model, features-version, run and time columns of ``predictions``."""
+    from pyspark.sql import functions as F
+
+    return scored.select(
+        "*",
+        F.lit(run.model_name).alias("model_name"),
+        F.lit(run.model_version).alias("model_version"),
+        F.lit(run.model_sha256).alias("model_sha256"),
+        F.lit(run.features_table_version).cast("long").alias("features_table_version"),
+        F.lit(run.run_id).alias("run_id"),
+        F.current_timestamp().alias("scored_at"),
+    )
+
+
+def _create_with(rows: DataFrame, path: str) -> bool:
+    """Create the table at ``path`` holding ``rows``; False if a table is already there.
+
+    The first run of a fresh table is a plain write, cheaper than a MERGE into an empty
+    table; mode ``errorifexists`` makes a racing creator fail here and MERGE instead.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
+
+    if DeltaTable.isDeltaTable(rows.sparkSession, path):
+        return False
+    try:
+        (
+            rows.write.format("delta")
+            .mode("errorifexists")
+            .option("delta.enableChangeDataFeed", "true")
+            .save(path)
+        )
+    except AnalysisException as exc:
+        if "already exists" not in str(exc).lower() and "PATH_ALREADY_EXISTS" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def merge_predictions(
+    rows: DataFrame,
+    path: str,
+    key_columns: Sequence[str],
+    run: ScoringRun,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> int:
+    """MERGE ``rows`` (already with run columns) into the table at ``path``; the new version.
+
+    One atomic commit: matched (key, model name, model version) rows are updated, the others
+    inserted (the table is created by that commit when there is none). ``rows`` must hold each
+    such key at most once.
+    """
+    from delta.tables import DeltaTable
+
+    from lakecast.lake.delta import table_version
+
+    spark = rows.sparkSession
+    condition = " AND ".join(f"t.`{c}` = s.`{c}`" for c in [*key_columns, *MODEL_COLUMNS])
+    previous = spark.conf.get(USER_METADATA_CONF, None)
+    spark.conf.set(USER_METADATA_CONF, run.commit_metadata(**(extra_metadata or {})))
+    try:
+        if not _create_with(rows, path):
+            (
+                DeltaTable.forPath(spark, path)
+                .alias("t")
+                .merge(rows.alias("s"), condition)
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+    finally:
+        if previous is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, previous)
+    return table_version(spark, path)
+
+
+def scoring_runs(spark: SparkSession, path: str) -> list[dict[str, Any]]:
+    """The run records of every scoring commit of ``predictions``, newest first ([] if none)."""
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return []
+    history = (
+        DeltaTable.forPath(spark, path)
+        .history()
+        .select("version", "userMetadata")
+        .orderBy("version", ascending=False)
+        .collect()
+    )
+    runs = []
+    for row in history:
+        try:
+            record = json.loads(row["userMetadata"] or "{}")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("job") == RUN_JOB:
+            runs.append({**record, "predictions_version": int(row["version"])})
+    return runs
