@@ -1,7 +1,7 @@
 """Train the demo purchase-propensity models and register them.
 
     ./spark-submit.sh jobs/train.py [--features lake/features] [--features-version V] \
-        [--model purchase_propensity] [--holdout-days 1] [--seed 42] [--registry ROOT]
+        [--model purchase] [--holdout-days 1] [--seed 42] [--registry ROOT]
 
 Reads the labelled rows of the ``features`` table (at one Delta version), trains a scikit-learn
 HistGradientBoosting model (registered, then ``champion``) and a Keras MLP (registered, then

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
 
-DEFAULT_MODEL_NAME = "purchase_propensity"
+DEFAULT_MODEL_NAME = "purchase"
 CHAMPION, CHALLENGER = "champion", "challenger"
 # Gradient boosting treats a missing value as a branch of its own, but refuses +-inf; a row
 # the MLP cannot read is better unscored than scored as if it were average.

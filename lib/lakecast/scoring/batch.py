@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 
 SCORE_COLUMN = "score"
 DEFAULT_BATCH_SIZE = 8192
-# The Keras flavor hands more rows than this to ``model.predict``, whose per-call dataset
-# set-up costs more than the matrix product of a small MLP; up to it, one direct call per
-# slice (``predict_on_batch``). So a Keras batch is predicted in slices of at most this.
-KERAS_DIRECT_CALL_ROWS = 4096
 
 ArrowMapper = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
@@ -74,7 +70,7 @@ def score_mapper(
         inputs = predictor.signature.input_names
         # Keras runs in float32 anyway: build that matrix directly instead of converting twice.
         dtype = np.float32 if model.flavor == "keras" else np.float64
-        step = min(batch_size, KERAS_DIRECT_CALL_ROWS) if model.flavor == "keras" else batch_size
+        step = batch_size
         for batch in batches:
             matrix = matrix_of(batch, inputs, dtype)
             rows = matrix.shape[0]

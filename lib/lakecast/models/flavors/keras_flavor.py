@@ -26,8 +26,9 @@ from lakecast.registry.signature import Signature
 
 FILE_NAME = "model.keras"
 DEFAULT_BACKEND = "tensorflow"
-# Below this many rows one call on the batch beats model.predict's dataset machinery.
-_DIRECT_CALL_ROWS = 4096
+# model.predict builds a dataset pipeline per call, which costs more than a small model's
+# forward pass; direct calls on slices of this many rows keep memory bounded instead.
+_SLICE_ROWS = 65_536
 
 
 def import_keras() -> Any:
@@ -86,11 +87,11 @@ class KerasPredictor:
         if rows == 0:
             return np.empty(0, dtype=np.float64)
         matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
-        if rows <= _DIRECT_CALL_ROWS:
-            raw = self.model.predict_on_batch(matrix)
-        else:
-            raw = self.model.predict(matrix, batch_size=_DIRECT_CALL_ROWS, verbose=0)
-        scores = np.asarray(raw, dtype=np.float64)
+        raw = [
+            np.asarray(self.model.predict_on_batch(matrix[start : start + _SLICE_ROWS]))
+            for start in range(0, rows, _SLICE_ROWS)
+        ]
+        scores = np.concatenate(raw).astype(np.float64)
         if scores.ndim == 2 and scores.shape[1] == 2:
             scores = scores[:, 1]
         elif scores.ndim == 2 and scores.shape[1] != 1:

@@ -64,7 +64,8 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 
 # Chosen by measurement: the highest NAB standard score on the 34-file subset
 # (benchmarks/anomaly_nab.py, standard / low FP / low FN: hybrid 72.1 / 63.8 / 77.9,
-# context_novelty 66.1, ensemble 59.7, gaussian_tail 56.9; published CAD OSE 77.2, Numenta HTM 72.8).
+# context_novelty 66.1, ensemble 59.7, gaussian_tail 56.9; published CAD OSE 77.2,
+# Numenta HTM 72.8).
 DEFAULT_DETECTOR = "hybrid"
 
 
