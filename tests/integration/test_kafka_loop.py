@@ -330,7 +330,7 @@ def test_two_workers_share_the_partitions_exactly_once(
     slow_upper = upper_process(out)
 
     def slow(records: list[ConsumerRecord]) -> BatchResult:
-        time.sleep(0.01)  # keep the first worker busy while the second joins
+        time.sleep(0.05)  # keep the first worker busy (>= 5 s) while the second joins
         return slow_upper(records)
 
     one = Worker(bootstrap, consumer_group, slow, topic=source, dlq_topic=dead, max_batch=20)
