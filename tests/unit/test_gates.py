@@ -27,7 +27,7 @@ def _version(ref: str, **changes: Any) -> VersionFacts:
         "ref": ref,
         "inputs": {"price": "float64", "device": "string", "views_7d": "int64"},
         "outputs": {"score": "float32"},
-        "metrics": {"auc": 0.80, "logloss": 0.40},
+        "metrics": {"holdout_roc_auc": 0.80, "logloss": 0.40},
         "card": FULL_CARD,
         "batch_latency_ms": 100.0,
     }
@@ -39,7 +39,7 @@ CHAMPION = _version("churn:1.0.0")
 
 
 def test_a_good_candidate_passes_every_gate() -> None:
-    report = run_gates(_version("churn:1.1.0", metrics={"auc": 0.81}), CHAMPION)
+    report = run_gates(_version("churn:1.1.0", metrics={"holdout_roc_auc": 0.81}), CHAMPION)
     assert report.passed
     assert [r.gate for r in report.results] == [
         "signature_compatible",
@@ -69,19 +69,21 @@ def test_signature_gate_names_each_incompatibility() -> None:
 
 
 def test_holdout_metric_gate_says_by_how_much() -> None:
-    worse = _version("churn:1.1.0", metrics={"auc": 0.79})
-    result = holdout_metric_not_worse(worse, CHAMPION, "auc", margin=0.005)
+    worse = _version("churn:1.1.0", metrics={"holdout_roc_auc": 0.79})
+    result = holdout_metric_not_worse(worse, CHAMPION, "holdout_roc_auc", margin=0.005)
     assert not result.passed
     assert result.delta == pytest.approx(-0.005)
     assert result.threshold == pytest.approx(0.795)
-    within = _version("churn:1.1.0", metrics={"auc": 0.797})
-    assert holdout_metric_not_worse(within, CHAMPION, "auc", margin=0.005).passed
+    within = _version("churn:1.1.0", metrics={"holdout_roc_auc": 0.797})
+    assert holdout_metric_not_worse(within, CHAMPION, "holdout_roc_auc", margin=0.005).passed
     # Lower is better for a loss.
     higher_loss = _version("churn:1.1.0", metrics={"logloss": 0.45})
     loss = holdout_metric_not_worse(higher_loss, CHAMPION, "logloss", 0.01, higher_is_better=False)
     assert not loss.passed
     assert loss.delta == pytest.approx(-0.04)
-    missing = holdout_metric_not_worse(_version("churn:1.1.0", metrics={}), CHAMPION, "auc")
+    missing = holdout_metric_not_worse(
+        _version("churn:1.1.0", metrics={}), CHAMPION, "holdout_roc_auc"
+    )
     assert not missing.passed
     assert "churn:1.1.0" in missing.message
 
@@ -106,8 +108,10 @@ def test_batch_latency_gate_allows_the_margin_only() -> None:
 
 
 def test_failed_gates_raise_a_rollout_error_naming_them() -> None:
-    candidate = _version("churn:1.1.0", metrics={"auc": 0.70}, batch_latency_ms=300.0)
-    report = run_gates(candidate, CHAMPION, GateConfig(metric="auc", metric_margin=0.01))
+    candidate = _version("churn:1.1.0", metrics={"holdout_roc_auc": 0.70}, batch_latency_ms=300.0)
+    report = run_gates(
+        candidate, CHAMPION, GateConfig(metric="holdout_roc_auc", metric_margin=0.01)
+    )
     assert [r.gate for r in report.failed] == ["holdout_metric", "batch_latency"]
     with pytest.raises(RolloutError, match=r"holdout_metric.*batch_latency"):
         report.raise_if_failed()
@@ -138,7 +142,7 @@ def test_facts_read_from_registry_signature_and_card() -> None:
         name="churn",
         version="1.1.0",
         signature=Signature.of({"price": "float64", "views_7d": "int64"}, output_dtype="float32"),
-        metrics={"auc": 0.9, "batch_latency_ms": 90.0},
+        metrics={"holdout_roc_auc": 0.9, "batch_latency_ms": 90.0},
         card=ModelCard(**{name: f"some {name}" for name in DEFAULT_CARD_FIELDS}),
     )
     facts = VersionFacts.from_mapping(record)

@@ -23,6 +23,7 @@ from lakecast.models.training import (
     GradientBoostingRecipe,
     HoldoutSplit,
     MlpRecipe,
+    TrainingRows,
     time_holdout_split,
     training_rows,
 )
@@ -150,6 +151,7 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
         started = time.perf_counter()
         model = recipe.fit(split.train.features, split.train.labels)
         fit_seconds = time.perf_counter() - started
+        latency_ms = batch_latency_ms(model, flavor, split.holdout)
         metrics = evaluate(split.holdout.labels, predict_scores(model, flavor, split.holdout))
         lineage = Lineage(
             training_table=request.features_path,
@@ -163,7 +165,11 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
             model,
             flavor=flavor,
             signature=model_signature(),
-            metrics={**metrics.as_dict(), "fit_seconds": fit_seconds},
+            metrics={
+                **metrics.as_dict(),
+                "fit_seconds": fit_seconds,
+                "batch_latency_ms": latency_ms,
+            },
             lineage=lineage,
             card=demo_card(flavor, recipe, split, metrics, request, table_version),
             nan_policy=NAN_POLICIES[flavor],
@@ -177,6 +183,22 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
             )
         )
     return summary
+
+
+def batch_latency_ms(
+    model: Any, flavor: Flavor, rows: TrainingRows, per_rows: int = 1_000
+) -> float:
+    """Milliseconds to score ``per_rows`` holdout rows in-process, measured after a warm-up.
+
+    The rollout gate compares it between versions, so a slower candidate is caught before it
+    takes traffic.
+    """
+    warm = TrainingRows(rows.features[:256], rows.labels[:256], rows.dates[:256])
+    predict_scores(model, flavor, warm)
+    started = time.perf_counter()
+    predict_scores(model, flavor, rows)
+    elapsed = time.perf_counter() - started
+    return 1_000 * elapsed * per_rows / max(rows.rows, 1)
 
 
 def predict_scores(model: Any, flavor: Flavor, rows: Any) -> np.ndarray:

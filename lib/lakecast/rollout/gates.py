@@ -123,7 +123,7 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = "auc"
+    metric: str = "holdout_roc_auc"  # as jobs/train.py records it
     higher_is_better: bool = True
     metric_margin: float = Field(default=0.005, ge=0)
     latency_margin: float = Field(default=0.10, ge=0, description="allowed relative increase")
@@ -175,7 +175,7 @@ def signature_compatible(candidate: VersionFacts, champion: VersionFacts) -> Gat
 def holdout_metric_not_worse(
     candidate: VersionFacts,
     champion: VersionFacts,
-    metric: str = "auc",
+    metric: str = "holdout_roc_auc",
     margin: float = 0.005,
     *,
     higher_is_better: bool = True,
