@@ -8,7 +8,7 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from lakecast.config import Settings
+from lakecast.config import PROJECT_ROOT, Settings
 from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, WorkerFleet
 from lakecast.kafka.clients import build_producer
@@ -59,8 +59,9 @@ def run_canary_demo(
     try:
         deploy = _cli(
             "deploy", "--metrics-topic", topics.metrics, "start", model, challenger.version,
+            "--rules", str(PROJECT_ROOT / "conf" / "rollouts" / "demo-canary.yaml"),
             "--strategy", "canary", "--steps", steps, "--step-seconds", str(step_seconds),
-            "--settle-seconds", "4", "--replace", "--wait", "--timeout", "600",
+            "--replace", "--wait", "--timeout", "600",
             "--reason", "make demo: canary of the Keras challenger",
         )  # fmt: skip
         status = subprocess.run(deploy, check=False).returncode
