@@ -26,12 +26,15 @@ def stream(
     day: str | None = typer.Option(None, "--day", help="The date to replay (YYYY-MM-DD)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
     limit: int | None = typer.Option(None, "--limit", help="Replay at most this many events."),
+    rate: float | None = typer.Option(
+        500.0, "--rate", help="Events per second (latency is only meaningful below capacity)."
+    ),
 ) -> None:
     """Two workers serve a replayed day; print predictions, dead letters, samples, p99."""
     from lakecast.demo.stream import run_stream_demo
 
     summary = run_stream_demo(
-        settings(), day=_day(day), workers=workers, limit=limit, log_dir=_log_dir()
+        settings(), day=_day(day), workers=workers, limit=limit, rate=rate, log_dir=_log_dir()
     )
     for line in summary.lines():
         typer.echo(f"  {line}")
