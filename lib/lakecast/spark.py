@@ -8,6 +8,7 @@ the submit already carried all of that, and the builder adds nothing.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -77,4 +78,9 @@ def get_spark(
             builder = builder.config(key, value)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    # A job that returns an error status with the session still up can abort at interpreter
+    # exit ("terminate called without an active exception", status 134) while the JVM gateway
+    # and native threads are torn down in no particular order; stop it first.
+    atexit.register(session.stop)
+    return session
