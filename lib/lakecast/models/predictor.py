@@ -130,3 +130,36 @@ def finish_scores(scores: np.ndarray, rows: int, nan_rows: np.ndarray | None) ->
         out = out.copy()
         out[nan_rows] = np.nan
     return out
+
+
+class MatrixPredictor:
+    """What every flavor's predictor shares: the signature, the NaN policy, one score per row.
+
+    A flavor only says how a clean matrix (``dtype``, NaN policy applied) becomes raw scores.
+    """
+
+    dtype: Any = np.float64
+
+    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+        self.model = model
+        self._signature = signature
+        self._nan_policy = nan_policy
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    @property
+    def nan_policy(self) -> NanPolicy:
+        return self._nan_policy
+
+    def predict(self, features: Features) -> np.ndarray:
+        matrix = feature_matrix(features, self._signature, self.dtype)
+        rows = matrix.shape[0]
+        if rows == 0:
+            return np.empty(0, dtype=np.float64)
+        matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
+        return finish_scores(self.raw_scores(matrix), rows, nan_rows)
+
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        raise NotImplementedError

@@ -15,14 +15,7 @@ from typing import Any
 import numpy as np
 
 from lakecast.errors import SchemaError, UnsafeArtifactError
-from lakecast.models.predictor import (
-    Features,
-    NanPolicy,
-    apply_nan_policy,
-    feature_matrix,
-    finish_scores,
-)
-from lakecast.registry.signature import Signature
+from lakecast.models.predictor import MatrixPredictor
 
 FILE_NAME = "model.keras"
 DEFAULT_BACKEND = "tensorflow"
@@ -65,36 +58,20 @@ def load(data: bytes, where: str) -> Any:
             raise UnsafeArtifactError(msg) from exc
 
 
-class KerasPredictor:
+class KerasPredictor(MatrixPredictor):
     """A Keras model behind the Predictor protocol; a (n, 1) or (n, 2) output becomes (n,)."""
 
-    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
-        self.model = model
-        self._signature = signature
-        self._nan_policy = nan_policy
+    dtype = np.float32  # Keras computes in float32: build that matrix directly
 
-    @property
-    def signature(self) -> Signature:
-        return self._signature
-
-    @property
-    def nan_policy(self) -> NanPolicy:
-        return self._nan_policy
-
-    def predict(self, features: Features) -> np.ndarray:
-        matrix = feature_matrix(features, self._signature, np.float32)
-        rows = matrix.shape[0]
-        if rows == 0:
-            return np.empty(0, dtype=np.float64)
-        matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         raw = [
             np.asarray(self.model.predict_on_batch(matrix[start : start + _SLICE_ROWS]))
-            for start in range(0, rows, _SLICE_ROWS)
+            for start in range(0, matrix.shape[0], _SLICE_ROWS)
         ]
         scores = np.concatenate(raw).astype(np.float64)
         if scores.ndim == 2 and scores.shape[1] == 2:
-            scores = scores[:, 1]
-        elif scores.ndim == 2 and scores.shape[1] != 1:
+            return scores[:, 1]
+        if scores.ndim == 2 and scores.shape[1] != 1:
             msg = f"keras model output has shape {scores.shape}; expected one score per row"
             raise SchemaError(msg)
-        return finish_scores(scores, rows, nan_rows)
+        return scores

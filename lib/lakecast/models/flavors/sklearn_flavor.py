@@ -14,13 +14,7 @@ import numpy as np
 
 from lakecast.errors import UnsafeArtifactError
 from lakecast.models.flavors.tree_bounds import check_estimator_trees
-from lakecast.models.predictor import (
-    Features,
-    NanPolicy,
-    apply_nan_policy,
-    feature_matrix,
-    finish_scores,
-)
+from lakecast.models.predictor import MatrixPredictor, NanPolicy
 from lakecast.models.trusted_types import TRUSTED_TYPES, VERIFIED_ONLY_TYPES
 from lakecast.registry.signature import Signature
 
@@ -69,30 +63,14 @@ def load(data: bytes, where: str, *, sha256_verified: bool) -> Any:
     return model
 
 
-class SklearnPredictor:
+class SklearnPredictor(MatrixPredictor):
     """A scikit-learn estimator behind the Predictor protocol."""
 
     def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
-        self.model = model
-        self._signature = signature
-        self._nan_policy = nan_policy
+        super().__init__(model, signature, nan_policy)
         self._proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
 
-    @property
-    def signature(self) -> Signature:
-        return self._signature
-
-    @property
-    def nan_policy(self) -> NanPolicy:
-        return self._nan_policy
-
-    def predict(self, features: Features) -> np.ndarray:
-        matrix = feature_matrix(features, self._signature, np.float64)
-        rows = matrix.shape[0]
-        if rows == 0:
-            return np.empty(0, dtype=np.float64)
-        matrix, nan_rows = apply_nan_policy(matrix, self._signature, self._nan_policy)
-        scores = (
-            self.model.predict_proba(matrix)[:, 1] if self._proba else self.model.predict(matrix)
-        )
-        return finish_scores(scores, rows, nan_rows)
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        if self._proba:
+            return np.asarray(self.model.predict_proba(matrix)[:, 1])
+        return np.asarray(self.model.predict(matrix))
