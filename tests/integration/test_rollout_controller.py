@@ -211,7 +211,7 @@ def test_incompatible_signature_is_refused(registry: Registry, journal: RolloutJ
 @pytest.mark.parametrize(
     ("kwargs", "gate", "by"),
     [
-        ({"holdout_roc_auc": 0.70}, "holdout_metric", "improvement -0.1"),
+        ({"auc": 0.70}, "holdout_metric", "improvement -0.1"),
         ({"batch_latency_ms": 15.0}, "batch_latency", "+50.0%"),
         ({"card": complete_card().__class__(model_details="only this")}, "model_card", "missing"),
     ],
