@@ -210,14 +210,34 @@ def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(
     assert len(restarts) <= 1, f"the worker exited {restarts} after the broker came back"
 
 
+def _group_members(bootstrap: str, group: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakecast-test-members")
+    try:
+        info = admin.describe_groups([group]).get(group) or {}
+    finally:
+        admin.close()
+    state = info.get("group_state", info.get("state"))
+    return len(info.get("members") or []) if state == "Stable" else 0
+
+
 def test_a_second_worker_joining_half_way_shares_without_loss_or_duplicates(
     bootstrap: str, stream_factory: Callable[[str], Stream]
 ) -> None:
     stream = stream_factory(bootstrap)
-    produce(bootstrap, stream.topics["events"], event_payloads(EVENTS))
+    half = EVENTS // 2
+    produce(bootstrap, stream.topics["events"], event_payloads(half))
     stream.start_worker("w0")
-    stream.wait_committed(EVENTS // 10)
+    stream.wait_committed(half // 5)
     stream.start_worker("w1")
+    # The second half is produced once both are members, so the joiner surely gets records to
+    # serve; how far w0 got by then (all of the first half, on a quiet machine) does not matter.
+    wait_for(
+        lambda: _group_members(bootstrap, stream.group) >= 2,
+        timeout_s=120,
+        what="the second worker to join the group",
+        every_s=0.5,
+    )
+    produce(bootstrap, stream.topics["events"], event_payloads(EVENTS - half, start=half))
     stream.wait_committed(EVENTS)
     stream.stop_all()
     assert all(p.returncode == 0 for p in stream.processes)
