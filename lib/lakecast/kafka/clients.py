@@ -7,6 +7,7 @@ consumer that auto-commits or reads uncommitted output by accident.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,6 +96,21 @@ def build_consumer(
     except KafkaError as exc:
         msg = f"build consumer for group {group_id!r} at {settings.bootstrap_servers}: {exc!r}"
         raise StreamError(msg) from exc
+
+
+def await_topics(consumer: KafkaConsumer, topics: Iterable[str], timeout_s: float = 30.0) -> bool:
+    """Wait until the consumer's metadata knows every topic in ``topics``; False on timeout.
+
+    A member that joins its group before its client has a new topic's metadata is assigned
+    nothing and stays idle until the next metadata refresh (minutes), so subscribe after this.
+    """
+    names = list(topics)
+    deadline = time.monotonic() + timeout_s
+    while not all(consumer.partitions_for_topic(name) for name in names):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def build_producer(

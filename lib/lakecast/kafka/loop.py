@@ -28,6 +28,7 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.errors import StreamError
+from lakecast.kafka.clients import await_topics
 from lakecast.kafka.delivery import (
     FATAL_PRODUCER_ERRORS,
     Delivery,
@@ -242,6 +243,8 @@ def run_loop(
     buffer = _Buffer()
     try:
         delivery.start()
+        if not await_topics(consumer, topics):
+            log.warning("subscribing to %s before the topics' metadata arrived", list(topics))
         consumer.subscribe(topics=list(topics), listener=buffer)
         failures = 0
         while not stop_event.is_set():

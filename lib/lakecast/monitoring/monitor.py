@@ -27,7 +27,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from lakecast.autoscaling.decision import to_iso
 from lakecast.config import KafkaSettings
 from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
-from lakecast.kafka.clients import build_consumer, build_producer
+from lakecast.kafka.clients import await_topics, build_consumer, build_producer
 from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from lakecast.monitoring.prometheus import (
@@ -198,20 +198,14 @@ class ServiceStats:
 
 
 def subscribe_when_ready(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> None:
-    """Subscribe once the consumer's metadata knows ``topic``.
-
-    A group that joins before its client has the topic's metadata is assigned nothing and
-    stays idle until the next metadata refresh (minutes), so wait for the partitions first.
+    """Subscribe once the consumer's metadata knows ``topic`` (see :func:`await_topics`).
 
     Raises:
         StreamError: the topic has no partitions after ``timeout_s`` (it does not exist).
     """
-    deadline = time.monotonic() + timeout_s
-    while not consumer.partitions_for_topic(topic):
-        if time.monotonic() > deadline:
-            msg = f"subscribe to {topic!r}: the topic has no partitions after {timeout_s:g} s"
-            raise StreamError(msg)
-        time.sleep(0.2)
+    if not await_topics(consumer, [topic], timeout_s):
+        msg = f"subscribe to {topic!r}: the topic has no partitions after {timeout_s:g} s"
+        raise StreamError(msg)
     consumer.subscribe([topic])
 
 
