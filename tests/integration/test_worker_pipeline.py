@@ -374,3 +374,9 @@ def test_prometheus_endpoint_and_sample_records_report_the_same_work(
     assert samples[-1]["lag_total"] == 0
     assert set(samples[-1]["lag"]) <= {f"{topics['events']}:{p}" for p in (0, 1)}
     assert all(np.isfinite(s["cpu_percent"]) for s in samples)
+    # Per variant, what the canary analysis compares: records, errors, model call latencies.
+    champion = [s["variants"]["champion"] for s in busy if "champion" in s["variants"]]
+    assert sum(v["records"] for v in champion) == 500
+    assert sum(v["errors"] for v in champion) == 0
+    assert all(v["users"] > 0 for v in champion)
+    assert all(v["model_latency_ms"] and min(v["model_latency_ms"]) > 0 for v in champion)

@@ -46,11 +46,15 @@ class VariantStats:
     model_latency_ms: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     score_differences: list[float] = field(default_factory=list)  # shadow minus served
+    # Distinct targeting keys: the split is by user, so the sample-ratio check counts users
+    # (a few heavy users make event counts stray far from the split by chance).
+    users: set[str] = field(default_factory=set)
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "records": self.records,
             "errors": self.errors,
+            "users": len(self.users),
             "latency_ms": _subsample(self.latency_ms),
             "model_latency_ms": _subsample(self.model_latency_ms),
             "scores": _subsample(self.scores),

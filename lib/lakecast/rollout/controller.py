@@ -245,9 +245,13 @@ class RolloutController:
         pooled = self.samples.window(since, until)
         baseline = pooled.get("champion", VariantEvidence()).arrays()
         candidate = pooled.get("candidate", VariantEvidence()).arrays()
+        champion = pooled.get("champion", VariantEvidence())
+        challenger = pooled.get("candidate", VariantEvidence())
+        # Users are what the split assigns; count them where the workers report them.
+        by_users = champion.users > 0 and challenger.users > 0
         records = {
-            "champion": pooled.get("champion", VariantEvidence()).records,
-            "candidate": pooled.get("candidate", VariantEvidence()).records,
+            "champion": champion.users if by_users else champion.records,
+            "candidate": challenger.users if by_users else challenger.records,
         }
         # A metric no worker reports for either variant is not measured by this fleet (not
         # "too few samples"): judge the others rather than hold forever on it.

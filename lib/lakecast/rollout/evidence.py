@@ -44,6 +44,7 @@ class VariantEvidence:
 
     records: int = 0
     errors: int = 0
+    users: int = 0  # distinct per sample, summed: a user active in two samples counts twice
     samples: int = 0
     latency_ms: list[float] = field(default_factory=list)
     model_latency_ms: list[float] = field(default_factory=list)
@@ -53,6 +54,7 @@ class VariantEvidence:
         self.samples += 1
         self.records += int(stats.get("records") or 0)
         self.errors += int(stats.get("errors") or 0)
+        self.users += int(stats.get("users") or 0)
         self.latency_ms.extend(_numbers(stats.get("latency_ms")))
         self.model_latency_ms.extend(_numbers(stats.get("model_latency_ms")))
         self.scores.extend(_numbers(stats.get("scores")))

@@ -109,6 +109,9 @@ class WorkerMetrics:
         variant_latencies_s: Mapping[str, list[float]],
         model_seconds: float,
         isolated: bool,
+        variant_model_ms: Mapping[str, list[float]] | None = None,
+        variant_errors: Mapping[str, int] | None = None,
+        variant_users: Mapping[str, set[str]] | None = None,
     ) -> None:
         """One committed batch: its size, the end-to-end latency of each prediction, ..."""
         RECORDS_IN.inc(size)
@@ -139,6 +142,15 @@ class WorkerMetrics:
                 stats.records += len(values)
                 stats.scores.extend(values)
                 stats.latency_ms.extend(s * 1000 for s in variant_latencies_s.get(variant, []))
+            for variant, errors in (variant_errors or {}).items():
+                stats = self.window.variant(variant)
+                stats.records += errors  # a failed record was routed to the variant too
+                stats.errors += errors
+            for variant, users in (variant_users or {}).items():
+                self.window.variant(variant).users.update(users)
+            for variant, durations in (variant_model_ms or {}).items():
+                if variant != "shadow":  # a shadow's calls say nothing about serving latency
+                    self.window.variant(variant).model_latency_ms.extend(durations)
 
     def observe_model(self, seconds: float) -> None:
         MODEL_LATENCY.observe(seconds)

@@ -149,6 +149,10 @@ class ModelSource:
             )
         return model
 
+    def is_loaded(self, reference: str) -> bool:
+        """Whether the ``name:version`` is loaded (:meth:`model` returns it without I/O)."""
+        return reference in self._loaded
+
     def model(self, reference: str) -> ServingModel:
         """A fixed ``name:version`` (a rollout variant), loaded once and kept."""
         loaded = self._loaded.get(reference)

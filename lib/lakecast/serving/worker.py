@@ -38,7 +38,7 @@ from lakecast.kafka.serde import Event, Prediction, encode_prediction
 from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
 from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
 from lakecast.serving.model_source import ModelSource, ServingModel, SnapshotSource
-from lakecast.serving.routing import BatchRouter, RoutingSource, ServingGroup
+from lakecast.serving.routing import SHADOW, BatchRouter, RoutingSource, ServingGroup
 
 if TYPE_CHECKING:
     from lakecast.config import KafkaSettings, Settings
@@ -94,6 +94,10 @@ class _Pending:
     dead: dict[tuple[int, int], str] = field(default_factory=dict)
     shadow: list[tuple[float, float]] = field(default_factory=list)  # (score, score - served)
     model_seconds: float = 0.0
+    # Per variant: the duration of each of its predict calls, and its records the model failed.
+    model_ms: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    users: dict[str, set[str]] = field(default_factory=dict)
 
 
 class InferenceWorker:
@@ -110,7 +114,7 @@ class InferenceWorker:
         self.config = config
         self.models = models
         self.snapshots = snapshots
-        self.router = BatchRouter(models, routing)
+        self.router = BatchRouter(models, routing, background_loading=True)
         self.metrics = metrics or WorkerMetrics(config.source_id)
         self._pending = _Pending()
         self._consumer: object | None = None
@@ -156,27 +160,34 @@ class InferenceWorker:
         )
         served: dict[int, float] = {}
         for group in plan.serving:
-            scores, failures = self._predict(group.model, matrix[group.positions])
+            scores, failures = self._predict(group.model, matrix[group.positions], group.variant)
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
                 record = records[position]
                 if failure is not None:
                     result.dead_letters.append(DeadLetter(record, MODEL_ERROR, failure))
+                    errors = self._pending.errors
+                    errors[group.variant] = errors.get(group.variant, 0) + 1
                     continue
                 served[int(position)] = float(score)
                 result.outputs.append(self._output(record, events[position], group, score))
         for group in plan.shadows:
             # A shadow's output is never served: its scores and their differences to what was
             # served go to the metrics only.
-            scores, failures = self._predict(group.model, matrix[group.positions])
+            scores, failures = self._predict(group.model, matrix[group.positions], SHADOW)
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
                 if failure is None and int(position) in served:
                     difference = float(score) - served[int(position)]
                     self._pending.shadow.append((float(score), difference))
 
     def _predict(
-        self, model: ServingModel, matrix: np.ndarray
+        self, model: ServingModel, matrix: np.ndarray, variant: str
     ) -> tuple[np.ndarray, list[str | None]]:
-        """Scores of the rows, and per row the reason it failed (None when scored)."""
+        """Scores of the rows, and per row the reason it failed (None when scored).
+
+        The call's duration is kept per variant: the canary analysis compares the model
+        latency of candidate and baseline. Per call, not per row: a canary's small share of a
+        batch would otherwise carry the call's fixed cost over few rows and look slow.
+        """
         started = time.perf_counter()
         try:
             scores = np.asarray(model.predictor.predict(matrix), np.float64)
@@ -192,6 +203,7 @@ class InferenceWorker:
                     failures[row] = f"model {model.key}: {type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started
         self._pending.model_seconds += elapsed
+        self._pending.model_ms.setdefault(variant, []).append(elapsed * 1000)
         self.metrics.observe_model(elapsed)
         for row, score in enumerate(scores):
             if failures[row] is None and not np.isfinite(score):
@@ -217,8 +229,9 @@ class InferenceWorker:
         key = (record.partition, record.offset)
         if timestamp:
             self._pending.timestamps_ms[key] = timestamp
-        if group.variant != "shadow":
+        if group.variant != SHADOW:
             self._pending.variants[key] = (group.variant, float(score))
+            self._pending.users.setdefault(group.variant, set()).add(event.user_id)
         return OutputRecord(
             self.config.predictions_topic, encode_prediction(prediction), event.user_id.encode()
         )
@@ -244,6 +257,9 @@ class InferenceWorker:
             variant_scores=by_variant,
             variant_latencies_s=latency_by_variant,
             model_seconds=pending.model_seconds,
+            variant_model_ms=pending.model_ms,
+            variant_errors=pending.errors,
+            variant_users=pending.users,
             isolated=report.isolated,
         )
         if pending.shadow:
@@ -283,6 +299,7 @@ class InferenceWorker:
         config = self.config
         self.models.start()
         self.snapshots.start()
+        self.router.start()
         consumer = build_consumer(
             kafka,
             group_id=config.group_id,
