@@ -201,7 +201,11 @@ def worker(
     transactional_id: str | None = typer.Option(None, "--transactional-id", help="Stable id."),
     source_id: str | None = typer.Option(None, "--source-id", help="Name in metric samples."),
 ) -> None:
-    """Serve online predictions: events -> features -> model -> predictions (exactly once)."""
+    """Serve online predictions: events -> features -> model -> predictions (exactly once).
+
+    With ``--processes N`` this process supervises N workers in one group; it exits 0 once all
+    of them stopped with status 0 after SIGTERM / SIGINT, 1 otherwise.
+    """
     from lakecast.kafka.shutdown import install_stop_handlers
     from lakecast.monitoring.logging import configure_json_logging
 
@@ -227,7 +231,10 @@ def worker(
                 "--metrics-topic": metrics_topic,
             }  # fmt: skip
             args = [str(part) for k, v in passed.items() if v is not None for part in (k, v)]
-            run_processes(processes, args, metrics_port=port, group_id=group_id, stop=stop)
+            report = run_processes(processes, args, metrics_port=port, group_id=group_id, stop=stop)
+            if not report.clean:
+                # A supervisor (systemd, Kubernetes) should see that a worker did not stop well.
+                raise typer.Exit(code=1)
             return
         _serve_one(
             port, stop, model=model, registry=registry, entity_features=entity_features,

@@ -5,6 +5,10 @@ own metrics port (base + index) and a transactional id stable for its slot: a ch
 crashes is started again, and its first ``init_transactions`` fences its dead predecessor and
 aborts the transaction it left open at once, instead of after the transaction timeout.
 SIGTERM / SIGINT are passed on to the children, which finish their batch and leave the group.
+
+The children run in a session of their own, so a signal meant for the whole foreground process
+group (Ctrl-C in a terminal) reaches only the supervisor, which passes it on once: a worker that
+got it twice would take the second as "exit now" and leave without finishing its batch.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def slot_transactional_id(group_id: str, index: int) -> str:
     return f"{group_id}-{socket.gethostname()}-{index}"
 
 
+def slot_source_id(index: int) -> str:
+    """The source id (metric samples, Kafka client id) of worker slot ``index`` on this host."""
+    return f"worker-{socket.gethostname()}-{index}"
+
+
 def child_command(
     index: int, base_args: Sequence[str], metrics_port: int, group_id: str
 ) -> list[str]:
@@ -49,8 +58,21 @@ def child_command(
         "--transactional-id",
         slot_transactional_id(group_id, index),
         "--source-id",
-        f"worker-{socket.gethostname()}-{index}",
+        slot_source_id(index),
     ]
+
+
+@dataclass(frozen=True)
+class ProcessesReport:
+    """How a supervised run ended: restarts along the way, each slot's final exit status."""
+
+    restarts: int
+    exit_statuses: dict[int, int]
+
+    @property
+    def clean(self) -> bool:
+        """True when every child exited with status 0 on the stop signal."""
+        return all(status == 0 for status in self.exit_statuses.values())
 
 
 @dataclass
@@ -61,12 +83,16 @@ class WorkerProcesses:
     restarts: int = 0
     children: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
 
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        # A session of its own: see the module docstring.
+        return subprocess.Popen(self.commands[index], start_new_session=True)
+
     def start(self) -> None:
-        self.children = [subprocess.Popen(command) for command in self.commands]
+        self.children = [self._spawn(index) for index in range(len(self.commands))]
         log.info("started %d worker processes", len(self.children))
 
-    def supervise(self, stop: threading.Event) -> int:
-        """Until ``stop``: restart a child that exited; returns the number of restarts."""
+    def supervise(self, stop: threading.Event) -> ProcessesReport:
+        """Until ``stop``: restart a child that exited; then stop them all."""
         while not stop.wait(0.5):
             for index, child in enumerate(self.children):
                 if child is not None and child.poll() is not None:
@@ -74,17 +100,22 @@ class WorkerProcesses:
                     time.sleep(RESTART_BACKOFF_S)
                     if stop.is_set():
                         break
-                    self.children[index] = subprocess.Popen(self.commands[index])
+                    self.children[index] = self._spawn(index)
                     self.restarts += 1
-        self.stop()
-        return self.restarts
+        return ProcessesReport(self.restarts, self.stop())
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[int, int]:
+        """SIGTERM every running child, SIGKILL those still there after ``timeout_s``.
+
+        Returns:
+            The exit status of each slot's last process (negative: killed by that signal).
+        """
         for child in self.children:
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for child in self.children:
+        statuses: dict[int, int] = {}
+        for index, child in enumerate(self.children):
             if child is None:
                 continue
             try:
@@ -93,12 +124,22 @@ class WorkerProcesses:
                 log.warning("worker pid %d did not stop in %.0f s; killing", child.pid, timeout_s)
                 child.kill()
                 child.wait()
+            statuses[index] = child.returncode
+            log.log(
+                logging.INFO if child.returncode == 0 else logging.WARNING,
+                "worker %d (pid %d) stopped with exit status %d",
+                index,
+                child.pid,
+                child.returncode,
+                extra={"worker": index, "pid": child.pid, "exit_status": child.returncode},
+            )
+        return statuses
 
 
 def run_processes(
     count: int, base_args: Sequence[str], *, metrics_port: int, group_id: str, stop: threading.Event
-) -> int:
-    """Run ``count`` worker processes until ``stop`` is set; the number of restarts."""
+) -> ProcessesReport:
+    """Run ``count`` worker processes until ``stop`` is set, then stop them all."""
     commands = [child_command(i, base_args, metrics_port, group_id) for i in range(count)]
     workers = WorkerProcesses(commands)
     workers.start()

@@ -1,0 +1,192 @@
+"""Worker processes against a real broker: one test's topics and group, and its processes.
+
+Shared by the e2e worker tests: :class:`Stream` creates uuid-named topics and a group, starts
+worker processes (``streaming/inference_worker.py`` or any command line, such as the
+``lakecast`` CLI) with the broker in their environment, waits on the group's committed offsets
+and reads the committed predictions back. :func:`describe_group` says what the coordinator
+sees (state and members), which is how a test knows who joined and who left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError
+
+from lakecast.config import PROJECT_ROOT
+from lakecast.serving.testing import (
+    committed_total,
+    read_committed,
+    register_model,
+    wait_for,
+    write_snapshot,
+)
+
+PARTITIONS = 3
+TIMEOUT_S = 240.0
+
+
+def served_lake(root: Path) -> dict[str, str]:
+    """A registry with ``purchase@champion`` and an entity snapshot under ``root``."""
+    paths = {"registry": str(root / "registry"), "snapshot": str(root / "entity_features")}
+    register_model(paths["registry"])
+    write_snapshot(paths["snapshot"])
+    return paths
+
+
+class Stream:
+    """The topics and group of one test, and the worker processes it starts."""
+
+    def __init__(
+        self, bootstrap: str, lake: dict[str, str], logs: Path, *, partitions: int = PARTITIONS
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.lake = lake
+        self.logs = logs
+        self.partitions = partitions
+        run = uuid.uuid4().hex[:8]
+        self.group = f"workers-{run}"
+        self.topics = {
+            "events": f"events-{run}",
+            "predictions": f"predictions-{run}",
+            "dlq": f"dlq-{run}",
+            "metrics": f"metrics-{run}",
+        }
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics(
+            [
+                NewTopic(self.topics["events"], partitions, 1),
+                NewTopic(self.topics["predictions"], partitions, 1),
+                NewTopic(self.topics["dlq"], 1, 1),
+                NewTopic(self.topics["metrics"], 1, 1),
+            ]
+        )
+        admin.close()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def worker_options(self) -> list[str]:
+        """The worker options every entry point shares: lake paths, topics, group, samples."""
+        return [
+            *("--registry", self.lake["registry"], "--entity-features", self.lake["snapshot"]),
+            *("--topic", self.topics["events"], "--predictions-topic", self.topics["predictions"]),
+            *("--dlq-topic", self.topics["dlq"], "--metrics-topic", self.topics["metrics"]),
+            *("--group", self.group, "--metrics-port", "0", "--sample-interval", "1"),
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "LAKECAST__KAFKA__PARTITIONS": str(self.partitions),
+        }
+
+    def log_path(self, name: str, index: int | None = None) -> Path:
+        """The file the output of process ``name`` (the ``index``-th started) goes to."""
+        return self.logs / f"{name}-{len(self.processes) if index is None else index}.log"
+
+    def start(self, command: list[str], name: str, **popen: Any) -> subprocess.Popen[bytes]:
+        """Start ``command`` with the broker in its environment, output to its log file."""
+        log = self.log_path(name).open("wb")
+        process = subprocess.Popen(
+            command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, **popen
+        )
+        log.close()  # the child holds its own descriptor
+        self.processes.append(process)
+        return process
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """One ``streaming/inference_worker.py`` process with a transactional id for ``name``."""
+        command = [
+            sys.executable,
+            str(PROJECT_ROOT / "streaming" / "inference_worker.py"),
+            *self.worker_options(),
+            # A stable id per worker slot: a restarted worker fences its killed predecessor
+            # and aborts the transaction it left open at once.
+            *("--transactional-id", f"{self.group}-{name}", "--source-id", name),
+        ]
+        return self.start(command, name)
+
+    def committed(self) -> int:
+        return committed_total(self.bootstrap, self.group, self.topics["events"])
+
+    def wait_committed(self, at_least: int, *, restart: Callable[[], Any] | None = None) -> None:
+        def reached() -> bool:
+            for process in self.processes[-1:]:
+                if process.poll() not in (None, 0) and restart is None:
+                    pytest.fail(f"worker exited with {process.returncode}; see {self.logs}")
+            if restart is not None and self.processes[-1].poll() is not None:
+                restart()
+            return self.committed() >= at_least
+
+        wait_for(reached, timeout_s=TIMEOUT_S, what=f"{at_least} committed offsets", every_s=0.5)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def prediction_counts(self, at_least: int) -> Counter[str]:
+        """How often each event id occurs among the committed predictions."""
+        import orjson
+
+        records = read_committed(
+            self.bootstrap, self.topics["predictions"], at_least=at_least, timeout_s=120
+        )
+        return Counter(orjson.loads(r.value)["event_id"] for r in records)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A consumer group as its coordinator describes it."""
+
+    state: str
+    client_ids: tuple[str, ...]
+
+    @property
+    def members(self) -> int:
+        return len(self.client_ids)
+
+
+def describe_group(bootstrap: str, group: str) -> GroupView:
+    """The group's state and the client ids of its members, from the coordinator.
+
+    While no coordinator answers for the group yet (a fresh broker creates its offsets topic
+    on the first group), the state is ``"Unavailable"``.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakecast-test-members")
+    try:
+        info = admin.describe_groups([group]).get(group) or {}
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return GroupView("Unavailable", ())
+    finally:
+        admin.close()
+    members = info.get("members") or []
+    return GroupView(
+        state=str(info.get("group_state", info.get("state"))),
+        client_ids=tuple(sorted(str(member.get("client_id")) for member in members)),
+    )
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """Members of a group that has settled (Stable); 0 while it rebalances."""
+    view = describe_group(bootstrap, group)
+    return view.members if view.state == "Stable" else 0
