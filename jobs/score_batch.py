@@ -1,11 +1,17 @@
 """Score the features table with a registered model and MERGE the scores into ``predictions``.
 
     ./spark-submit.sh jobs/score_batch.py --model NAME@ALIAS [--features-version V] \
-        [--incremental] [--batch-size N] [--features PATH] [--predictions PATH] [--registry ROOT]
+        [--incremental] [--batch-size N] [--features PATH] [--predictions PATH] [--registry ROOT] \
+        [--ignore-rollout]
 
-``--model`` takes ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest version). Re-running
-never duplicates rows (MERGE on event id, model name and version). On an executor with a GPU
-(Spark resource scheduling) a Keras model runs on it; elsewhere on the CPU, same command.
+``--model`` takes ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest version). While a
+rollout of the model is recorded (``lakecast deploy``), ``NAME`` and ``NAME@champion`` score as
+the streaming workers serve: each user's rows by the variant the workers route that user to,
+every variant in this one run, each row tagged with its variant and experiment (shadow models'
+rows too, with ``served`` false). ``--ignore-rollout``, a pinned ``NAME:VERSION`` or another
+alias score with that one version. Re-running never duplicates rows (MERGE on event id, model
+name and version). On an executor with a GPU (Spark resource scheduling) a Keras model runs on
+it; elsewhere on the CPU, same command.
 Prints a JSON summary; a refused run exits 1 with one line naming what was wrong.
 """
 
@@ -35,6 +41,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--registry", default=cfg.registry_root, help="registry root")
     parser.add_argument("--run-id", help="an id for this run (default: a new uuid)")
+    parser.add_argument(
+        "--ignore-rollout",
+        action="store_true",
+        help="score with --model's version only, even while a rollout of the model is recorded",
+    )
     return parser.parse_args(argv)
 
 
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         incremental=args.incremental,
         batch_size=args.batch_size,
         run_id=args.run_id,
+        ignore_rollout=args.ignore_rollout,
     )
     try:
         summary = score_batch(spark, request)

@@ -106,6 +106,20 @@ class Router:
     def variants(self) -> tuple[Variant, ...]:
         return self._variants
 
+    def serving_variants(self) -> tuple[Variant, ...]:
+        """The variants this state can send events to: the one it pins everything to, or all.
+
+        A batch scorer loads only these models (and :attr:`shadows`) before routing rows.
+        """
+        if self._pinned is not None:
+            return (self._variants[self._pinned],)
+        return self._variants
+
+    @property
+    def shadows(self) -> tuple[str, ...]:
+        """The shadow models that score sampled events (none once the rollout has ended)."""
+        return self._shadows
+
     def _index_of(self, variant: Variant) -> int:
         return next(i for i, v in enumerate(self._variants) if v.name == variant.name)
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame
 
+    from lakecast.models.predictor import Predictor
+
 SCORE_COLUMN = "score"
 DEFAULT_BATCH_SIZE = 8192
 
@@ -52,6 +54,15 @@ def matrix_of(batch: pa.RecordBatch, columns: Sequence[str], dtype: Any) -> np.n
     return np.ascontiguousarray(np.column_stack(arrays), dtype=dtype)
 
 
+def predict_in_slices(predictor: Predictor, matrix: np.ndarray, batch_size: int) -> np.ndarray:
+    """The float64 scores of ``matrix``'s rows, predicted ``batch_size`` rows at a time."""
+    rows = matrix.shape[0]
+    scores = np.empty(rows, dtype=np.float64)
+    for start in range(0, rows, batch_size):
+        scores[start : start + batch_size] = predictor.predict(matrix[start : start + batch_size])
+    return scores
+
+
 def score_mapper(
     payload: Broadcast[ModelPayload],
     out_columns: Sequence[str],
@@ -70,13 +81,10 @@ def score_mapper(
         inputs = predictor.signature.input_names
         # Keras runs in float32 anyway: build that matrix directly instead of converting twice.
         dtype = np.float32 if model.flavor == "keras" else np.float64
-        step = batch_size
         for batch in batches:
             matrix = matrix_of(batch, inputs, dtype)
             rows = matrix.shape[0]
-            scores = np.empty(rows, dtype=np.float64)
-            for start in range(0, rows, step):
-                scores[start : start + step] = predictor.predict(matrix[start : start + step])
+            scores = predict_in_slices(predictor, matrix, batch_size)
             if counters is not None:
                 counters.rows.add(rows)
                 bad = int(rows - np.isfinite(matrix).all(axis=1).sum()) if rows else 0

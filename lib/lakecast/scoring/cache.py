@@ -91,8 +91,11 @@ def worker_placement() -> Placement:
     return _placement
 
 
-def predictor_for(payload: ModelPayload) -> Predictor:
+def predictor_for(payload: ModelPayload, *, keep: int = MAX_MODELS_PER_WORKER) -> Predictor:
     """The cached Predictor of ``payload``, loading it on first use in this process.
+
+    ``keep`` raises how many models the cache holds: a run that scores with several models
+    (the variants of a rollout) passes their number, so they do not evict one another.
 
     Raises:
         ModelIntegrityError: the payload's bytes do not hash to its sha256.
@@ -123,7 +126,7 @@ def predictor_for(payload: ModelPayload) -> Predictor:
             sha256_verified=True,
         )
         _predictors[key] = predictor
-        while len(_predictors) > MAX_MODELS_PER_WORKER:
+        while len(_predictors) > max(MAX_MODELS_PER_WORKER, keep):
             _predictors.popitem(last=False)
         return predictor
 

@@ -6,6 +6,10 @@ latest change in the features table's change data feed, after that version and u
 being read, is an insert or an update (a re-extracted date deletes and re-inserts its rows in
 one commit: the insert wins). A row whose latest change is a delete is gone and not scored.
 Without an earlier run of that model version, everything is scored.
+
+A run under a rollout looks for the last run under the same rollout *revision* instead: a
+new revision (a canary step, new bandit weights, a pause) may route users elsewhere, so
+everything is scored again. Single-model runs and rollout runs never stand in for each other.
 """
 
 from __future__ import annotations
@@ -23,14 +27,32 @@ _KEPT_CHANGES = ("insert", "update_postimage")
 
 
 def last_scored_features_version(
-    spark: SparkSession, predictions_path: str, model_name: str, model_version: str
+    spark: SparkSession,
+    predictions_path: str,
+    model_name: str,
+    model_version: str,
+    rollout: tuple[str, int] | None = None,
 ) -> int | None:
-    """The features table version the newest run of ``model_name:model_version`` read."""
+    """The features table version the newest run of ``model_name:model_version`` read.
+
+    With ``rollout`` (its id and revision), the newest run of ``model_name`` under that
+    rollout revision instead (see the module docstring).
+    """
     for run in scoring_runs(spark, predictions_path):
-        if run.get("model_name") == model_name and run.get("model_version") == model_version:
-            found: Any = run.get("features_table_version")
-            return int(found) if found is not None else None
+        if run.get("model_name") != model_name or not _same_routing(run, model_version, rollout):
+            continue
+        found: Any = run.get("features_table_version")
+        return int(found) if found is not None else None
     return None
+
+
+def _same_routing(run: dict[str, Any], model_version: str, rollout: tuple[str, int] | None) -> bool:
+    recorded = run.get("rollout")
+    if rollout is None:
+        return recorded is None and run.get("model_version") == model_version
+    if not isinstance(recorded, dict):
+        return False
+    return (recorded.get("id"), recorded.get("revision")) == rollout
 
 
 def changed_rows(

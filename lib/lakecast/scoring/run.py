@@ -5,6 +5,12 @@ version, an artifact whose sha256 differs from the registry's, missing or mistyp
 columns. Scoring then runs once into a local checkpoint (so a model that refuses a batch fails
 the job before anything is written, and the NaN counter counts each row once), and the scores
 go into ``predictions`` in a single MERGE commit. No outcome leaves a partial write.
+
+``NAME`` and ``NAME@champion`` follow the rollout the registry records for the model, as the
+streaming workers do (:mod:`lakecast.scoring.routed`): every variant scores the rows routed to
+it in the same run, each row tagged with its variant and experiment. A full run under a
+rollout replaces that experiment's earlier rows (an event that moved to another variant since
+keeps one served row). ``ignore_rollout`` scores with the resolved version only.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakecast.errors import LakecastError, SchemaError, ScoringError
@@ -20,10 +26,18 @@ from lakecast.scoring.batch import DEFAULT_BATCH_SIZE, new_counters, score_frame
 from lakecast.scoring.cache import ModelPayload
 from lakecast.scoring.checks import check_feature_columns
 from lakecast.scoring.incremental import changed_rows, last_scored_features_version
-from lakecast.scoring.writer import ScoringRun, merge_predictions, with_run_columns
+from lakecast.scoring.routed import RolloutPlan, rollout_to_follow, score_routed
+from lakecast.scoring.writer import (
+    SERVED_COLUMN,
+    VARIANT_COLUMN,
+    ExperimentRows,
+    ScoringRun,
+    merge_predictions,
+    with_run_columns,
+)
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
@@ -42,6 +56,7 @@ class ScoringRequest:
     run_id: str | None = None
     key_columns: tuple[str, ...] = ("event_id",)
     passthrough_columns: tuple[str, ...] = ("user_id", "ts")
+    ignore_rollout: bool = False  # score with --model's version only, even during a rollout
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,10 @@ class ScoringSummary:
     rows_scored: int
     nonfinite_rows: int
     predictions_table_version: int | None
+    # The rollout that routed the rows (None: every row scored by model_version), and per
+    # (variant, model version, served) how many rows were written.
+    rollout: dict[str, Any] | None = None
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +99,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     """Score the features table with a registered model and MERGE into ``predictions``.
 
     Raises:
-        ModelNotFoundError: unknown model, alias or version.
+        ModelNotFoundError: unknown model, alias or version (or one a rollout routes to).
         ModelIntegrityError: the artifact does not match its recorded sha256.
         SchemaError: no features table, or feature columns missing or mistyped.
         ScoringError: a task failed (e.g. the NaN policy ``error`` refused a batch), or the
@@ -92,8 +111,13 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     if request.batch_size < 1:
         msg = f"score_batch: --batch-size must be >= 1, got {request.batch_size}"
         raise ScoringError(msg)
-    record = Registry(request.registry_root).resolve(request.model)
-    payload = ModelPayload.from_version(record)
+    registry = Registry(request.registry_root)
+    record = registry.resolve(request.model)
+    state = None
+    if not request.ignore_rollout:
+        state = rollout_to_follow(request.registry_root, request.model)
+    plan = None if state is None else RolloutPlan.build(state, registry)
+    payloads = [ModelPayload.from_version(record)] if plan is None else plan.payloads
     if not is_delta_table(spark, request.features_path):
         msg = f"score_batch: no Delta features table at {request.features_path!r}"
         raise SchemaError(msg)
@@ -101,17 +125,26 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     if version is None:
         version = table_version(spark, request.features_path)
     frame = spark.read.format("delta").option("versionAsOf", version).load(request.features_path)
-    where = f"score {record.ref} on {request.features_path} v{version}"
-    check_feature_columns(
-        frame.schema,
-        record.signature,
-        where,
-        required=[*request.key_columns, *request.passthrough_columns],
-    )
+    out_columns = [*request.key_columns, *request.passthrough_columns]
+    routing_columns = [] if plan is None else list(plan.required_columns)
+    for payload in payloads:
+        check_feature_columns(
+            frame.schema,
+            payload.signature,
+            f"score {payload.name}:{payload.version} on {request.features_path} v{version}",
+            required=[*out_columns, *routing_columns],
+        )
+    where = f"score {record.ref if plan is None else _rollout_name(plan)} on "
+    where += f"{request.features_path} v{version}"
+    rollout = None if plan is None else plan.describe()
     since = None
     if request.incremental:
         since = last_scored_features_version(
-            spark, request.predictions_path, record.name, record.version
+            spark,
+            request.predictions_path,
+            record.name,
+            record.version,
+            None if rollout is None else (rollout["id"], rollout["revision"]),
         )
         if since is not None:
             frame = changed_rows(spark, request.features_path, since, version, request.key_columns)
@@ -124,16 +157,21 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         features_table_version=version,
         incremental=request.incremental,
         since_features_version=since,
+        rollout=rollout,
     )
     counters = new_counters(frame)
-    out_columns = [*request.key_columns, *request.passthrough_columns]
-    scored = score_frame(
-        frame,
-        payload,
-        out_columns=out_columns,
-        batch_size=request.batch_size,
-        counters=counters,
-    )
+    if plan is None:
+        scored = score_frame(
+            frame,
+            payloads[0],
+            out_columns=out_columns,
+            batch_size=request.batch_size,
+            counters=counters,
+        )
+    else:
+        scored = score_routed(
+            frame, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
+        )
     with _session_conf(spark, ARROW_BATCH_CONF, str(request.batch_size)):
         try:
             materialized = scored.localCheckpoint(eager=True)
@@ -142,15 +180,26 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         except Exception as exc:  # a task failed: PythonException / Py4JJavaError
             msg = f"{where}: scoring failed, nothing was written: {_first_line(exc)}"
             raise ScoringError(msg) from exc
-    rows = materialized.count()
+    variants = [] if plan is None else _variant_counts(materialized)
+    total = materialized.count() if plan is None else sum(v["rows"] for v in variants)
+    rows = total if plan is None else sum(v["rows"] for v in variants if v["served"])
     written = None
-    if rows:
+    if total:
+        nonfinite = int(counters.nonfinite_rows.value)
+        metadata: dict[str, Any] = {"rows": rows, "nonfinite_rows": nonfinite}
+        replace = None
+        if plan is not None:
+            metadata["shadow_rows"] = total - rows
+            if since is None:  # a full run: the experiment's rows it did not write are stale
+                names = tuple(sorted({payload.name for payload in plan.payloads}))
+                replace = ExperimentRows(plan.state.spec.id, names)
         written = merge_predictions(
             with_run_columns(materialized, run),
             request.predictions_path,
             request.key_columns,
             run,
-            {"rows": rows, "nonfinite_rows": int(counters.nonfinite_rows.value)},
+            metadata,
+            replace=replace,
         )
     return ScoringSummary(
         run_id=run.run_id,
@@ -163,7 +212,30 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         rows_scored=rows,
         nonfinite_rows=int(counters.nonfinite_rows.value),
         predictions_table_version=written,
+        rollout=rollout,
+        variants=variants,
     )
+
+
+def _rollout_name(plan: RolloutPlan) -> str:
+    spec = plan.state.spec
+    return f"{plan.state.model} rollout {spec.id!r} (revision {plan.state.revision})"
+
+
+def _variant_counts(scored: DataFrame) -> list[dict[str, Any]]:
+    """Rows per (variant, model, served) of a routed, materialized frame."""
+    groups = scored.groupBy(VARIANT_COLUMN, "model_name", "model_version", SERVED_COLUMN).count()
+    found = [
+        {
+            "variant": row[VARIANT_COLUMN],
+            "model_name": row["model_name"],
+            "model_version": row["model_version"],
+            "served": bool(row[SERVED_COLUMN]),
+            "rows": int(row["count"]),
+        }
+        for row in groups.collect()
+    ]
+    return sorted(found, key=lambda v: (not v["served"], v["variant"], v["model_version"]))
 
 
 def _first_line(exc: BaseException) -> str:

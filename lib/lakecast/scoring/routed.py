@@ -1,0 +1,342 @@
+"""Batch scoring under a model's rollout: every row routed as the streaming workers route it.
+
+While the registry records a rollout for a model (``lakecast deploy``), one Spark run scores
+with every variant. Each Arrow batch goes through the same :class:`~lakecast.rollout.router.Router`
+as a worker's micro-batch (one ``route_batch`` call, keyed by ``user_id``; for a multi-model
+rollout with the same device / country / category attributes), so a user gets the same
+variant in batch as on the stream. Each variant's rows are then predicted together. Every
+model of the rollout is verified on the driver, broadcast once with the state, and loaded once
+per Python worker (:mod:`lakecast.scoring.cache`).
+
+Shadow models score the rows the router samples for them. Workers send shadow scores to the
+metrics only; the batch writes them, as variant ``shadow`` with ``served`` false, because a
+table is where an analyst compares them offline. A shadow model that already serves a row is
+not written twice for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from lakecast.errors import ModelNotFoundError, ScoringError
+from lakecast.scoring.batch import (
+    SCORE_COLUMN,
+    ArrowMapper,
+    ScoringCounters,
+    matrix_of,
+    predict_in_slices,
+)
+from lakecast.scoring.cache import ModelPayload, predictor_for
+from lakecast.scoring.writer import (
+    EXPERIMENT_COLUMN,
+    ROW_MODEL_COLUMNS,
+    SERVED_COLUMN,
+    VARIANT_COLUMN,
+)
+
+if TYPE_CHECKING:
+    from pyspark.broadcast import Broadcast
+    from pyspark.sql import DataFrame
+
+    from lakecast.models.predictor import Predictor
+    from lakecast.registry import Registry
+    from lakecast.rollout.router import BatchRoutes, Router
+    from lakecast.rollout.strategies import RolloutState
+
+# What a worker routes on: the event's user id, and these attributes for multi-model rules.
+ROUTING_KEY = "user_id"
+ROUTING_ATTRIBUTES = ("device", "country", "category")
+# The variant name workers give shadow scores (lakecast.serving.routing.SHADOW).
+SHADOW_VARIANT = "shadow"
+# The references that mean "what is served": they follow a rollout; a pinned version or
+# another alias asks for that model only.
+FOLLOWING_ALIASES = (None, "champion")
+
+
+def rollout_to_follow(registry_root: str, reference: str) -> RolloutState | None:
+    """The rollout state a run of ``reference`` follows, or None: score that model only.
+
+    ``NAME`` and ``NAME@champion`` follow the rollout the registry records for ``NAME`` (in
+    whatever status: a promoted or rolled-back rollout pins every row to one variant, as it
+    does on the stream). ``NAME:VERSION`` and other aliases never do.
+    """
+    from lakecast.registry.references import parse_reference
+    from lakecast.rollout.store import RolloutStore
+
+    ref = parse_reference(reference)
+    if ref.version is not None or ref.alias not in FOLLOWING_ALIASES:
+        return None
+    return RolloutStore(registry_root).current(ref.name)
+
+
+@dataclass(frozen=True)
+class RoutedModels:
+    """What every task needs to route and score: the state and each model it may use.
+
+    ``models`` is keyed by the reference the rollout names (``name:version``).
+    """
+
+    state_json: str
+    models: dict[str, ModelPayload]
+    key_column: str = ROUTING_KEY
+    attribute_columns: tuple[str, ...] = ()
+
+    def router(self) -> Router:
+        from lakecast.rollout.router import Router
+        from lakecast.rollout.strategies import RolloutState
+
+        return Router(RolloutState.from_json(self.state_json))
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """A rollout resolved on the driver: its state and the verified models it scores with."""
+
+    state: RolloutState
+    serving: dict[str, str]  # variant name -> model reference, the variants that take rows
+    shadows: tuple[str, ...]
+    routed: RoutedModels
+
+    @classmethod
+    def build(cls, state: RolloutState, registry: Registry) -> RolloutPlan:
+        """Resolve and verify every model ``state`` can route rows to.
+
+        Raises:
+            ModelNotFoundError: a variant or shadow names a version the registry lacks.
+            ModelIntegrityError: an artifact does not match its recorded sha256.
+        """
+        from lakecast.rollout.router import Router
+        from lakecast.rollout.strategies import MultiModel
+
+        router = Router(state)
+        serving = router.serving_variants()
+        shadows = tuple(dict.fromkeys(router.shadows))
+        models: dict[str, ModelPayload] = {}
+        for reference in dict.fromkeys([*(v.model for v in serving), *shadows]):
+            try:
+                record = registry.resolve(reference)
+            except ModelNotFoundError as exc:
+                msg = (
+                    f"rollout {state.spec.id!r} of {state.model!r} (revision {state.revision}) "
+                    f"routes to {reference}: {exc}"
+                )
+                raise ModelNotFoundError(msg) from exc
+            models[reference] = ModelPayload.from_version(record)
+        by_attributes = isinstance(state.spec, MultiModel) and len(serving) > 1
+        routed = RoutedModels(
+            state_json=state.to_json(),
+            models=models,
+            attribute_columns=ROUTING_ATTRIBUTES if by_attributes else (),
+        )
+        return cls(state, {v.name: v.model for v in serving}, shadows, routed)
+
+    @property
+    def payloads(self) -> list[ModelPayload]:
+        return list(self.routed.models.values())
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return (self.routed.key_column, *self.routed.attribute_columns)
+
+    def describe(self) -> dict[str, Any]:
+        """The rollout as a run records it (the commit's metadata, the job's summary)."""
+        spec = self.state.spec
+        return {
+            "id": spec.id,
+            "strategy": spec.strategy,
+            "revision": self.state.revision,
+            "status": self.state.status,
+            "variants": dict(self.serving),
+            "shadows": list(self.shadows),
+        }
+
+
+def routed_mapper(
+    shared: Broadcast[RoutedModels],
+    out_columns: Sequence[str],
+    batch_size: int,
+    counters: ScoringCounters | None,
+) -> ArrowMapper:
+    """The function ``mapInArrow`` runs in each Python worker (see the module docstring)."""
+    if batch_size < 1:
+        msg = f"score: batch_size must be >= 1, got {batch_size}"
+        raise ScoringError(msg)
+    passed = list(out_columns)
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        routed = shared.value
+        router = routed.router()
+        keep = len(routed.models)
+        predictors = {ref: predictor_for(p, keep=keep) for ref, p in routed.models.items()}
+        scorer = _BatchScorer(routed, router, predictors, passed, batch_size, counters)
+        for batch in batches:
+            yield scorer.score(batch)
+
+    return apply
+
+
+class _BatchScorer:
+    """Routes one Arrow batch and scores each of its variants' rows with that variant's model."""
+
+    def __init__(
+        self,
+        routed: RoutedModels,
+        router: Router,
+        predictors: Mapping[str, Predictor],
+        passed: list[str],
+        batch_size: int,
+        counters: ScoringCounters | None,
+    ) -> None:
+        self.routed = routed
+        self.router = router
+        self.predictors = predictors
+        self.passed = passed
+        self.batch_size = batch_size
+        self.counters = counters
+        self.references = list(routed.models)
+        payloads = list(routed.models.values())
+        self.names = np.asarray([p.name for p in payloads], dtype=object)
+        self.versions = np.asarray([p.version for p in payloads], dtype=object)
+        self.hashes = np.asarray([p.sha256 for p in payloads], dtype=object)
+
+    def _route(self, batch: pa.RecordBatch) -> BatchRoutes:
+        routed = self.routed
+        keys = batch.column(routed.key_column)
+        if keys.null_count:
+            msg = (
+                f"rollout routing: {keys.null_count} rows have no {routed.key_column!r}, the key "
+                "every row is routed by (nothing was written)"
+            )
+            raise ScoringError(msg)
+        attributes = None
+        if routed.attribute_columns:
+            values = [batch.column(c).to_pylist() for c in routed.attribute_columns]
+            names = routed.attribute_columns
+            attributes = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        return self.router.route_batch(keys.to_pylist(), attributes)
+
+    def _scores(
+        self,
+        batch: pa.RecordBatch,
+        reference: str,
+        positions: np.ndarray,
+        matrices: dict[tuple[tuple[str, ...], Any], np.ndarray],
+    ) -> tuple[np.ndarray, int]:
+        """Scores of the rows at ``positions`` by ``reference``, and how many had bad inputs."""
+        payload = self.routed.models[reference]
+        inputs = tuple(payload.signature.input_names)
+        # Keras computes in float32; the cast rounds as the single-model path's JVM cast does.
+        dtype = np.float32 if payload.flavor == "keras" else np.float64
+        key = (inputs, dtype)
+        if key not in matrices:
+            matrices[key] = matrix_of(batch, inputs, dtype)
+        whole = matrices[key]
+        # One variant taking the whole batch (a pinned state) needs no copy of its rows.
+        matrix = whole if positions.size == whole.shape[0] else whole[positions]
+        bad = int(matrix.shape[0] - np.isfinite(matrix).all(axis=1).sum())
+        return predict_in_slices(self.predictors[reference], matrix, self.batch_size), bad
+
+    def score(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        rows = batch.num_rows
+        routes = self._route(batch)
+        matrices: dict[tuple[tuple[str, ...], Any], np.ndarray] = {}
+        scores = np.empty(rows, dtype=np.float64)
+        model_index = np.zeros(rows, dtype=np.int64)
+        nonfinite = 0
+        for index, variant in enumerate(routes.variants):
+            positions = np.flatnonzero(routes.variant_index == index)
+            if not positions.size:
+                continue
+            scores[positions], bad = self._scores(batch, variant.model, positions, matrices)
+            model_index[positions] = self.references.index(variant.model)
+            nonfinite += bad
+        if self.counters is not None:
+            self.counters.rows.add(rows)
+            if nonfinite:
+                self.counters.nonfinite_rows.add(nonfinite)
+        variant_names = np.asarray([v.name for v in routes.variants], dtype=object)
+        take = [np.arange(rows, dtype=np.int64)]
+        score_parts, model_parts = [scores], [model_index]
+        variant_parts = [variant_names[routes.variant_index]]
+        sampled = routes.shadow_positions().astype(np.int64)
+        for reference in dict.fromkeys(routes.shadows):
+            shadow_index = self.references.index(reference)
+            positions = sampled[model_index[sampled] != shadow_index]
+            if not positions.size:
+                continue
+            shadow_scores, _ = self._scores(batch, reference, positions, matrices)
+            take.append(positions)
+            score_parts.append(shadow_scores)
+            model_parts.append(np.full(positions.size, shadow_index, dtype=np.int64))
+            variant_parts.append(np.full(positions.size, SHADOW_VARIANT, dtype=object))
+        order = np.concatenate(take)
+        models = np.concatenate(model_parts)
+        size = order.size
+        passed = batch.select(self.passed).take(pa.array(order, type=pa.int64()))
+        return pa.RecordBatch.from_arrays(
+            [
+                *passed.columns,
+                pa.array(np.concatenate(score_parts), type=pa.float64()),
+                pa.array(self.names[models], type=pa.string()),
+                pa.array(self.versions[models], type=pa.string()),
+                pa.array(self.hashes[models], type=pa.string()),
+                pa.array(np.concatenate(variant_parts), type=pa.string()),
+                pa.array([routes.experiment] * size, type=pa.string()),
+                pa.array(np.arange(size) < rows, type=pa.bool_()),
+            ],
+            names=[
+                *self.passed,
+                SCORE_COLUMN,
+                *ROW_MODEL_COLUMNS,
+                VARIANT_COLUMN,
+                EXPERIMENT_COLUMN,
+                SERVED_COLUMN,
+            ],
+        )
+
+
+def score_routed(
+    frame: DataFrame,
+    plan: RolloutPlan,
+    *,
+    out_columns: Sequence[str] = ("event_id",),
+    batch_size: int,
+    counters: ScoringCounters | None = None,
+) -> DataFrame:
+    """``frame``'s ``out_columns`` plus ``score``, the model and the rollout tags of each row.
+
+    One row per input row (its serving variant's score), plus one per shadow model and sampled
+    row. Only ``out_columns``, the routing columns and the models' inputs cross into Python.
+    Nothing runs until an action.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
+
+    routed = plan.routed
+    payloads = list(routed.models.values())
+    inputs = dict.fromkeys(name for p in payloads for name in p.signature.input_names)
+    passed = dict.fromkeys([*out_columns, *plan.required_columns])
+    # With Keras models only, cast in the JVM: half the bytes shipped, the same float32 values.
+    as_float = all(p.flavor == "keras" for p in payloads)
+    selected = frame.select(
+        *passed,
+        *(F.col(c).cast("float").alias(c) if as_float else F.col(c)
+          for c in inputs if c not in passed),
+    )  # fmt: skip
+    by_name = {f.name: f for f in selected.schema.fields}
+    text = [StructField(c, StringType(), True) for c in (*ROW_MODEL_COLUMNS, VARIANT_COLUMN)]
+    schema = StructType(
+        [by_name[name] for name in out_columns]
+        + [StructField(SCORE_COLUMN, DoubleType(), True), *text]
+        + [
+            StructField(EXPERIMENT_COLUMN, StringType(), True),
+            StructField(SERVED_COLUMN, BooleanType(), True),
+        ]
+    )
+    shared = frame.sparkSession.sparkContext.broadcast(routed)
+    return selected.mapInArrow(routed_mapper(shared, out_columns, batch_size, counters), schema)
