@@ -28,29 +28,19 @@ from lakecast.models.training_run import (
 )
 from lakecast.registry import Registry, card_is_complete
 from lakecast.registry.records import current_git_commit
+from tests.integration.lake_fixtures import generated_lake
 
 EVENTS, DAYS, START = 24_000, 4, dt.date(2026, 2, 2)
 
 
 @pytest.fixture(scope="module")
 def features(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from lakecast.data.clickstream import ClickstreamRun, generate_events
-    from lakecast.data.events_table import write_events
-    from lakecast.features.extract import extract_features
+    from lakecast.data.clickstream import ClickstreamRun
 
-    root = tmp_path_factory.mktemp("train")
-    run = ClickstreamRun(EVENTS, DAYS, 5, START)
-    events = str(root / "events")
-    write_events(generate_events(spark, run.rows, run.days, run.seed, run.start_date), events, run)
-    out = str(root / "features")
-    extract_features(
-        spark,
-        events_path=events,
-        features_path=out,
-        entity_features_path=str(root / "entity_features"),
-        run_date=None,
+    lake, _ = generated_lake(
+        spark, tmp_path_factory.mktemp("train"), ClickstreamRun(EVENTS, DAYS, 5, START)
     )
-    return out
+    return lake.features
 
 
 @pytest.fixture(scope="module")

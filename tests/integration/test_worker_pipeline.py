@@ -23,7 +23,6 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lakecast.config import KafkaSettings
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.snapshot import load_snapshot
 from lakecast.features.spec import FEATURES_VERSION
@@ -31,22 +30,22 @@ from lakecast.features.testing import make_events
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_metric, decode_prediction
 from lakecast.registry import Registry
-from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
 from lakecast.serving.testing import (
-    committed_total,
     event_payload,
     event_value,
     failing_loader,
     produce,
     read_committed,
     register_model,
-    wait_for,
     write_snapshot,
 )
-from lakecast.serving.worker import InferenceWorker, WorkerConfig
-
-TIMEOUT_S = 60.0
-MAX_RECORD_BYTES = 64_000  # below the broker's own limit, so an oversized record can be sent
+from tests.integration.worker_fixtures import (
+    MAX_RECORD_BYTES,
+    TIMEOUT_S,
+    ThreadedWorker,
+    drain,
+    worker_topics,
+)
 
 
 class Lake:
@@ -64,63 +63,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     return paths
 
 
-class ThreadedWorker:
-    """An InferenceWorker serving in a thread, stopped the way SIGTERM stops a process."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        lake: Lake,
-        topics: dict[str, str],
-        group: str,
-        *,
-        reference: str = "purchase@champion",
-        wrap: Wrap | None = None,
-        poll_s: float = 0.5,
-    ) -> None:
-        config = WorkerConfig(
-            events_topic=topics["events"],
-            predictions_topic=topics["predictions"],
-            dlq_topic=topics["dlq"],
-            metrics_topic=topics["metrics"],
-            group_id=group,
-            max_batch=200,
-            max_wait_ms=50,
-            max_record_bytes=MAX_RECORD_BYTES,
-            sample_interval_s=0.5,
-            source_id=f"test-{group}",
-        )
-        models = ModelSource(Registry(lake.registry), reference, poll_s=poll_s, wrap=wrap)
-        self.worker = InferenceWorker(config, models, SnapshotSource(lake.snapshot))
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
-
-        def run() -> None:
-            try:
-                self.worker.run(kafka, self.stop_event)
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(TIMEOUT_S)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        if self.error is not None:
-            raise self.error
-
-
 @pytest.fixture
 def topics(topic_factory: Callable[..., str]) -> dict[str, str]:
-    return {
-        "events": topic_factory("events", 2),
-        "predictions": topic_factory("predictions", 2),
-        "dlq": topic_factory("dlq"),
-        "metrics": topic_factory("metrics"),
-    }
+    return worker_topics(topic_factory)
 
 
 @pytest.fixture
@@ -138,15 +83,6 @@ def serve(
     for worker in started:
         worker.stop_event.set()
         worker.thread.join(TIMEOUT_S)
-
-
-def drain(bootstrap: str, group: str, topic: str, total: int, worker: ThreadedWorker) -> None:
-    def done() -> bool:
-        if worker.error is not None:
-            raise worker.error
-        return committed_total(bootstrap, group, topic) >= total
-
-    wait_for(done, timeout_s=TIMEOUT_S, what=f"group {group} to commit {total} offsets")
 
 
 def expected_scores(lake: Lake, values: list[dict[str, Any]], reference: str) -> dict[str, float]:
