@@ -54,7 +54,8 @@ def read_events(path: str, start: date | None = None, end: date | None = None) -
 
 def event_payloads(table: pa.Table) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) pairs in the ``events`` topic contract, one per row."""
-    ts = pc.strftime(table.column("ts"), format="%Y-%m-%dT%H:%M:%S.%fZ").to_pylist()
+    # Arrow's %S already carries the fraction of a second (microseconds here).
+    ts = pc.strftime(table.column("ts"), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
     columns = {name: table.column(name).to_pylist() for name in _STRING_FIELDS}
     prices = table.column("price").to_pylist()
     for row in range(table.num_rows):
