@@ -2,7 +2,7 @@
 
     ./spark-submit.sh jobs/score_batch.py --model NAME@ALIAS [--features-version V] \
         [--incremental] [--batch-size N] [--features PATH] [--predictions PATH] [--registry ROOT] \
-        [--ignore-rollout]
+        [--ignore-rollout] [--read auto|spark|direct]
 
 ``--model`` takes ``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest version). While a
 rollout of the model is recorded (``lakecast deploy``), ``NAME`` and ``NAME@champion`` score as
@@ -11,7 +11,11 @@ every variant in this one run, each row tagged with its variant and experiment (
 rows too, with ``served`` false). ``--ignore-rollout``, a pinned ``NAME:VERSION`` or another
 alias score with that one version. Re-running never duplicates rows (MERGE on event id, model
 name and version). On an executor with a GPU (Spark resource scheduling) a Keras model runs on
-it; elsewhere on the CPU, same command.
+it; elsewhere on the CPU, same command. ``--read auto`` (the default) has the Python workers
+read the table's Parquet files themselves where that reads exactly what Spark would, and Spark
+read them otherwise (an incremental run's change feed, deletion vectors, column mapping, a
+non-local path); ``--read spark`` or ``--read direct`` forces one (``direct`` fails where it
+cannot be used). The summary's ``read`` and ``read_reason`` say which ran and why.
 Prints a JSON summary; a refused run exits 1 with one line naming what was wrong.
 """
 
@@ -24,6 +28,7 @@ import sys
 from lakecast.config import settings
 from lakecast.errors import LakecastError
 from lakecast.scoring.batch import DEFAULT_BATCH_SIZE
+from lakecast.scoring.direct import READ_MODES
 from lakecast.scoring.run import ScoringRequest, score_batch
 from lakecast.spark import get_spark
 
@@ -46,6 +51,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="score with --model's version only, even while a rollout of the model is recorded",
     )
+    parser.add_argument(
+        "--read",
+        choices=READ_MODES,
+        default="auto",
+        help="how the features are read: by the Python workers from the files (direct), by "
+        "Spark (spark), or direct where that is safe (auto, the default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         run_id=args.run_id,
         ignore_rollout=args.ignore_rollout,
+        read=args.read,
     )
     try:
         summary = score_batch(spark, request)

@@ -5,13 +5,18 @@ No per-row Python: each Arrow record batch becomes one contiguous (rows, inputs)
 back as one Arrow column beside the key columns. Rows with NaN or infinite features are counted
 (an accumulator) and then treated as the model's NaN policy says: refused (the task fails with
 the columns named), imputed, scored NaN, or handed to the model as they are.
+
+The per-batch scoring does not care where the batches come from: a :class:`BatchScoring`
+(one model here, a rollout's variants in :mod:`lakecast.scoring.routed`) turns each Arrow batch
+into its scored rows, whether Spark read the table and shipped the batches (:func:`on_frame`)
+or the Python workers read the table's files themselves (:mod:`lakecast.scoring.direct`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +27,8 @@ from lakecast.scoring.cache import ModelPayload, predictor_for
 if TYPE_CHECKING:
     from pyspark import Accumulator
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
     from lakecast.models.predictor import Predictor
 
@@ -30,6 +36,7 @@ SCORE_COLUMN = "score"
 DEFAULT_BATCH_SIZE = 8192
 
 ArrowMapper = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+BatchScorer = Callable[[pa.RecordBatch], pa.RecordBatch]
 
 
 @dataclass
@@ -46,12 +53,14 @@ class ScoringCounters:
 def matrix_of(batch: pa.RecordBatch, columns: Sequence[str], dtype: Any) -> np.ndarray:
     """The named columns of ``batch`` as one C-contiguous (rows, len(columns)) matrix.
 
-    Nulls become NaN, so the NaN policy decides about them as about any missing value.
+    Nulls become NaN, so the NaN policy decides about them as about any missing value. Each
+    column is converted straight into the matrix's dtype (float64 -> float32 rounds as numpy's
+    ``astype`` does), without an intermediate float64 matrix.
     """
-    arrays = [batch.column(name).to_numpy(zero_copy_only=False) for name in columns]
-    if batch.num_rows == 0:
-        return np.empty((0, len(columns)), dtype=dtype)
-    return np.ascontiguousarray(np.column_stack(arrays), dtype=dtype)
+    matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype)
+    for index, name in enumerate(columns):
+        matrix[:, index] = batch.column(name).to_numpy(zero_copy_only=False)
+    return matrix
 
 
 def predict_in_slices(predictor: Predictor, matrix: np.ndarray, batch_size: int) -> np.ndarray:
@@ -63,6 +72,52 @@ def predict_in_slices(predictor: Predictor, matrix: np.ndarray, batch_size: int)
     return scores
 
 
+def nonfinite_rows(matrix: np.ndarray) -> int:
+    """How many rows of ``matrix`` hold a NaN or an infinite value."""
+    if not matrix.shape[0]:
+        return 0
+    return int(matrix.shape[0] - np.isfinite(matrix).all(axis=1).sum())
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        msg = f"score: batch_size must be >= 1, got {batch_size}"
+        raise ScoringError(msg)
+
+
+def model_scorer(
+    model: ModelPayload,
+    out_columns: Sequence[str],
+    batch_size: int,
+    counters: ScoringCounters | None,
+) -> BatchScorer:
+    """In a Python worker: a function scoring one Arrow batch with ``model`` (loaded, cached).
+
+    The batch must hold ``out_columns`` and the model's inputs; the result holds
+    ``out_columns`` (as they came) and ``score``.
+    """
+    passed = list(out_columns)
+    predictor = predictor_for(model)
+    inputs = predictor.signature.input_names
+    # Keras runs in float32 anyway: build that matrix directly instead of converting twice.
+    dtype = np.float32 if model.flavor == "keras" else np.float64
+
+    def score(batch: pa.RecordBatch) -> pa.RecordBatch:
+        matrix = matrix_of(batch, inputs, dtype)
+        scores = predict_in_slices(predictor, matrix, batch_size)
+        if counters is not None:
+            counters.rows.add(matrix.shape[0])
+            bad = nonfinite_rows(matrix)
+            if bad:
+                counters.nonfinite_rows.add(bad)
+        columns = [batch.column(name) for name in passed]
+        return pa.RecordBatch.from_arrays(
+            [*columns, pa.array(scores, type=pa.float64())], names=[*passed, SCORE_COLUMN]
+        )
+
+    return score
+
+
 def score_mapper(
     payload: Broadcast[ModelPayload],
     out_columns: Sequence[str],
@@ -70,32 +125,129 @@ def score_mapper(
     counters: ScoringCounters | None,
 ) -> ArrowMapper:
     """The function ``mapInArrow`` runs in each Python worker (see the module docstring)."""
-    if batch_size < 1:
-        msg = f"score: batch_size must be >= 1, got {batch_size}"
-        raise ScoringError(msg)
+    _check_batch_size(batch_size)
     passed = list(out_columns)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = payload.value
-        predictor = predictor_for(model)
-        inputs = predictor.signature.input_names
-        # Keras runs in float32 anyway: build that matrix directly instead of converting twice.
-        dtype = np.float32 if model.flavor == "keras" else np.float64
+        score = model_scorer(payload.value, passed, batch_size, counters)
         for batch in batches:
-            matrix = matrix_of(batch, inputs, dtype)
-            rows = matrix.shape[0]
-            scores = predict_in_slices(predictor, matrix, batch_size)
-            if counters is not None:
-                counters.rows.add(rows)
-                bad = int(rows - np.isfinite(matrix).all(axis=1).sum()) if rows else 0
-                if bad:
-                    counters.nonfinite_rows.add(bad)
-            columns = [batch.column(name) for name in passed]
-            yield pa.RecordBatch.from_arrays(
-                [*columns, pa.array(scores, type=pa.float64())], names=[*passed, SCORE_COLUMN]
-            )
+            yield score(batch)
 
     return apply
+
+
+class BatchScoring(Protocol):
+    """How Arrow batches are scored, whatever reads them: picklable, shipped to every task.
+
+    A source hands :meth:`scorer`'s function batches that hold ``passed_columns`` (with the
+    types of the table's schema) and ``feature_columns`` (any numeric type; float32 is enough
+    where ``float32_features``), at most ``batch_size`` rows each. The results have
+    :meth:`output_schema`.
+    """
+
+    @property
+    def passed_columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def float32_features(self) -> bool: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def output_schema(self, source: StructType) -> StructType:
+        """The scored rows' schema, given the schema of the rows read (``source``)."""
+        ...
+
+    def scorer(self) -> BatchScorer:
+        """In a Python worker: load the models (cached per worker) and return the scorer."""
+        ...
+
+
+def scoring_mapper(scoring: BatchScoring) -> ArrowMapper:
+    """``mapInArrow``'s function: every batch Spark ships through ``scoring``'s scorer."""
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        score = scoring.scorer()
+        for batch in batches:
+            yield score(batch)
+
+    return apply
+
+
+def on_frame(frame: DataFrame, scoring: BatchScoring) -> DataFrame:
+    """``frame`` scored by ``scoring``, Spark reading it and shipping the batches to Python.
+
+    Only the passed columns and the features cross into Python. Nothing runs until an action.
+    """
+    from pyspark.sql import functions as F
+
+    passed = scoring.passed_columns
+    # Keras computes in float32: casting in the JVM halves the bytes shipped to Python and
+    # rounds exactly as numpy's astype would (IEEE round-to-nearest), so scores are unchanged.
+    as_float = scoring.float32_features
+    selected = frame.select(
+        *passed,
+        *(F.col(c).cast("float").alias(c) if as_float else F.col(c)
+          for c in scoring.feature_columns),
+    )  # fmt: skip
+    return selected.mapInArrow(scoring_mapper(scoring), scoring.output_schema(selected.schema))
+
+
+@dataclass(frozen=True)
+class ModelScoring:
+    """:class:`BatchScoring` with one model: ``out_columns`` plus ``score`` per row."""
+
+    shared: Broadcast[ModelPayload]
+    out_columns: tuple[str, ...]
+    feature_columns: tuple[str, ...]
+    float32_features: bool
+    batch_size: int
+    counters: ScoringCounters | None = None
+
+    @classmethod
+    def build(
+        cls,
+        spark: SparkSession,
+        payload: ModelPayload,
+        *,
+        out_columns: Sequence[str],
+        batch_size: int,
+        counters: ScoringCounters | None = None,
+    ) -> ModelScoring:
+        """Broadcast ``payload`` (once; each Python worker loads it once).
+
+        Raises:
+            ScoringError: ``batch_size`` is below 1.
+        """
+        _check_batch_size(batch_size)
+        inputs = payload.signature.input_names
+        return cls(
+            shared=spark.sparkContext.broadcast(payload),
+            out_columns=tuple(out_columns),
+            feature_columns=tuple(c for c in inputs if c not in out_columns),
+            float32_features=payload.flavor == "keras",
+            batch_size=batch_size,
+            counters=counters,
+        )
+
+    @property
+    def passed_columns(self) -> tuple[str, ...]:
+        return self.out_columns
+
+    def output_schema(self, source: StructType) -> StructType:
+        from pyspark.sql.types import DoubleType, StructField, StructType
+
+        by_name = {f.name: f for f in source.fields}
+        return StructType(
+            [by_name[name] for name in self.out_columns]
+            + [StructField(SCORE_COLUMN, DoubleType(), True)]
+        )
+
+    def scorer(self) -> BatchScorer:
+        return model_scorer(self.shared.value, self.out_columns, self.batch_size, self.counters)
 
 
 def new_counters(frame: DataFrame) -> ScoringCounters:
@@ -116,21 +268,11 @@ def score_frame(
     Only ``out_columns`` and the model's inputs cross into Python. The model is broadcast once
     and loaded once per Python worker. Nothing runs until an action.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StructField, StructType
-
-    inputs = payload.signature.input_names
-    # Keras computes in float32: casting in the JVM halves the bytes shipped to Python and
-    # rounds exactly as numpy's astype would (IEEE round-to-nearest), so scores are unchanged.
-    as_float = payload.flavor == "keras"
-    selected = frame.select(
-        *out_columns,
-        *(F.col(c).cast("float").alias(c) if as_float else F.col(c) for c in inputs
-          if c not in out_columns),
-    )  # fmt: skip
-    by_name = {f.name: f for f in selected.schema.fields}
-    schema = StructType(
-        [by_name[name] for name in out_columns] + [StructField(SCORE_COLUMN, DoubleType(), True)]
+    scoring = ModelScoring.build(
+        frame.sparkSession,
+        payload,
+        out_columns=out_columns,
+        batch_size=batch_size,
+        counters=counters,
     )
-    shared = frame.sparkSession.sparkContext.broadcast(payload)
-    return selected.mapInArrow(score_mapper(shared, out_columns, batch_size, counters), schema)
+    return on_frame(frame, scoring)

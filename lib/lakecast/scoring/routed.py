@@ -27,8 +27,11 @@ from lakecast.errors import ModelNotFoundError, ScoringError
 from lakecast.scoring.batch import (
     SCORE_COLUMN,
     ArrowMapper,
+    BatchScorer,
     ScoringCounters,
     matrix_of,
+    nonfinite_rows,
+    on_frame,
     predict_in_slices,
 )
 from lakecast.scoring.cache import ModelPayload, predictor_for
@@ -41,7 +44,8 @@ from lakecast.scoring.writer import (
 
 if TYPE_CHECKING:
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
     from lakecast.models.predictor import Predictor
     from lakecast.registry import Registry
@@ -156,6 +160,21 @@ class RolloutPlan:
         }
 
 
+def routed_scorer(
+    routed: RoutedModels,
+    out_columns: Sequence[str],
+    batch_size: int,
+    counters: ScoringCounters | None,
+) -> BatchScorer:
+    """In a Python worker: a function routing and scoring one Arrow batch (models cached)."""
+    keep = len(routed.models)
+    predictors = {ref: predictor_for(p, keep=keep) for ref, p in routed.models.items()}
+    scorer = _BatchScorer(
+        routed, routed.router(), predictors, list(out_columns), batch_size, counters
+    )
+    return scorer.score
+
+
 def routed_mapper(
     shared: Broadcast[RoutedModels],
     out_columns: Sequence[str],
@@ -169,13 +188,9 @@ def routed_mapper(
     passed = list(out_columns)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        routed = shared.value
-        router = routed.router()
-        keep = len(routed.models)
-        predictors = {ref: predictor_for(p, keep=keep) for ref, p in routed.models.items()}
-        scorer = _BatchScorer(routed, router, predictors, passed, batch_size, counters)
+        score = routed_scorer(shared.value, passed, batch_size, counters)
         for batch in batches:
-            yield scorer.score(batch)
+            yield score(batch)
 
     return apply
 
@@ -238,7 +253,7 @@ class _BatchScorer:
         whole = matrices[key]
         # One variant taking the whole batch (a pinned state) needs no copy of its rows.
         matrix = whole if positions.size == whole.shape[0] else whole[positions]
-        bad = int(matrix.shape[0] - np.isfinite(matrix).all(axis=1).sum())
+        bad = nonfinite_rows(matrix)
         return predict_in_slices(self.predictors[reference], matrix, self.batch_size), bad
 
     def score(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -300,6 +315,75 @@ class _BatchScorer:
         )
 
 
+@dataclass(frozen=True)
+class RoutedScoring:
+    """:class:`~lakecast.scoring.batch.BatchScoring` under a rollout: per row its variant's
+    score, the model and the rollout tags, plus one row per shadow model and sampled row."""
+
+    shared: Broadcast[RoutedModels]
+    out_columns: tuple[str, ...]
+    routing_columns: tuple[str, ...]
+    feature_columns: tuple[str, ...]
+    float32_features: bool
+    batch_size: int
+    counters: ScoringCounters | None = None
+
+    @classmethod
+    def build(
+        cls,
+        spark: SparkSession,
+        plan: RolloutPlan,
+        *,
+        out_columns: Sequence[str],
+        batch_size: int,
+        counters: ScoringCounters | None = None,
+    ) -> RoutedScoring:
+        """Broadcast the plan's state and models once (each Python worker loads them once).
+
+        Raises:
+            ScoringError: ``batch_size`` is below 1.
+        """
+        if batch_size < 1:
+            msg = f"score: batch_size must be >= 1, got {batch_size}"
+            raise ScoringError(msg)
+        routed = plan.routed
+        payloads = list(routed.models.values())
+        routing = tuple(c for c in plan.required_columns if c not in out_columns)
+        passed = (*out_columns, *routing)
+        inputs = dict.fromkeys(name for p in payloads for name in p.signature.input_names)
+        return cls(
+            shared=spark.sparkContext.broadcast(routed),
+            out_columns=tuple(out_columns),
+            routing_columns=routing,
+            feature_columns=tuple(c for c in inputs if c not in passed),
+            # With Keras models only: the same float32 values, half the bytes shipped.
+            float32_features=all(p.flavor == "keras" for p in payloads),
+            batch_size=batch_size,
+            counters=counters,
+        )
+
+    @property
+    def passed_columns(self) -> tuple[str, ...]:
+        return (*self.out_columns, *self.routing_columns)
+
+    def output_schema(self, source: StructType) -> StructType:
+        from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
+
+        by_name = {f.name: f for f in source.fields}
+        text = [StructField(c, StringType(), True) for c in (*ROW_MODEL_COLUMNS, VARIANT_COLUMN)]
+        return StructType(
+            [by_name[name] for name in self.out_columns]
+            + [StructField(SCORE_COLUMN, DoubleType(), True), *text]
+            + [
+                StructField(EXPERIMENT_COLUMN, StringType(), True),
+                StructField(SERVED_COLUMN, BooleanType(), True),
+            ]
+        )
+
+    def scorer(self) -> BatchScorer:
+        return routed_scorer(self.shared.value, self.out_columns, self.batch_size, self.counters)
+
+
 def score_routed(
     frame: DataFrame,
     plan: RolloutPlan,
@@ -314,29 +398,7 @@ def score_routed(
     row. Only ``out_columns``, the routing columns and the models' inputs cross into Python.
     Nothing runs until an action.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
-
-    routed = plan.routed
-    payloads = list(routed.models.values())
-    inputs = dict.fromkeys(name for p in payloads for name in p.signature.input_names)
-    passed = dict.fromkeys([*out_columns, *plan.required_columns])
-    # With Keras models only, cast in the JVM: half the bytes shipped, the same float32 values.
-    as_float = all(p.flavor == "keras" for p in payloads)
-    selected = frame.select(
-        *passed,
-        *(F.col(c).cast("float").alias(c) if as_float else F.col(c)
-          for c in inputs if c not in passed),
-    )  # fmt: skip
-    by_name = {f.name: f for f in selected.schema.fields}
-    text = [StructField(c, StringType(), True) for c in (*ROW_MODEL_COLUMNS, VARIANT_COLUMN)]
-    schema = StructType(
-        [by_name[name] for name in out_columns]
-        + [StructField(SCORE_COLUMN, DoubleType(), True), *text]
-        + [
-            StructField(EXPERIMENT_COLUMN, StringType(), True),
-            StructField(SERVED_COLUMN, BooleanType(), True),
-        ]
+    scoring = RoutedScoring.build(
+        frame.sparkSession, plan, out_columns=out_columns, batch_size=batch_size, counters=counters
     )
-    shared = frame.sparkSession.sparkContext.broadcast(routed)
-    return selected.mapInArrow(routed_mapper(shared, out_columns, batch_size, counters), schema)
+    return on_frame(frame, scoring)

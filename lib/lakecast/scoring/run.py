@@ -11,10 +11,18 @@ streaming workers do (:mod:`lakecast.scoring.routed`): every variant scores the 
 it in the same run, each row tagged with its variant and experiment. A full run under a
 rollout replaces that experiment's earlier rows (an event that moved to another variant since
 keeps one served row). ``ignore_rollout`` scores with the resolved version only.
+
+The features are read in one of two ways (``read``, ``--read``): by Spark, which ships every
+feature column to the Python workers, or directly by the Python workers from the table's
+Parquet files (:mod:`lakecast.scoring.direct`), which is faster and gives the same rows.
+``auto`` reads directly unless the run reads the change data feed or the table needs what the
+direct read does not implement (deletion vectors, column mapping, a non-local path); the
+summary says which read ran and why.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +30,18 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakecast.errors import LakecastError, SchemaError, ScoringError
-from lakecast.scoring.batch import DEFAULT_BATCH_SIZE, new_counters, score_frame
+from lakecast.scoring.batch import (
+    DEFAULT_BATCH_SIZE,
+    BatchScoring,
+    ModelScoring,
+    new_counters,
+    on_frame,
+)
 from lakecast.scoring.cache import ModelPayload
 from lakecast.scoring.checks import check_feature_columns
+from lakecast.scoring.direct import ReadMode, choose_read, score_direct
 from lakecast.scoring.incremental import changed_rows, last_scored_features_version
-from lakecast.scoring.routed import RolloutPlan, rollout_to_follow, score_routed
+from lakecast.scoring.routed import RolloutPlan, RoutedScoring, rollout_to_follow
 from lakecast.scoring.writer import (
     SERVED_COLUMN,
     VARIANT_COLUMN,
@@ -38,6 +53,8 @@ from lakecast.scoring.writer import (
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
@@ -57,6 +74,7 @@ class ScoringRequest:
     key_columns: tuple[str, ...] = ("event_id",)
     passthrough_columns: tuple[str, ...] = ("user_id", "ts")
     ignore_rollout: bool = False  # score with --model's version only, even during a rollout
+    read: ReadMode = "auto"  # how the features are read: auto, spark or direct
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,9 @@ class ScoringSummary:
     # (variant, model version, served) how many rows were written.
     rollout: dict[str, Any] | None = None
     variants: list[dict[str, Any]] = field(default_factory=list)
+    # How the features were read ("spark" or "direct") and why (a fallback names its cause).
+    read: str = "spark"
+    read_reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +123,9 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         ModelNotFoundError: unknown model, alias or version (or one a rollout routes to).
         ModelIntegrityError: the artifact does not match its recorded sha256.
         SchemaError: no features table, or feature columns missing or mistyped.
-        ScoringError: a task failed (e.g. the NaN policy ``error`` refused a batch), or the
-            change data feed cannot be read for an incremental run.
+        ScoringError: a task failed (e.g. the NaN policy ``error`` refused a batch), the
+            change data feed cannot be read for an incremental run, or ``read`` is
+            ``direct`` where the direct read cannot be used.
     """
     from lakecast.lake.delta import is_delta_table, table_version
     from lakecast.registry import Registry
@@ -146,8 +168,14 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
             record.version,
             None if rollout is None else (rollout["id"], rollout["revision"]),
         )
-        if since is not None:
-            frame = changed_rows(spark, request.features_path, since, version, request.key_columns)
+    # A first incremental run (no earlier run to start after) reads the whole table.
+    read = choose_read(
+        spark, request.read, request.features_path, version, change_feed=since is not None
+    )
+    log.info("%s: %s read (%s)", where, read.path, read.reason)
+    schema = frame.schema
+    if since is not None:
+        frame = changed_rows(spark, request.features_path, since, version, request.key_columns)
     run = ScoringRun(
         run_id=request.run_id or uuid.uuid4().hex,
         model_name=record.name,
@@ -160,18 +188,23 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         rollout=rollout,
     )
     counters = new_counters(frame)
+    scoring: BatchScoring
     if plan is None:
-        scored = score_frame(
-            frame,
+        scoring = ModelScoring.build(
+            spark,
             payloads[0],
             out_columns=out_columns,
             batch_size=request.batch_size,
             counters=counters,
         )
     else:
-        scored = score_routed(
-            frame, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
+        scoring = RoutedScoring.build(
+            spark, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
         )
+    if read.scan is None:
+        scored = on_frame(frame, scoring)
+    else:
+        scored = score_direct(spark, read.scan, scoring, schema)
     with _session_conf(spark, ARROW_BATCH_CONF, str(request.batch_size)):
         try:
             materialized = scored.localCheckpoint(eager=True)
@@ -186,7 +219,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     written = None
     if total:
         nonfinite = int(counters.nonfinite_rows.value)
-        metadata: dict[str, Any] = {"rows": rows, "nonfinite_rows": nonfinite}
+        metadata: dict[str, Any] = {"rows": rows, "nonfinite_rows": nonfinite, "read": read.path}
         replace = None
         if plan is not None:
             metadata["shadow_rows"] = total - rows
@@ -214,6 +247,8 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         predictions_table_version=written,
         rollout=rollout,
         variants=variants,
+        read=read.path,
+        read_reason=read.reason,
     )
 
 
