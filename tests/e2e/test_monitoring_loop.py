@@ -502,11 +502,4 @@ def test_every_event_is_scored_once_through_the_scaling(loop_run: LoopRun) -> No
     assert set(predictions) <= set(events), "predictions of events never produced"
     assert max(predictions.values()) == 1, "events scored twice"
     lost = sorted(set(events) - set(predictions))
-    if lost and len(lost) <= loop_run.buffered_dropped:
-        pytest.xfail(
-            f"{len(lost)} event(s) lost, {lost[:5]}, as many as the workers' loops dropped from "
-            "their buffers on a revocation: kafka-python 3 keeps the position of a partition "
-            "a rebalance hands back to the same member, so lakecast.kafka.loop must seek back "
-            f"to the dropped records (worker logs in {loop_run.logs})"
-        )
-    assert lost == []
+    assert lost == [], f"{len(lost)} event(s) lost, {lost[:5]} (worker logs in {loop_run.logs})"

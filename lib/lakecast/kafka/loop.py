@@ -25,7 +25,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from lakecast.errors import StreamError
 from lakecast.kafka.clients import await_topics
@@ -133,8 +133,9 @@ def first_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int
 class _Buffer(ConsumerRebalanceListener):
     """Records polled but not yet processed; forgets those of partitions given up."""
 
-    def __init__(self) -> None:
+    def __init__(self, consumer: KafkaConsumer | None = None) -> None:
         self.records: list[ConsumerRecord] = []
+        self.consumer = consumer
         self._lock = threading.Lock()
 
     def add(
@@ -154,19 +155,44 @@ class _Buffer(ConsumerRebalanceListener):
         return len(self.records)
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Runs inside poll(): no transaction is open, so dropping is all there is to do.
+        # Runs inside poll(): no transaction is open, so dropping is all there is to do ...
         gone = {(tp.topic, tp.partition) for tp in revoked}
         with self._lock:
-            before = len(self.records)
+            dropped = [r for r in self.records if (r.topic, r.partition) in gone]
             self.records = [r for r in self.records if (r.topic, r.partition) not in gone]
-            dropped = before - len(self.records)
-        log.info("partitions revoked: %s (dropped %d buffered records)", sorted(revoked), dropped)
+        # ... and rewinding: kafka-python keeps a partition's fetch position when the
+        # rebalance hands it back to this member, which would skip the dropped records.
+        if dropped and self.consumer is not None:
+            _rewind(self.consumer, dropped)
+        log.info(
+            "partitions revoked: %s (dropped %d buffered records)", sorted(revoked), len(dropped)
+        )
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self.on_partitions_revoked(lost)
+
+
+def group_settled(consumer: KafkaConsumer) -> bool:
+    """Whether the consumer holds a settled assignment (not mid-rebalance).
+
+    kafka-python 3.0.x can leave a group leader half-joined: when it rejoins because the
+    topic metadata changed, its own assignment step clears the reason to rejoin, a short
+    ``poll`` gives up before the join completes, and no later ``poll`` finishes it. The
+    member then stays REBALANCING with its generation current and its OLD partitions still
+    fetched, so a transaction would commit records another member now owns (duplicates seen
+    with two workers). Asking for a rejoin makes the next ``poll`` complete the rebalance.
+    """
+    if consumer.group_metadata().state is MemberState.STABLE:
+        return True
+    # kafka-python has no public way to ask for a rejoin.
+    coordinator = consumer._coordinator
+    if not coordinator.need_rejoin():
+        log.info("consumer group rebalance left unfinished by the client; rejoining")
+        coordinator.request_rejoin()
+    return False
 
 
 def _collect(
@@ -180,8 +206,11 @@ def _collect(
     while len(buffer) < max_batch and not stop_event.is_set():
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
         polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_batch - len(buffer))
-        if polled:
+        # Records fetched while the group is unsettled may be of partitions given away.
+        if polled and group_settled(consumer):
             buffer.add(polled, set(consumer.assignment()))
+        elif polled:
+            _rewind_polled(consumer, polled)
         if remaining_ms == 0:
             break
     return buffer.take(max_batch)
@@ -198,6 +227,12 @@ def _send(
         value = dead_letter_value(letter)
         sent.append(producer.send(dlq_topic, value=value, key=letter.record.key))
     return sent
+
+
+def _rewind_polled(
+    consumer: KafkaConsumer, polled: dict[TopicPartition, list[ConsumerRecord]]
+) -> None:
+    _rewind(consumer, [record for records in polled.values() for record in records])
 
 
 def _rewind(consumer: KafkaConsumer, batch: list[ConsumerRecord]) -> None:
@@ -240,7 +275,7 @@ def run_loop(
         raise ValueError(msg)
     delivery = make_delivery(mode, producer, consumer)
     stats = LoopStats()
-    buffer = _Buffer()
+    buffer = _Buffer(consumer)
     try:
         delivery.start()
         if not await_topics(consumer, topics):
@@ -250,6 +285,10 @@ def run_loop(
         while not stop_event.is_set():
             batch = _collect(consumer, buffer, max_batch, max_wait_ms, stop_event)
             if not batch:
+                group_settled(consumer)  # an idle member must finish a pending rebalance too
+                continue
+            if not group_settled(consumer):
+                _rewind(consumer, batch)  # fetched again once the assignment is settled
                 continue
             try:
                 report = _run_batch(delivery, process, batch, dlq_topic)
