@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
@@ -295,6 +295,15 @@ def run_loop(
             except FATAL_PRODUCER_ERRORS as exc:
                 msg = f"commit batch of {len(batch)} records: producer fenced or unusable ({exc!r})"
                 raise FatalDeliveryError(msg) from exc
+            except CommitFailedError as exc:
+                # The group moved on (this member was removed or is a generation behind): not
+                # a broker failure. Abort, rejoin, and let the new owner of each partition redo.
+                stats.aborted += 1
+                log.warning("batch of %d aborted, rejoining the group: %r", len(batch), exc)
+                delivery.abort()
+                _rewind(consumer, batch)
+                consumer._coordinator.request_rejoin()  # kafka-python has no public call
+                continue
             except KafkaError as exc:
                 failures += 1
                 stats.aborted += 1
