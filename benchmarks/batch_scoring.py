@@ -1,17 +1,22 @@
-"""Batch-scoring throughput: lakecast's mapInArrow path against the in-process limit,
-Spark's ``predict_batch_udf`` and a naive row-at-a-time Python UDF, for both model flavors.
+"""Batch-scoring throughput: lakecast's mapInArrow and direct-read paths against the in-process
+limit, Spark's ``predict_batch_udf`` and a naive row-at-a-time Python UDF, for both flavors.
 
     nice -n 10 .venv/bin/python benchmarks/batch_scoring.py [--rows 2000000] [--batch-size 8192]
 
 One run, the same data and the same models for every method:
 
 - data: ``--rows`` synthetic feature rows (``event_id`` plus ``FEATURE_COLUMNS``, float64)
-  written once as a Parquet table (made directly, not by the feature pipeline, to stay fast);
+  written once as a Delta table with delta-rs (made directly, not by the feature pipeline, to
+  stay fast), files of about CHUNK rows; every Spark method reads that Delta table;
 - models: a HistGradientBoosting classifier and a Keras MLP trained on a sample of it and
   registered in a throw-away registry (so lakecast loads them as a job does: sha256-checked);
 - in-process: the model's own predict on the whole numpy matrix, already in memory (the limit);
 - Spark methods read the table, score, and write to Spark's ``noop`` sink (no output I/O), on
-  ``local[*]``, each after one warm-up run on a slice (workers started, models loaded);
+  ``local[*]``, each after one warm-up run on a small Delta table of the same schema in several
+  files (workers started, models loaded);
+- "lakecast direct read" is the path ``score_batch`` takes by default: Spark distributes the
+  table's files, the Python workers read them with pyarrow, only keys and scores go back; its
+  floor is the same read with no model;
 - the row-at-a-time UDF runs on a subsample and is extrapolated (labelled as such).
 """
 
@@ -22,37 +27,64 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lakecast.features.spec import FEATURE_COLUMNS
 from lakecast.scoring.testing import synthetic_feature_matrix
 
 CHUNK = 250_000
+ROW_BYTES = 8 * len(FEATURE_COLUMNS) + 11  # 49 float64 and an 11-byte id: random, incompressible
 
 
-def write_features(path: Path, rows: int, seed: int) -> None:
-    """``rows`` rows of event_id + FEATURE_COLUMNS as Parquet files of CHUNK rows each."""
-    path.mkdir(parents=True)
-    for part, start in enumerate(range(0, rows, CHUNK)):
-        count = min(CHUNK, rows - start)
-        matrix, _ = synthetic_feature_matrix(count, seed + part)
-        ids = np.char.mod("e%010d", np.arange(start, start + count))
-        arrays = [pa.array(ids), *(pa.array(matrix[:, i]) for i in range(matrix.shape[1]))]
-        table = pa.Table.from_arrays(arrays, names=["event_id", *FEATURE_COLUMNS])
-        pq.write_table(table, path / f"part-{part:05d}.parquet", row_group_size=CHUNK)
+def write_features(path: Path, rows: int, seed: int, file_rows: int = CHUNK) -> None:
+    """``rows`` rows of event_id + FEATURE_COLUMNS as a Delta table (one commit) whose Parquet
+    files hold about ``file_rows`` rows each, in row groups of a quarter of that."""
+    from deltalake import WriterProperties, write_deltalake
+
+    names = ["event_id", *FEATURE_COLUMNS]
+
+    def chunks() -> Iterator[pa.RecordBatch]:
+        for part, start in enumerate(range(0, rows, CHUNK)):
+            count = min(CHUNK, rows - start)
+            matrix, _ = synthetic_feature_matrix(count, seed + part)
+            ids = np.char.mod("e%010d", np.arange(start, start + count))
+            arrays = [pa.array(ids), *(pa.array(matrix[:, i]) for i in range(matrix.shape[1]))]
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    schema = pa.schema([("event_id", pa.string())] + [(c, pa.float64()) for c in FEATURE_COLUMNS])
+    write_deltalake(
+        str(path),
+        pa.RecordBatchReader.from_batches(schema, chunks()),
+        target_file_size=file_rows * ROW_BYTES,
+        writer_properties=WriterProperties(max_row_group_size=max(1, file_rows // 4)),
+    )
 
 
 def read_matrix(path: Path) -> np.ndarray:
-    table = pq.read_table(path, columns=list(FEATURE_COLUMNS))
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=list(FEATURE_COLUMNS))
     return np.ascontiguousarray(
         np.column_stack([table.column(c).to_numpy() for c in FEATURE_COLUMNS])
     )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Delta table every Spark method reads: as a DataFrame, or by path (the direct read)."""
+
+    spark: Any
+    path: str
+
+    @property
+    def frame(self) -> Any:
+        return self.spark.read.format("delta").load(self.path)
 
 
 def timed(action: Callable[[], Any]) -> float:
@@ -90,29 +122,75 @@ def in_process(flavor: str, model: Any, matrix: np.ndarray, batch_size: int) -> 
     return lambda: model.predict(as32, batch_size=batch_size, verbose=0)
 
 
-def lakecast_path(frame: Any, record: Any, batch_size: int) -> Any:
+def lakecast_path(source: Source, record: Any, batch_size: int) -> Any:
     from lakecast.scoring.batch import score_frame
     from lakecast.scoring.cache import ModelPayload
 
     payload = ModelPayload.from_version(record)
-    return score_frame(frame, payload, out_columns=["event_id"], batch_size=batch_size)
+    return score_frame(source.frame, payload, out_columns=["event_id"], batch_size=batch_size)
 
 
-def io_floor_path(frame: Any, record: Any, batch_size: int) -> Any:
-    """The same read, Arrow transfer and matrix build as lakecast, with no model: the ceiling
-    of any Spark scoring path on this data."""
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+def direct_path(source: Source, record: Any, batch_size: int) -> Any:
+    """What ``score_batch`` runs by default: the workers read the files, Spark distributes."""
+    from lakecast.scoring.batch import ModelScoring
+    from lakecast.scoring.cache import ModelPayload
 
+    payload = ModelPayload.from_version(record)
+    scoring = ModelScoring.build(
+        source.spark, payload, out_columns=["event_id"], batch_size=batch_size
+    )
+    return _direct(source, scoring)
+
+
+def _direct(source: Source, scoring: Any) -> Any:
+    from lakecast.lake.delta import table_version
+    from lakecast.scoring.direct import plan_direct_scan, score_direct
+
+    version = table_version(source.spark, source.path)
+    scan = plan_direct_scan(source.spark, source.path, version)
+    return score_direct(source.spark, scan, scoring, source.frame.schema)
+
+
+def _no_model(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The matrix built as lakecast builds it, then zeros for scores: the I/O floor's scorer."""
     from lakecast.scoring.batch import matrix_of
 
-    def apply(batches: Any) -> Any:
-        for batch in batches:
-            matrix = matrix_of(batch, FEATURE_COLUMNS, np.float64)
-            scores = pa.array(np.zeros(matrix.shape[0]))
-            yield pa.RecordBatch.from_arrays([batch.column("event_id"), scores], ["event_id", "s"])
+    matrix = matrix_of(batch, FEATURE_COLUMNS, np.float64)
+    scores = pa.array(np.zeros(matrix.shape[0]))
+    return pa.RecordBatch.from_arrays([batch.column("event_id"), scores], ["event_id", "score"])
 
-    schema = StructType([StructField("event_id", StringType()), StructField("s", DoubleType())])
-    return frame.select("event_id", *FEATURE_COLUMNS).mapInArrow(apply, schema)
+
+@dataclass(frozen=True)
+class NoModelScoring:
+    """A BatchScoring (lakecast.scoring.batch) that reads and builds the matrix, no model."""
+
+    batch_size: int
+    passed_columns: tuple[str, ...] = ("event_id",)
+    feature_columns: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+    float32_features: bool = False
+
+    def output_schema(self, source: Any) -> Any:
+        from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+        return StructType(
+            [StructField("event_id", StringType()), StructField("score", DoubleType())]
+        )
+
+    def scorer(self) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
+        return _no_model
+
+
+def io_floor_path(source: Source, record: Any, batch_size: int) -> Any:
+    """The same read, Arrow transfer and matrix build as lakecast, with no model: the ceiling
+    of any scoring path that reads through Spark on this data."""
+    from lakecast.scoring.batch import on_frame
+
+    return on_frame(source.frame, NoModelScoring(batch_size))
+
+
+def direct_floor_path(source: Source, record: Any, batch_size: int) -> Any:
+    """The direct read's files and matrix build with no model: the direct read's ceiling."""
+    return _direct(source, NoModelScoring(batch_size))
 
 
 def _predict_fn_factory(artifact: str, flavor: str) -> Callable[[], Callable[..., np.ndarray]]:
@@ -133,7 +211,7 @@ def _predict_fn_factory(artifact: str, flavor: str) -> Callable[[], Callable[...
     return make
 
 
-def predict_batch_path(frame: Any, record: Any, batch_size: int) -> Any:
+def predict_batch_path(source: Source, record: Any, batch_size: int) -> Any:
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
@@ -143,7 +221,7 @@ def predict_batch_path(frame: Any, record: Any, batch_size: int) -> Any:
         return_type=DoubleType(),
         batch_size=batch_size,
     )
-    return frame.select("event_id", udf(F.struct(*FEATURE_COLUMNS)).alias("score"))
+    return source.frame.select("event_id", udf(F.struct(*FEATURE_COLUMNS)).alias("score"))
 
 
 _ROW_MODELS: dict[str, Any] = {}
@@ -185,6 +263,8 @@ def main() -> None:
         data = root / "features"
         print(f"writing {args.rows:,} synthetic feature rows ({len(FEATURE_COLUMNS)} columns)")
         write_features(data, args.rows, args.seed)
+        # Small, in several files, so that every core's Python worker starts and loads the model.
+        write_features(root / "warm", 32_000, args.seed + 99, file_rows=2_000)
         matrix = read_matrix(data)
         trained = train_models(root, args.seed)
         spark = get_spark(
@@ -197,26 +277,27 @@ def main() -> None:
             },
         )
         spark.sparkContext.setLogLevel("ERROR")
-        frame = spark.read.parquet(str(data))
-        # A sample keeps every partition, so every Python worker starts and loads its model.
-        warm = frame.sample(fraction=0.01, seed=1)
-        sample = frame.limit(args.row_udf_rows)
+        full, warm = Source(spark, str(data)), Source(spark, str(root / "warm"))
+        sample = full.frame.limit(args.row_udf_rows)
+        full.frame.limit(1).collect()  # Delta's log of the table loaded before any timing
         cores = spark.sparkContext.defaultParallelism
         print(f"Spark local[*], {cores} cores; batch size {args.batch_size}\n")
         results: list[tuple[str, str, float, str]] = []
         for flavor, (record, model) in trained.items():
             limit_s = timed(in_process(flavor, model, matrix, args.batch_size))
             results.append((flavor, "in-process predict (limit)", args.rows / limit_s, ""))
-            paths: list[tuple[str, Callable[[Any, Any, int], Any]]] = [
+            paths: list[tuple[str, Callable[[Source, Any, int], Any]]] = [
                 ("Spark I/O floor (no model)", io_floor_path),
+                ("direct I/O floor (no model)", direct_floor_path),
                 ("lakecast mapInArrow", lakecast_path),
+                ("lakecast direct read", direct_path),
                 ("predict_batch_udf", predict_batch_path),
             ]
             for label, path in paths:
                 run_spark(path(warm, record, args.batch_size))
-                seconds = timed(lambda p=path, r=record: run_spark(p(frame, r, args.batch_size)))
+                seconds = timed(lambda p=path, r=record: run_spark(p(full, r, args.batch_size)))
                 results.append((flavor, label, args.rows / seconds, ""))
-            run_spark(row_udf_path(frame.sample(fraction=0.0005, seed=2), record))
+            run_spark(row_udf_path(warm.frame.sample(fraction=0.03, seed=2), record))
             seconds = timed(lambda r=record: run_spark(row_udf_path(sample, r)))
             note = f"extrapolated from {args.row_udf_rows:,} rows"
             results.append((flavor, "row-at-a-time Python UDF", args.row_udf_rows / seconds, note))
@@ -236,9 +317,9 @@ def print_table(results: list[tuple[str, str, float, str]], rows: int) -> None:
                 f"{flavor:<8} {method:<28} {rate:>12,.0f} {rate / limit:>9.2f} "
                 f"{rate / pbudf:>9.2f}  {note}"
             )
-        seconds = {method: rows / rate for _, method, rate, _ in mine}
+        seconds = {method.split(" (")[0]: rows / rate for _, method, rate, _ in mine}
         print(f"{'':<8} (time for {rows:,} rows: " + ", ".join(
-            f"{m.split(' ')[0]} {s:.1f}s" for m, s in seconds.items()) + ")")  # fmt: skip
+            f"{m} {s:.1f}s" for m, s in seconds.items()) + ")")  # fmt: skip
     print()
 
 
