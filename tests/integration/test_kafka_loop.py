@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -164,6 +165,23 @@ def wait_committed(
             return
         time.sleep(0.25)
     pytest.fail(f"group {group} committed {committed(admin, group)}, expected {target}")
+
+
+def wait_for_members(admin: KafkaAdminClient, group: str, count: int, *workers: Worker) -> None:
+    """Until the group is Stable with ``count`` members, each with an assignment."""
+    deadline = time.monotonic() + TIMEOUT_S
+    info: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if worker.error is not None:
+                raise worker.error
+        info = admin.describe_groups([group]).get(group) or {}
+        members = info.get("members") or []
+        state = info.get("group_state", info.get("state"))
+        if str(state) == "Stable" and len(members) == count:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"group {group} never had {count} stable members: {info}")
 
 
 def read_committed(bootstrap: str, topic: str, *, at_least: int) -> list[ConsumerRecord]:
@@ -324,19 +342,17 @@ def test_two_workers_share_the_partitions_exactly_once(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
     source, out, dead = topic_factory("in", 4), topic_factory("out", 2), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(2_000)])
-    ends = end_offsets(bootstrap, source)
+    produce(bootstrap, source, [_event(i) for i in range(200)])
 
-    slow_upper = upper_process(out)
-
-    def slow(records: list[ConsumerRecord]) -> BatchResult:
-        time.sleep(0.05)  # keep the first worker busy (>= 5 s) while the second joins
-        return slow_upper(records)
-
-    one = Worker(bootstrap, consumer_group, slow, topic=source, dlq_topic=dead, max_batch=20)
+    one = Worker(bootstrap, consumer_group, upper_process(out), topic=source, dlq_topic=dead)
     while not one.reports and one.error is None:
         time.sleep(0.02)
-    two = Worker(bootstrap, consumer_group, slow, topic=source, dlq_topic=dead, max_batch=20)
+    two = Worker(bootstrap, consumer_group, upper_process(out), topic=source, dlq_topic=dead)
+    # The rest arrives once both members hold partitions: whoever owns a partition then
+    # scores what lands on it, so neither can finish the stream alone.
+    wait_for_members(admin, consumer_group, 2, one, two)
+    produce(bootstrap, source, [_event(i) for i in range(200, 2_000)])
+    ends = end_offsets(bootstrap, source)
     wait_committed(admin, consumer_group, ends, one, two)
     stats = [one.join(), two.join()]
 
