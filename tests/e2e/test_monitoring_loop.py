@@ -330,7 +330,16 @@ def loop_run(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
                 timeout_s=45,
             )
 
-            # 6. The worker stalls: events wait, the latency jumps.
+            # 6. The worker stalls: events wait, the latency jumps. The drop can trip the
+            # latency series too (few events, another p99); that anomaly's cooldown would
+            # swallow the stall's, so let it run out first.
+            tripped = [
+                a["epoch"]
+                for a in tail.of("anomaly", after=marks["drop"])
+                if a["metric"] == "latency_p99_ms"
+            ]
+            if tripped:
+                time.sleep(max(0.0, max(tripped) + MONITOR.cooldown_s + 2.0 - time.time()))
             pid = worker_processes(topics["events"])[survivor]
             os.kill(pid, signal.SIGSTOP)
             stalled.append(pid)
