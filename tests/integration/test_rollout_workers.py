@@ -29,7 +29,6 @@ from lakecast.rollout.journal import RolloutJournal
 from lakecast.rollout.source import RolloutSource
 from lakecast.rollout.store import RolloutStore
 from lakecast.rollout.strategies import ABTest, Canary, RolloutState, Shadow
-from lakecast.serving.model_source import ModelSource, SnapshotSource
 from lakecast.serving.testing import (
     committed_total,
     event_payload,
@@ -40,7 +39,7 @@ from lakecast.serving.testing import (
     wait_for,
     write_snapshot,
 )
-from lakecast.serving.worker import InferenceWorker, WorkerConfig
+from tests.integration.worker_fixtures import ThreadedWorker
 
 MODEL = "purchase"
 TIMEOUT_S = 60.0
@@ -70,43 +69,14 @@ def topics(topic_factory: Callable[..., str]) -> dict[str, str]:
     }
 
 
-class ThreadedWorker:
-    """An InferenceWorker that follows the rollout store, serving in a thread."""
-
-    def __init__(self, bootstrap: str, lake: Lake, topics: dict[str, str], group: str) -> None:
-        config = WorkerConfig(
-            events_topic=topics["events"],
-            predictions_topic=topics["predictions"],
-            dlq_topic=topics["dlq"],
-            metrics_topic=topics["metrics"],
-            group_id=group,
-            max_batch=200,
-            max_wait_ms=50,
-            sample_interval_s=0.5,
-            source_id=f"test-{group}",
-        )
-        models = ModelSource(Registry(lake.registry), f"{MODEL}@champion", poll_s=0.5)
-        routing = RolloutSource(lake.registry, MODEL, interval_s=0.2)
-        self.worker = InferenceWorker(config, models, SnapshotSource(lake.snapshot), routing)
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
-
-        def run() -> None:
-            try:
-                self.worker.run(kafka, self.stop_event)
-            except BaseException as exc:  # re-raised by stop()
-                self.error = exc
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(TIMEOUT_S)
-        assert not self.thread.is_alive(), "the worker did not stop"
-        if self.error is not None:
-            raise self.error
+def rollout_worker(
+    bootstrap: str, lake: Lake, topics: dict[str, str], group: str
+) -> ThreadedWorker:
+    """A worker that follows the rollout store, serving in a thread."""
+    routing = RolloutSource(lake.registry, MODEL, interval_s=0.2)
+    return ThreadedWorker(
+        bootstrap, lake, topics, group, reference=f"{MODEL}@champion", routing=routing
+    )
 
 
 @pytest.fixture
@@ -116,7 +86,7 @@ def serve(
     started: list[ThreadedWorker] = []
 
     def start() -> ThreadedWorker:
-        worker = ThreadedWorker(bootstrap, lake, topics, consumer_group)
+        worker = rollout_worker(bootstrap, lake, topics, consumer_group)
         started.append(worker)
         return worker
 

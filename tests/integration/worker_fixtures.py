@@ -14,6 +14,7 @@ from typing import Protocol
 from lakecast.config import KafkaSettings
 from lakecast.registry import Registry
 from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
+from lakecast.serving.routing import RoutingSource
 from lakecast.serving.testing import committed_total, wait_for
 from lakecast.serving.worker import InferenceWorker, WorkerConfig
 
@@ -54,6 +55,7 @@ class ThreadedWorker:
         reference: str = "purchase@champion",
         wrap: Wrap | None = None,
         poll_s: float = 0.5,
+        routing: RoutingSource | None = None,
     ) -> None:
         config = WorkerConfig(
             events_topic=topics["events"],
@@ -68,7 +70,7 @@ class ThreadedWorker:
             source_id=f"test-{group}",
         )
         models = ModelSource(Registry(lake.registry), reference, poll_s=poll_s, wrap=wrap)
-        self.worker = InferenceWorker(config, models, SnapshotSource(lake.snapshot))
+        self.worker = InferenceWorker(config, models, SnapshotSource(lake.snapshot), routing)
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
