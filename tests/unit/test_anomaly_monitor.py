@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -85,3 +86,25 @@ def test_an_unknown_detector_is_refused_when_configured() -> None:
         MonitorConfig(detector="crystal_ball")
     with pytest.raises(ConfigError, match="unknown metrics"):
         MonitorConfig(detector="null", metrics=("happiness",))
+
+
+def test_a_latency_fall_is_not_news_and_does_not_swallow_the_spike_after_it() -> None:
+    # As in the real-worker loop: traffic thins, latency falls, then a stall sends it up
+    # within the cooldown. The fall must neither alert nor start the cooldown.
+    fall = Incident("latency_p99_ms", start=40, steps=4, factor=0.2, workers=("w-1",))
+    spike = Incident("latency_p99_ms", start=46, steps=2, factor=10.0, workers=("w-1",))
+    records = list(synthetic_fleet(2, 60, t0=T0, incidents=(fall, spike), seed=4))
+    latency = [a for a in run(records) if a["series"] == "w-1/latency_p99_ms"]
+    assert [(a["direction"], epoch(a) >= T0 + spike.start) for a in latency] == [("high", True)]
+
+    both = run(records, dataclasses.replace(CONFIG, alert_on={"latency_p99_ms": "both"}))
+    latency = [a for a in both if a["series"] == "w-1/latency_p99_ms"]
+    # Alerting on both sides: the fall is flagged, and its cooldown hides the spike.
+    assert [a["direction"] for a in latency] == ["low"]
+
+
+def test_an_alert_direction_must_be_high_low_or_both_of_a_known_metric() -> None:
+    with pytest.raises(ConfigError, match=r"alert_on \{'lag': 'up'\}"):
+        MonitorConfig(detector="null", alert_on={"lag": "up"})
+    with pytest.raises(ConfigError, match="unknown metrics"):
+        MonitorConfig(detector="null", alert_on={"happiness": "high"})

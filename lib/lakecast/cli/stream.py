@@ -111,6 +111,9 @@ def monitor(
     threshold: float = typer.Option(0.99, "--threshold", help="Anomaly when score >= this."),
     cooldown: float = typer.Option(60.0, "--cooldown", help="Seconds a series stays quiet after."),
     fleet_window: float = typer.Option(5.0, "--fleet-window", help="Fleet aggregation window, s."),
+    alert_on: list[str] = typer.Option(
+        [], "--alert-on", help="METRIC=high|low|both: which side of normal is an anomaly."
+    ),
     topic: str | None = typer.Option(None, "--topic", help="Metrics topic (default: metrics)."),
     group: str = typer.Option("lakecast-monitor", "--group", help="The monitor's consumer group."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Read the topic's start."),
@@ -128,6 +131,7 @@ def monitor(
         cooldown_s=cooldown,
         fleet_window_s=fleet_window,
         fleet_max_age_s=3 * fleet_window,
+        alert_on={name: str(side) for name, side in _detector_params(alert_on).items()},
     )
     service = MonitorService(
         cfg.kafka,

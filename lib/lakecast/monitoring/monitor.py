@@ -51,6 +51,19 @@ log = logging.getLogger(__name__)
 
 ANOMALY_KIND = "anomaly"
 
+DIRECTIONS = ("high", "low", "both")
+# Which side of normal is news, by metric: a latency, lag or DLQ rate below its baseline is
+# good news, and an alert on it would also start the series' cooldown and swallow the bad
+# spike that may follow.
+DEFAULT_ALERT_ON: dict[str, str] = {
+    "records_in_per_s": "both",
+    "latency_p99_ms": "high",
+    "lag": "high",
+    "cpu_percent": "both",
+    "dlq_rate": "high",
+    "score_mean": "both",
+}
+
 
 @dataclass(frozen=True)
 class MonitorConfig:
@@ -67,6 +80,9 @@ class MonitorConfig:
         fleet_max_age_s: a worker's latest sample older than this leaves the fleet.
         metrics: the figures watched (a subset of :data:`METRICS`).
         per_worker: whether each worker gets its own series, besides the fleet's.
+        alert_on: per metric, which side of the baseline is an anomaly (``high``, ``low`` or
+            ``both``); overrides :data:`DEFAULT_ALERT_ON`. A point on the other side is
+            scored but neither alerts nor starts the cooldown.
         source: the monitor's id (the ``monitor`` field of its records).
     """
 
@@ -79,12 +95,17 @@ class MonitorConfig:
     fleet_max_age_s: float = 15.0
     metrics: tuple[str, ...] = tuple(METRICS)
     per_worker: bool = True
+    alert_on: Mapping[str, str] = field(default_factory=dict)
     source: str = "monitor"
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.metrics) - set(METRICS))
+        unknown = sorted((set(self.metrics) | set(self.alert_on)) - set(METRICS))
         if unknown:
             msg = f"monitor config: unknown metrics {unknown}; known are {sorted(METRICS)}"
+            raise ConfigError(msg)
+        wrong = {m: d for m, d in self.alert_on.items() if d not in DIRECTIONS}
+        if wrong:
+            msg = f"monitor config: alert_on {wrong}: a direction is one of {list(DIRECTIONS)}"
             raise ConfigError(msg)
         if not 0.0 < self.threshold <= 1.0:
             msg = f"monitor config: threshold must be in (0, 1], got {self.threshold}"
@@ -98,6 +119,19 @@ class MonitorConfig:
             params = dict(self.detector_params)
             msg = f"monitor config: detector {self.detector!r} with {params}: {exc}"
             raise ConfigError(msg) from exc
+
+    def alerts_on(self, metric: str, direction: str | None) -> bool:
+        """Whether a point on ``direction``'s side of the baseline may open an anomaly."""
+        wanted = self.alert_on.get(metric, DEFAULT_ALERT_ON[metric])
+        return wanted == "both" or direction is None or direction == wanted
+
+
+def direction_of(point: ScoredPoint) -> str | None:
+    """``high`` or ``low`` against the baseline's median; None before there is a baseline."""
+    median = point.baseline.get("median")
+    if median is None:
+        return None
+    return "high" if point.value >= median else "low"
 
 
 class AnomalyMonitor:
@@ -155,6 +189,8 @@ class AnomalyMonitor:
                 continue
             ANOMALY_SCORE.labels(series=state.name).set(point.score)
             SERIES_VALUE.labels(series=state.name).set(point.value)
+            if not self.config.alerts_on(metric, direction_of(point)):
+                continue
             if state.should_alert(point, self.config.threshold, self.config.cooldown_s):
                 out.append(self._anomaly(source, metric, point, workers))
         return out
@@ -162,8 +198,6 @@ class AnomalyMonitor:
     def _anomaly(
         self, source: str, metric: str, point: ScoredPoint, workers: int | None
     ) -> dict[str, Any]:
-        median = point.baseline.get("median")
-        direction = None if median is None else ("high" if point.value >= median else "low")
         return {
             "kind": ANOMALY_KIND,
             "source": source,
@@ -175,7 +209,7 @@ class AnomalyMonitor:
             "value": point.value,
             "score": point.score,
             "threshold": self.config.threshold,
-            "direction": direction,
+            "direction": direction_of(point),
             "detector": self.config.detector,
             "monitor": self.config.source,
             "window": {
