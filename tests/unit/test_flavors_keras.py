@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from lakecast.errors import ModelIntegrityError, UnsafeArtifactError
@@ -63,3 +64,23 @@ def test_lambda_layer_is_refused_in_safe_mode(keras: Any, tmp_path: Path) -> Non
     with pytest.raises(UnsafeArtifactError, match=r"safe mode.*Lambda"):
         registry.register("sneaky", model, signature=SIG)
     assert registry.versions("sneaky") == []
+
+
+def test_arrow_columns_of_any_length_score_as_the_model_s_own_predict(keras: Any) -> None:
+    # The predictor builds a column-major matrix and transposes inside the compiled graph;
+    # the scores must be the model's, across slices and with nulls under "propagate".
+    from lakecast.models.flavors.keras_flavor import KerasPredictor
+
+    model = _dense(keras)
+    rows = 70_000  # more than one slice of the forward pass
+    x = np.random.default_rng(2).normal(size=(rows, 4))
+    x[5, 2] = np.nan
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(x[:, i], mask=np.isnan(x[:, i])) for i in range(4)], names=SIG.input_names
+    )
+    expected = np.asarray(model.predict_on_batch(np.nan_to_num(x).astype(np.float32))).ravel()
+    expected[5] = np.nan
+    predictor = KerasPredictor(model, SIG, "propagate")
+    for rows_scored in (rows, 3):  # a full Spark batch, a small streaming one
+        scores = predictor.predict(batch.slice(0, rows_scored))
+        np.testing.assert_allclose(scores, expected[:rows_scored], rtol=1e-5, atol=1e-7)

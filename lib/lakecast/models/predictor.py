@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lakecast.registry.signature import Signature
 
 NanPolicy = Literal["error", "impute_zero", "propagate", "native"]
+Order = Literal["C", "F"]
 NAN_POLICIES: tuple[NanPolicy, ...] = ("error", "impute_zero", "propagate", "native")
 
 Features: TypeAlias = np.ndarray | pa.Table | pa.RecordBatch | Mapping[str, Any]
@@ -52,8 +53,14 @@ def check_nan_policy(policy: str) -> NanPolicy:
     raise SchemaError(msg)
 
 
-def feature_matrix(features: Features, signature: Signature, dtype: Any = np.float64) -> np.ndarray:
-    """The features as a C-contiguous (rows, inputs) array in signature order.
+def feature_matrix(
+    features: Features, signature: Signature, dtype: Any = np.float64, order: Order = "C"
+) -> np.ndarray:
+    """The features as a contiguous (rows, inputs) array in signature order.
+
+    ``order="F"`` (column-major) is one sequential copy per Arrow column; a row-major matrix
+    from columns is a strided transpose, which costs several times more than a small model's
+    forward pass (120 vs 20 ns a row for 49 columns here).
 
     Raises:
         SchemaError: a named input column is missing, or an array has the wrong width.
@@ -67,7 +74,7 @@ def feature_matrix(features: Features, signature: Signature, dtype: Any = np.flo
                 f"{len(names)} input columns {names}"
             )
             raise SchemaError(msg)
-        return np.ascontiguousarray(matrix, dtype=dtype)
+        return np.asarray(matrix, dtype=dtype, order=order)
     if isinstance(features, pa.Table | pa.RecordBatch):
         available = set(features.schema.names)
         columns: list[Any] = []
@@ -85,7 +92,7 @@ def feature_matrix(features: Features, signature: Signature, dtype: Any = np.flo
         msg = f"features: missing input columns {missing} of the signature {names}"
         raise SchemaError(msg)
     if not columns:
-        return np.empty((0, len(names)), dtype=dtype)
+        return np.empty((0, len(names)), dtype=dtype, order=order)
     try:
         # None (Arrow nulls) becomes NaN so the NaN policy decides what happens to it.
         stacked = [np.asarray(c, dtype=np.float64).reshape(-1) for c in columns]
@@ -96,7 +103,10 @@ def feature_matrix(features: Features, signature: Signature, dtype: Any = np.flo
     if len(lengths) > 1:
         msg = f"features: input columns have different lengths {sorted(lengths)}"
         raise SchemaError(msg)
-    return np.ascontiguousarray(np.column_stack(stacked), dtype=dtype)
+    matrix = np.empty((len(stacked[0]), len(stacked)), dtype=dtype, order=order)
+    for i, column in enumerate(stacked):
+        matrix[:, i] = column
+    return matrix
 
 
 def apply_nan_policy(
@@ -139,6 +149,7 @@ class MatrixPredictor:
     """
 
     dtype: Any = np.float64
+    order: Order = "C"  # the memory layout raw_scores wants; "F" saves the transpose
 
     def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
         self.model = model
@@ -154,7 +165,7 @@ class MatrixPredictor:
         return self._nan_policy
 
     def predict(self, features: Features) -> np.ndarray:
-        matrix = feature_matrix(features, self._signature, self.dtype)
+        matrix = feature_matrix(features, self._signature, self.dtype, self.order)
         rows = matrix.shape[0]
         if rows == 0:
             return np.empty(0, dtype=np.float64)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lakecast.errors import SchemaError, UnsafeArtifactError
-from lakecast.models.predictor import MatrixPredictor
+from lakecast.models.predictor import MatrixPredictor, NanPolicy
+from lakecast.registry.signature import Signature
 
 FILE_NAME = "model.keras"
 DEFAULT_BACKEND = "tensorflow"
 # model.predict builds a dataset pipeline per call, which costs more than a small model's
-# forward pass; direct calls on slices of this many rows keep memory bounded instead.
+# forward pass; compiled calls on slices of this many rows keep memory bounded instead.
 _SLICE_ROWS = 65_536
 
 
@@ -58,14 +60,55 @@ def load(data: bytes, where: str) -> Any:
             raise UnsafeArtifactError(msg) from exc
 
 
+def transposed_forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``model``'s inference on a (inputs, rows) matrix, compiled by the backend.
+
+    The features arrive as Arrow columns; a column-major matrix is cheap to build from them,
+    and its transpose is a C-contiguous (inputs, rows) array. Transposing inside the compiled
+    graph lets the first matmul read it as it is (TensorFlow's Grappler and XLA fold the
+    transpose into the product), where a row-major copy in numpy costs more than the model.
+    """
+    backend = import_keras().backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        forward = tf.function(
+            lambda xt: model(tf.transpose(xt), training=False), reduce_retracing=True
+        )
+        return lambda xt: forward(xt).numpy()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def jitted(trainable: Any, fixed: Any, xt: Any) -> Any:
+            return model.stateless_call(trainable, fixed, xt.T, training=False)[0]
+
+        # The variables' buffers are read per call: Keras's own predict donates and replaces
+        # them, so a value kept from before would be a deleted array.
+        return lambda xt: np.asarray(
+            jitted(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                xt,
+            )
+        )
+    return lambda xt: np.asarray(model.predict_on_batch(np.ascontiguousarray(xt.T)))
+
+
 class KerasPredictor(MatrixPredictor):
     """A Keras model behind the Predictor protocol; a (n, 1) or (n, 2) output becomes (n,)."""
 
     dtype = np.float32  # Keras computes in float32: build that matrix directly
+    order = "F"  # see transposed_forward
+
+    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+        super().__init__(model, signature, nan_policy)
+        self._forward = transposed_forward(model)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        columns = matrix.T  # (inputs, rows), C-contiguous when matrix is column-major
         raw = [
-            np.asarray(self.model.predict_on_batch(matrix[start : start + _SLICE_ROWS]))
+            self._forward(columns[:, start : start + _SLICE_ROWS])
             for start in range(0, matrix.shape[0], _SLICE_ROWS)
         ]
         scores = np.concatenate(raw).astype(np.float64)
