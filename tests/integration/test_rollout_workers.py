@@ -2,8 +2,9 @@
 
 The worker polls the rollout store through :class:`RolloutSource` (its routing source), so
 these tests check what the control plane promises end to end: A/B assignments survive a
-worker restart, shadow outputs stay out of ``predictions``, and a bad canary rolled back by
-the controller sends traffic back to the champion within seconds with no record lost.
+worker restart, shadow outputs stay out of ``predictions``, a good canary passes every step
+and becomes champion, and a bad one (its scores shifted, or right but slow) is rolled back
+at its first analysis, traffic back on the champion within seconds and no record lost.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,14 @@ from lakecast.features.spec import FEATURE_COLUMNS
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_prediction
 from lakecast.registry import Registry, Signature
-from lakecast.rollout.controller import ControllerSettings, RolloutController
-from lakecast.rollout.evidence import TopicTail
+from lakecast.rollout.analysis import CanaryVerdict
+from lakecast.rollout.controller import (
+    DEFAULT_METRICS,
+    ControllerSettings,
+    Decision,
+    RolloutController,
+)
+from lakecast.rollout.evidence import MODEL_LATENCY, SCORE, TopicTail
 from lakecast.rollout.journal import RolloutJournal
 from lakecast.rollout.source import RolloutSource
 from lakecast.rollout.store import RolloutStore
@@ -35,6 +43,7 @@ from lakecast.serving.testing import (
     produce,
     read_committed,
     register_model,
+    slow_twin,
     train_model,
     wait_for,
     write_snapshot,
@@ -43,6 +52,7 @@ from tests.integration.worker_fixtures import ThreadedWorker
 
 MODEL = "purchase"
 TIMEOUT_S = 60.0
+CANARY_TIMEOUT_S = 60.0
 USERS = 80
 
 
@@ -185,6 +195,167 @@ def test_shadow_outputs_never_reach_predictions(
     _assert_each_event_once(predictions, dead, 200)
 
 
+@dataclass
+class CanaryRun:
+    """What a canary served by a real worker left: its end state, decisions and outputs."""
+
+    final: RolloutState | None
+    decisions: list[Decision]
+    ended_at: float  # monotonic
+    sent_at: list[float]  # monotonic, by event number
+    predictions: list
+    dead: list
+
+    def verdicts(self) -> list[CanaryVerdict]:
+        """The analyses, in order (the decisions that acted on one carry it too)."""
+        return [d.verdict for d in self.decisions if d.event == "verdict" and d.verdict]
+
+    def served_after(self, delay_s: float) -> set[tuple[str, str]]:
+        """(variant, version) of the events sent ``delay_s`` after the rollout ended."""
+        served = {p.event_id: (p.variant, p.model.version) for p in self.predictions}
+        late = [
+            served[f"e-{i}"]
+            for i, at in enumerate(self.sent_at)
+            if at > self.ended_at + delay_s and f"e-{i}" in served
+        ]
+        assert late, "no events were served after the rollout ended"
+        return set(late)
+
+
+def _run_canary(
+    bootstrap: str,
+    lake: Lake,
+    topics: dict[str, str],
+    group: str,
+    serve: Callable[[], ThreadedWorker],
+    spec: Canary,
+    settings: ControllerSettings,
+    users: int = USERS,
+) -> CanaryRun:
+    """Serve a steady stream while the controller drives ``spec`` to its end, then 4 s more.
+
+    The split is by user: with few users, each variant's cohort has its own mix of users
+    (and so of scores), which an analysis rightly reports; ``users`` sets how many.
+    """
+    registry = Registry(lake.registry)
+    _start(lake, RolloutState(model=MODEL, spec=spec), settings)
+    worker = serve()
+    sent_at: list[float] = []
+    stop = threading.Event()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+
+    def feed() -> None:
+        while not stop.is_set():
+            for _ in range(20):
+                key, value = event_payload(len(sent_at), users=users)
+                producer.send(topics["events"], key=key, value=value)
+                sent_at.append(time.monotonic())
+            producer.flush()
+            stop.wait(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    metrics = TopicTail(KafkaSettings(bootstrap_servers=bootstrap), topics["metrics"])
+    controller = RolloutController(
+        MODEL,
+        RolloutStore(lake.registry),
+        registry,
+        RolloutJournal(registry, None),
+        metrics=metrics,
+    )
+    try:
+        final = controller.run(timeout_s=CANARY_TIMEOUT_S)
+        ended_at = time.monotonic()
+        stop.wait(4.0)
+    finally:
+        stop.set()
+        feeder.join(10)
+        producer.close()
+        metrics.close()
+    produced = len(sent_at)
+    wait_for(
+        lambda: committed_total(bootstrap, group, topics["events"]) >= produced,
+        timeout_s=TIMEOUT_S,
+        what=f"the worker to commit {produced} events",
+    )
+    worker.stop()
+    predictions, dead = _outputs(bootstrap, topics, produced)
+    _assert_each_event_once(predictions, dead, produced)
+    return CanaryRun(final, controller.decisions, ended_at, sent_at, predictions, dead)
+
+
+def _classified(verdict: CanaryVerdict, *classes: str) -> set[str]:
+    return {m.name for m in verdict.metrics if m.classification in classes}
+
+
+def test_good_canary_goes_through_every_step_and_becomes_champion(
+    bootstrap: str,
+    lake: Lake,
+    topics: dict[str, str],
+    consumer_group: str,
+    serve: Callable[[], ThreadedWorker],
+) -> None:
+    candidate = register_model(lake.registry, seed=0, alias=None)  # a retrain: same behaviour
+    spec = Canary(
+        id="canary-good",
+        champion=f"{MODEL}:1.0.0",
+        candidate=candidate.ref,
+        steps=(25.0, 50.0, 100.0),
+    )
+    settings = ControllerSettings(
+        step_seconds=4.0, settle_seconds=0.5, analysis={"min_samples": 20}
+    )
+    # Enough users that the 25 % cohort scores like the rest (with 80, one run in a few
+    # differed by 0.05 in score at p < 0.02: a true difference of cohorts, not of models).
+    run = _run_canary(bootstrap, lake, topics, consumer_group, serve, spec, settings, users=5_000)
+    assert run.final is not None
+    assert run.final.status == "promoted", [v.reasons for v in run.verdicts()]
+    events = [d.event for d in run.decisions]
+    # One passing analysis per step below 100 %, then the promotion; no hold, no rollback.
+    assert events == ["verdict", "advanced", "verdict", "promoted"], events
+    assert [v.verdict for v in run.verdicts()] == ["pass", "pass"]
+    assert [d.state.spec.percent for d in run.decisions if d.event != "verdict"] == [50.0, 100.0]
+    record, _ = Registry(lake.registry).load(f"{MODEL}@champion")
+    assert record.version == candidate.version
+    assert {p.variant for p in run.predictions} == {"champion", "candidate"}
+    # Promoted: the winner serves everything within seconds (still labelled with its variant
+    # in this rollout, which has ended), and it is the registry's champion for the next one.
+    assert run.served_after(2.0) == {("candidate", candidate.version)}
+
+
+def test_bad_canary_adding_latency_is_rolled_back_at_its_first_analysis(
+    bootstrap: str,
+    lake: Lake,
+    topics: dict[str, str],
+    consumer_group: str,
+    serve: Callable[[], ThreadedWorker],
+) -> None:
+    # The same scores from a soft-voting ensemble of 300 copies of the champion: a heavier
+    # model that is right but slow (300 predict calls per batch instead of one).
+    registry = Registry(lake.registry)
+    champion, _ = registry.load(f"{MODEL}:1.0.0")
+    heavy = registry.register(
+        MODEL, slow_twin(train_model(seed=0), copies=300), signature=champion.signature
+    )
+    spec = Canary(id="canary-slow", champion=champion.ref, candidate=heavy.ref, steps=(50.0, 100.0))
+    # The operator of this model treats model latency as critical (it is not by default).
+    metrics = tuple(
+        m.model_copy(update={"critical": True}) if m.name == MODEL_LATENCY else m
+        for m in DEFAULT_METRICS
+    )
+    settings = ControllerSettings(
+        step_seconds=3.0, settle_seconds=0.5, analysis={"min_samples": 20}, metrics=metrics
+    )
+    run = _run_canary(bootstrap, lake, topics, consumer_group, serve, spec, settings)
+    assert run.final is not None
+    assert run.final.status == "rolled_back"
+    first = run.verdicts()[0]
+    assert first.verdict == "fail"
+    assert MODEL_LATENCY in _classified(first, "high"), first.reasons
+    assert SCORE in _classified(first, "pass"), first.reasons
+    assert run.served_after(2.0) == {("champion", "1.0.0")}
+
+
 def test_bad_canary_is_rolled_back_and_traffic_returns_to_the_champion_losing_nothing(
     bootstrap: str,
     lake: Lake,
@@ -204,64 +375,15 @@ def test_bad_canary_is_rolled_back_and_traffic_returns_to_the_champion_losing_no
         candidate=candidate.ref,
         steps=(50.0, 100.0),
     )
-    controller_settings = ControllerSettings(
+    settings = ControllerSettings(
         step_seconds=3.0, settle_seconds=0.5, analysis={"min_samples": 30}
     )
-    _start(lake, RolloutState(model=MODEL, spec=spec), controller_settings)
-    worker = serve()
-    sent_at: list[float] = []
-    stop = threading.Event()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-
-    def feed() -> None:
-        while not stop.is_set():
-            for _ in range(20):
-                key, value = event_payload(len(sent_at), users=USERS)
-                producer.send(topics["events"], key=key, value=value)
-                sent_at.append(time.monotonic())
-            producer.flush()
-            stop.wait(0.1)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    metrics = TopicTail(KafkaSettings(bootstrap_servers=bootstrap), topics["metrics"])
-    controller = RolloutController(
-        MODEL,
-        RolloutStore(lake.registry),
-        registry,
-        RolloutJournal(registry, None),
-        metrics=metrics,
-    )
-    try:
-        final = controller.run(timeout_s=TIMEOUT_S)
-        rolled_back_at = time.monotonic()
-        stop.wait(4.0)
-    finally:
-        stop.set()
-        feeder.join(10)
-        producer.close()
-        metrics.close()
-    produced = len(sent_at)
-    wait_for(
-        lambda: committed_total(bootstrap, consumer_group, topics["events"]) >= produced,
-        timeout_s=TIMEOUT_S,
-        what=f"the worker to commit {produced} events",
-    )
-    worker.stop()
-    assert final is not None
-    assert final.status == "rolled_back"
-    verdicts = [d.verdict for d in controller.decisions if d.verdict is not None]
-    assert verdicts[0].verdict == "fail"
-    assert "score" in {m.name for m in verdicts[0].metrics if m.classification == "high"}
-    predictions, dead = _outputs(bootstrap, topics, produced)
-    _assert_each_event_once(predictions, dead, produced)
-    variant_of = {p.event_id: p.variant for p in predictions}
-    assert "candidate" in set(variant_of.values())
-    late = [
-        variant_of[f"e-{i}"]
-        for i, at in enumerate(sent_at)
-        if at > rolled_back_at + 2.0 and f"e-{i}" in variant_of
-    ]
-    assert late, "no events were served after the rollback"
-    assert set(late) == {"champion"}
-    assert np.isfinite([p.score for p in predictions]).all()
+    run = _run_canary(bootstrap, lake, topics, consumer_group, serve, spec, settings)
+    assert run.final is not None
+    assert run.final.status == "rolled_back"
+    first = run.verdicts()[0]
+    assert first.verdict == "fail"
+    assert SCORE in _classified(first, "high")
+    assert "candidate" in {p.variant for p in run.predictions}
+    assert run.served_after(2.0) == {("champion", "1.0.0")}
+    assert np.isfinite([p.score for p in run.predictions]).all()

@@ -44,17 +44,27 @@ class VariantEvidence:
 
     records: int = 0
     errors: int = 0
-    users: int = 0  # distinct per sample, summed: a user active in two samples counts twice
     samples: int = 0
+    # Each worker's largest per-sample count of distinct users. A sum over samples would
+    # count a user active in ten samples ten times, and the split test would take those
+    # repeats for independent users (a false sample-ratio mismatch with few users).
+    users_by_source: dict[str, int] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)
     model_latency_ms: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
 
-    def add(self, stats: Mapping[str, Any]) -> None:
+    @property
+    def users(self) -> int:
+        """Distinct users in the window, a lower bound: events are keyed by user, so one
+        user's events go to one worker, and the workers' counts add up."""
+        return sum(self.users_by_source.values())
+
+    def add(self, stats: Mapping[str, Any], source: str = "") -> None:
         self.samples += 1
         self.records += int(stats.get("records") or 0)
         self.errors += int(stats.get("errors") or 0)
-        self.users += int(stats.get("users") or 0)
+        users = int(stats.get("users") or 0)
+        self.users_by_source[source] = max(users, self.users_by_source.get(source, 0))
         self.latency_ms.extend(_numbers(stats.get("latency_ms")))
         self.model_latency_ms.extend(_numbers(stats.get("model_latency_ms")))
         self.scores.extend(_numbers(stats.get("scores")))
@@ -137,7 +147,7 @@ class SampleBook:
                 continue
             for name, stats in sample.variants.items():
                 if isinstance(stats, Mapping):
-                    pooled.setdefault(str(name), VariantEvidence()).add(stats)
+                    pooled.setdefault(str(name), VariantEvidence()).add(stats, sample.source)
         return pooled
 
 

@@ -162,6 +162,20 @@ def train_model(seed: int = 0, rows: int = 600) -> Any:
         return LogisticRegression(C=0.1, max_iter=500).fit(matrix, labels)
 
 
+def slow_twin(model: Any, copies: int) -> Any:
+    """A soft-voting ensemble of ``copies`` of a fitted classifier: its scores, ``copies``
+    times its predict cost. The candidate that is right but slow, for latency analyses."""
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.preprocessing import LabelEncoder
+
+    ensemble = VotingClassifier([(f"copy{i}", model) for i in range(copies)], voting="soft")
+    # Fitted attributes set directly: every member is the already fitted model.
+    ensemble.estimators_ = [model] * copies
+    ensemble.le_ = LabelEncoder().fit(model.classes_)
+    ensemble.classes_ = ensemble.le_.classes_
+    return ensemble
+
+
 def register_model(
     registry_root: str,
     name: str = "purchase",
