@@ -194,7 +194,7 @@ def worker(
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Prometheus; 0: off."),
     delivery: str | None = typer.Option(None, "--delivery", help="exactly_once or at_least_once."),
     max_batch: int | None = typer.Option(None, "--max-batch", help="Records per micro-batch."),
-    max_wait_ms: int | None = typer.Option(None, "--max-wait-ms", help="Micro-batch time limit."),
+    max_wait_ms: int | None = typer.Option(None, "--max-wait-ms", help="Wait for a 1st record."),
     sample_interval: float | None = typer.Option(None, "--sample-interval", help="Seconds."),
     registry: str | None = typer.Option(None, "--registry", help="Registry root."),
     entity_features: str | None = typer.Option(None, "--entity-features", help="Snapshot table."),

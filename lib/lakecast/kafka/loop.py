@@ -1,11 +1,11 @@
 """The micro-batching consume -> transform -> produce loop of every streaming service.
 
-One batch at a time: collect up to ``max_batch`` records (or what ``max_wait_ms`` brings),
-call ``process`` on them, then write its outputs and dead letters and the batch's offsets
-together (see :mod:`lakecast.kafka.delivery`). A transaction is never open across a
-``poll()``, and rebalances happen only inside ``poll()``, so partitions are always given up
-with nothing pending; records buffered from a revoked partition are dropped, and its next
-owner reads them again from the committed offset.
+One batch at a time: collect up to ``max_batch`` records (what has arrived, waiting at most
+``max_wait_ms`` for the first), call ``process`` on them, then write its outputs and dead
+letters and the batch's offsets together (see :mod:`lakecast.kafka.delivery`). A transaction
+is never open across a ``poll()``, and rebalances happen only inside ``poll()``, so
+partitions are always given up with nothing pending; records buffered from a revoked
+partition are dropped, and its next owner reads them again from the committed offset.
 
 A bad record never stalls its partition: ``process`` reports records it cannot handle as
 dead letters, and if ``process`` raises for a whole batch, each record is processed alone so
@@ -202,16 +202,25 @@ def _collect(
     max_wait_ms: int,
     stop_event: threading.Event,
 ) -> list[ConsumerRecord]:
+    """The next batch: wait up to ``max_wait_ms`` for a first record, then take only what has
+    already arrived (no waiting to fill the batch).
+
+    The batch grows with the load by itself: the records that arrive while one batch commits
+    make the next one, so a busy loop runs full batches and a quiet one answers at once
+    (group commit). Waiting to fill a batch would add up to ``max_wait_ms`` to every event's
+    latency and buy nothing at full load.
+    """
     deadline = time.monotonic() + max_wait_ms / 1000
     while len(buffer) < max_batch and not stop_event.is_set():
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_batch - len(buffer))
+        waiting = len(buffer) == 0
+        timeout_ms = max(0, int((deadline - time.monotonic()) * 1000)) if waiting else 0
+        polled = consumer.poll(timeout_ms=timeout_ms, max_records=max_batch - len(buffer))
         # Records fetched while the group is unsettled may be of partitions given away.
         if polled and group_settled(consumer):
             buffer.add(polled, set(consumer.assignment()))
         elif polled:
             _rewind_polled(consumer, polled)
-        if remaining_ms == 0:
+        if not waiting or timeout_ms == 0:
             break
     return buffer.take(max_batch)
 
