@@ -45,6 +45,7 @@ from lakecast.autoscaling.policy import parse_policy
 from lakecast.autoscaling.pool import WorkerPool, default_worker_command
 from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
+from lakecast.kafka.groups import describe_group
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
 from lakecast.serving.testing import committed_total, event_payloads, produce
 from tests.e2e.loop_fixtures import (
@@ -56,7 +57,7 @@ from tests.e2e.loop_fixtures import (
     wait_while_progressing,
     worker_processes,
 )
-from tests.e2e.worker_fixtures import PARTITIONS, describe_group, served_lake
+from tests.e2e.worker_fixtures import PARTITIONS, served_lake
 
 if TYPE_CHECKING:
     from lakecast.local.broker import LocalBroker

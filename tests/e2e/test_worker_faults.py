@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from lakecast.kafka.groups import stable_members
 from lakecast.kafka.serde import decode_metric
 from lakecast.serving.testing import event_payloads, produce, read_committed, wait_for
-from tests.e2e.worker_fixtures import Stream, group_members, served_lake
+from tests.e2e.worker_fixtures import Stream, served_lake
 
 EVENTS = 50_000
 
@@ -120,7 +121,7 @@ def test_a_second_worker_joining_half_way_shares_without_loss_or_duplicates(
     # The second half is produced once both are members, so the joiner surely gets records to
     # serve; how far w0 got by then (all of the first half, on a quiet machine) does not matter.
     wait_for(
-        lambda: group_members(bootstrap, stream.group) >= 2,
+        lambda: stable_members(bootstrap, stream.group) >= 2,
         timeout_s=120,
         what="the second worker to join the group",
         every_s=0.5,

@@ -22,10 +22,11 @@ import orjson
 import psutil
 import pytest
 
+from lakecast.kafka.groups import describe_group
 from lakecast.kafka.serde import decode_metric
 from lakecast.serving.processes import slot_source_id
 from lakecast.serving.testing import event_payloads, produce, read_committed, wait_for
-from tests.e2e.worker_fixtures import Stream, describe_group, served_lake
+from tests.e2e.worker_fixtures import Stream, served_lake
 
 PROCESSES = 2
 PARTITIONS = 4

@@ -3,8 +3,8 @@
 Shared by the e2e worker tests: :class:`Stream` creates uuid-named topics and a group, starts
 worker processes (``streaming/inference_worker.py`` or any command line, such as the
 ``lakecast`` CLI) with the broker in their environment, waits on the group's committed offsets
-and reads the committed predictions back. :func:`describe_group` says what the coordinator
-sees (state and members), which is how a test knows who joined and who left.
+and reads the committed predictions back. :mod:`lakecast.kafka.groups` says what the
+coordinator sees (state and members), which is how a test knows who joined and who left.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError
 
 from lakecast.config import PROJECT_ROOT
 from lakecast.serving.testing import (
@@ -150,43 +148,3 @@ class Stream:
             self.bootstrap, self.topics["predictions"], at_least=at_least, timeout_s=120
         )
         return Counter(orjson.loads(r.value)["event_id"] for r in records)
-
-
-@dataclass(frozen=True)
-class GroupView:
-    """A consumer group as its coordinator describes it."""
-
-    state: str
-    client_ids: tuple[str, ...]
-
-    @property
-    def members(self) -> int:
-        return len(self.client_ids)
-
-
-def describe_group(bootstrap: str, group: str) -> GroupView:
-    """The group's state and the client ids of its members, from the coordinator.
-
-    While no coordinator answers for the group yet (a fresh broker creates its offsets topic
-    on the first group), the state is ``"Unavailable"``.
-    """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakecast-test-members")
-    try:
-        info = admin.describe_groups([group]).get(group) or {}
-    except KafkaError as exc:
-        if not exc.retriable:
-            raise
-        return GroupView("Unavailable", ())
-    finally:
-        admin.close()
-    members = info.get("members") or []
-    return GroupView(
-        state=str(info.get("group_state", info.get("state"))),
-        client_ids=tuple(sorted(str(member.get("client_id")) for member in members)),
-    )
-
-
-def group_members(bootstrap: str, group: str) -> int:
-    """Members of a group that has settled (Stable); 0 while it rebalances."""
-    view = describe_group(bootstrap, group)
-    return view.members if view.state == "Stable" else 0

@@ -55,8 +55,9 @@ def run_canary_demo(
 
     fleet.start()
     sender = threading.Thread(target=traffic, name="demo-traffic", daemon=True)
-    sender.start()
     try:
+        fleet.wait_ready(settings.kafka.bootstrap_servers)
+        sender.start()
         deploy = _cli(
             "deploy", "--metrics-topic", topics.metrics, "start", model, challenger.version,
             "--rules", str(PROJECT_ROOT / "conf" / "rollouts" / "demo-canary.yaml"),
@@ -68,6 +69,7 @@ def run_canary_demo(
         subprocess.run(_cli("deploy", "status", model), check=False)
     finally:
         stop.set()
-        sender.join(timeout=30)
+        if sender.is_alive():
+            sender.join(timeout=30)
         fleet.stop()
     return status

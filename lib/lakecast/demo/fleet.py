@@ -14,6 +14,7 @@ import orjson
 
 from lakecast.config import Settings
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
+from lakecast.kafka.groups import wait_for_stable_members
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class WorkerFleet:
             "--sample-interval", "2", *self.extra,
         )  # fmt: skip
         self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, bootstrap: str, timeout_s: float = 120.0) -> None:
+        """Until every worker has joined the group and it is Stable (models loaded, partitions
+        assigned): traffic sent earlier would wait in the topic and count as latency."""
+        wait_for_stable_members(bootstrap, self.topics.group, self.processes, timeout_s=timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self._child is None or self._child.poll() is not None:

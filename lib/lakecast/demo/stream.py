@@ -77,6 +77,7 @@ def run_stream_demo(
     started = time.monotonic()
     fleet.start()
     try:
+        fleet.wait_ready(settings.kafka.bootstrap_servers)
         producer = build_producer(settings.kafka, mode="at_least_once", client_id="demo-replay")
         payloads = chain(BAD_RECORDS[:2], event_payloads(events), BAD_RECORDS[2:])
         sent = replay(producer, topics.events, payloads, rate=rate).events
