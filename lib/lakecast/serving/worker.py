@@ -17,6 +17,7 @@ prediction being made; the end-to-end histogram measures to the commit.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from lakecast.config import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+# The cyclic collector's thresholds while serving (Python's default is 700, 10, 10): a batch
+# allocates tens of thousands of short-lived objects, freed by reference counting, and the
+# default ran a young collection some 50 times a second.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 @dataclass(frozen=True)
@@ -300,6 +306,11 @@ class InferenceWorker:
         self.models.start()
         self.snapshots.start()
         self.router.start()
+        # Everything alive now (modules, the model, the snapshot) lives as long as the
+        # process: keep it out of the cyclic collector's full passes, which scanned all of it
+        # and paused serving for up to 90 ms (4 times in 17 s at 3,400 events/s).
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         consumer = build_consumer(
             kafka,
             group_id=config.group_id,
