@@ -310,6 +310,7 @@ class InferenceWorker:
         # process: keep it out of the cyclic collector's full passes, which scanned all of it
         # and paused serving for up to 90 ms (4 times in 17 s at 3,400 events/s).
         gc.freeze()
+        thresholds = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
         consumer = build_consumer(
             kafka,
@@ -371,6 +372,10 @@ class InferenceWorker:
                 samples.close(timeout=10)
                 self.models.stop()
                 self.snapshots.stop()
+                # Leave the collector as found: the process may go on (tests, notebooks), and
+                # its exit then finalises objects the usual way.
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
 
 
 def _model_labels(model: ServingModel) -> dict[str, str]:
