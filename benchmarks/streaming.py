@@ -50,6 +50,7 @@ class PipeContext:
     sink: str
     events: int
     group: str
+    max_batch: int = MAX_POLL  # lakecast's micro-batch limit (the raw pipes poll MAX_POLL)
     started: float = 0.0  # set by a pipe when its first record arrives (group join excluded)
     finished: float = 0.0  # set when the last event's output and offset are durable
 
@@ -212,7 +213,7 @@ def lakecast_loop_pipe(ctx: PipeContext) -> int:
         topics=[ctx.source],
         dlq_topic=f"{ctx.sink}.dlq",
         stop_event=stop,
-        max_batch=MAX_POLL,
+        max_batch=ctx.max_batch,
         max_wait_ms=20,
         on_batch=count,
     )
@@ -255,7 +256,7 @@ def build_inference_worker(ctx: PipeContext, source: str) -> object:
         dlq_topic=f"{ctx.sink}.dlq",
         metrics_topic=f"{ctx.sink}.metrics",
         group_id=ctx.group,
-        max_batch=MAX_POLL,
+        max_batch=ctx.max_batch,
         max_wait_ms=20,
         sample_interval_s=5.0,
     )
@@ -301,7 +302,13 @@ def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, fir
 
 
 def worker_latency_at(
-    bootstrap: str, rate: float, *, seconds: float, partitions: int, warmup_s: float = 3.0
+    bootstrap: str,
+    rate: float,
+    *,
+    seconds: float,
+    partitions: int,
+    max_batch: int,
+    warmup_s: float = 3.0,
 ) -> tuple[int, float, float]:
     """End-to-end latency (event record timestamp -> committed prediction) at ``rate``.
 
@@ -318,7 +325,7 @@ def worker_latency_at(
     ensure_topics(admin, [TopicSpec(source, partitions), TopicSpec(sink, partitions),
                           TopicSpec(f"{sink}.dlq"), TopicSpec(f"{sink}.metrics")])  # fmt: skip
     admin.close()
-    ctx = PipeContext(bootstrap, source, sink, 0, f"bench-paced-{run}")
+    ctx = PipeContext(bootstrap, source, sink, 0, f"bench-paced-{run}", max_batch)
     worker = build_inference_worker(ctx, source)
     stop = threading.Event()
     latencies: list[float] = []
@@ -365,6 +372,12 @@ def main() -> None:
     parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
     parser.add_argument("--only", action="append", help="run only pipes whose name has this")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="half-rate run, s")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=settings().serving.max_batch,
+        help="lakecast's records per micro-batch (default: conf/lakecast.yaml's serving.max_batch)",
+    )
     args = parser.parse_args()
 
     with broker(args.bootstrap) as bootstrap:
@@ -383,12 +396,14 @@ def main() -> None:
         fill_rate = fill(bootstrap, source, args.events)
         print(
             f"broker {bootstrap}; filled {source} ({args.partitions} partitions) with "
-            f"{args.events:,} events at {fill_rate:,.0f} events/s"
+            f"{args.events:,} events at {fill_rate:,.0f} events/s; lakecast max batch "
+            f"{args.max_batch}, raw pipes poll {MAX_POLL}"
         )
 
         rows = []
         for (name, pipe), sink in zip(pipes, sinks, strict=True):
-            ctx = PipeContext(bootstrap, source, sink, args.events, f"bench-{run}-{sink}")
+            group = f"bench-{run}-{sink}"
+            ctx = PipeContext(bootstrap, source, sink, args.events, group, args.max_batch)
             moved = pipe(ctx)
             elapsed = ctx.finished - ctx.started
             rows.append((name, moved, elapsed, moved / elapsed))
@@ -398,7 +413,8 @@ def main() -> None:
         if worker_rate:
             half = worker_rate / 2
             latency = (half, *worker_latency_at(
-                bootstrap, half, seconds=args.latency_seconds, partitions=args.partitions
+                bootstrap, half, seconds=args.latency_seconds, partitions=args.partitions,
+                max_batch=args.max_batch,
             ))  # fmt: skip
 
     base = rows[0][3] if rows else 1.0

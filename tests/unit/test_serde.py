@@ -43,6 +43,16 @@ def test_event_round_trip_keeps_every_field() -> None:
     assert orjson.loads(serde.encode_event(decoded))["ts"] == "2024-05-01T10:00:00Z"
 
 
+def test_every_field_lands_in_its_own_attribute() -> None:
+    # The well-formed fast path builds the event positionally: each field has a distinct
+    # value here, so a field in the wrong place shows.
+    sent = _event()
+    decoded = serde.event_from_dict(sent)
+    got = decoded.to_dict()
+    assert got.pop("ts") == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert got == {name: value for name, value in sent.items() if name != "ts"}
+
+
 def test_event_ts_with_offset_is_converted_to_utc() -> None:
     decoded = serde.decode_event(orjson.dumps(_event(ts="2024-05-01T12:00:00+02:00")))
     assert decoded.ts == datetime(2024, 5, 1, 10, tzinfo=UTC)

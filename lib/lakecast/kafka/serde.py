@@ -151,8 +151,49 @@ def parse_utc(value: Any, name: str = "ts", where: str = "decode record") -> dat
     return parsed.astimezone(UTC)
 
 
+def _well_formed_event(data: Mapping[str, Any]) -> Event | None:
+    """The event when every field is present, of its exact type and in range (the common
+    case, checked in one pass); None when :func:`event_from_dict` must find what is wrong."""
+    get = data.get
+    strings: list[Any] = [get(name) for name in _EVENT_STRINGS]
+    event_type: Any = get("event_type")
+    price: Any = get("price")
+    ts: Any = get("ts")
+    if not (
+        all(type(value) is str and value for value in strings)
+        and event_type in EVENT_TYPES
+        and type(price) in (float, int)
+        and 0 <= price < math.inf
+        and type(ts) is str
+    ):
+        return None
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    event_id, user_id, session_id, product_id, category, device, country = strings
+    return Event(
+        event_id=event_id,
+        user_id=user_id,
+        session_id=session_id,
+        product_id=product_id,
+        category=category,
+        event_type=event_type,
+        price=float(price),
+        device=device,
+        country=country,
+        ts=parsed.astimezone(UTC),
+    )
+
+
 def event_from_dict(data: Mapping[str, Any]) -> Event:
     """Validate the fields and types of an ``events`` value already parsed from JSON."""
+    event = _well_formed_event(data)
+    if event is not None:
+        return event
+    # The checks one by one, for an error that names the field.
     where = "decode event"
     strings = {name: _string(data, name, where) for name in _EVENT_STRINGS}
     event_type = _string(data, "event_type", where)
@@ -205,13 +246,18 @@ class Prediction:
     features_version: str | int | None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.__slots__}
-        out["model"] = {
-            "name": self.model.name,
-            "version": self.model.version,
-            "sha256": self.model.sha256,
+        model = self.model
+        return {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "ts": self.ts,
+            "score": self.score,
+            "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+            "variant": self.variant,
+            "experiment": self.experiment,
+            "latency_ms": self.latency_ms,
+            "features_version": self.features_version,
         }
-        return out
 
 
 def encode_prediction(prediction: Prediction) -> bytes:

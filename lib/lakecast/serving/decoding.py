@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -119,13 +119,8 @@ def decode_records(
 
 def events_table(events: Sequence[Event]) -> pa.Table:
     """The events as an Arrow table with the columns the feature transforms read."""
-    columns: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
-    for event in events:
-        for name, column in columns.items():
-            column.append(getattr(event, name))
-    ts: list[datetime] = columns["ts"]
     arrays = [
-        pa.array(columns[name] if name != "ts" else ts, type=EVENT_SCHEMA.field(name).type)
-        for name in EVENT_SCHEMA.names
+        pa.array(list(map(operator.attrgetter(field.name), events)), type=field.type)
+        for field in EVENT_SCHEMA
     ]
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)

@@ -12,6 +12,7 @@ version and reloads the latest snapshot when the version changes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -40,8 +41,8 @@ class ServingModel:
     version: ModelVersion
     predictor: Predictor
 
-    @property
-    def ref(self) -> ModelRef:
+    @functools.cached_property
+    def ref(self) -> ModelRef:  # cached: every prediction carries it
         return ModelRef(self.version.name, self.version.version, self.version.sha256)
 
     @property

@@ -167,6 +167,7 @@ class InferenceWorker:
         served: dict[int, float] = {}
         for group in plan.serving:
             scores, failures = self._predict(group.model, matrix[group.positions], group.variant)
+            now_ms = time.time() * 1000  # when the group's predictions were made
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
                 record = records[position]
                 if failure is not None:
@@ -175,7 +176,8 @@ class InferenceWorker:
                     errors[group.variant] = errors.get(group.variant, 0) + 1
                     continue
                 served[int(position)] = float(score)
-                result.outputs.append(self._output(record, events[position], group, score))
+                output = self._output(record, events[position], group, score, now_ms)
+                result.outputs.append(output)
         for group in plan.shadows:
             # A shadow's output is never served: its scores and their differences to what was
             # served go to the metrics only.
@@ -217,9 +219,13 @@ class InferenceWorker:
         return scores, failures
 
     def _output(
-        self, record: ConsumerRecord, event: Event, group: ServingGroup, score: float
+        self,
+        record: ConsumerRecord,
+        event: Event,
+        group: ServingGroup,
+        score: float,
+        now_ms: float,
     ) -> OutputRecord:
-        now_ms = time.time() * 1000
         timestamp = int(record.timestamp) if record.timestamp and record.timestamp > 0 else None
         prediction = Prediction(
             event_id=event.event_id,
