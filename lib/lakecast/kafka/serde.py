@@ -246,25 +246,63 @@ class Prediction:
     features_version: str | int | None
 
     def to_dict(self) -> dict[str, Any]:
-        model = self.model
+        encoder = PredictionEncoder(
+            self.model, self.variant, self.experiment, self.features_version
+        )
+        return encoder.as_dict(self.event_id, self.user_id, self.ts, self.score, self.latency_ms)
+
+
+class PredictionEncoder:
+    """Encodes the predictions of one model version and variant (the worker's hot path: the
+    parts they share are built once, no :class:`Prediction` per record)."""
+
+    def __init__(
+        self,
+        model: ModelRef,
+        variant: str,
+        experiment: str | None,
+        features_version: str | int | None,
+    ) -> None:
+        self.model = {"name": model.name, "version": model.version, "sha256": model.sha256}
+        self.variant = variant
+        self.experiment = experiment
+        self.features_version = features_version
+
+    def as_dict(
+        self, event_id: str, user_id: str, ts: datetime, score: float, latency_ms: float
+    ) -> dict[str, Any]:
         return {
-            "event_id": self.event_id,
-            "user_id": self.user_id,
-            "ts": self.ts,
-            "score": self.score,
-            "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+            "event_id": event_id,
+            "user_id": user_id,
+            "ts": ts,
+            "score": score,
+            "model": self.model,
             "variant": self.variant,
             "experiment": self.experiment,
-            "latency_ms": self.latency_ms,
+            "latency_ms": latency_ms,
             "features_version": self.features_version,
         }
 
+    def encode(
+        self, event_id: str, user_id: str, ts: datetime, score: float, latency_ms: float
+    ) -> bytes:
+        if not math.isfinite(score):
+            msg = f"encode prediction {event_id!r}: score {score} is not finite"
+            raise InvalidRecordError(msg, field="score")
+        return encode_json(self.as_dict(event_id, user_id, ts, score, latency_ms))
+
 
 def encode_prediction(prediction: Prediction) -> bytes:
-    if not math.isfinite(prediction.score):
-        msg = f"encode prediction {prediction.event_id!r}: score {prediction.score} is not finite"
-        raise InvalidRecordError(msg, field="score")
-    return encode_json(prediction.to_dict())
+    encoder = PredictionEncoder(
+        prediction.model, prediction.variant, prediction.experiment, prediction.features_version
+    )
+    return encoder.encode(
+        prediction.event_id,
+        prediction.user_id,
+        prediction.ts,
+        prediction.score,
+        prediction.latency_ms,
+    )
 
 
 def decode_prediction(value: bytes | None) -> Prediction:

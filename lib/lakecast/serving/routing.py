@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -140,11 +140,12 @@ class BatchRouter:
     def plan(
         self,
         user_ids: Sequence[str],
-        attributes: Sequence[Mapping[str, Any]] | None = None,
+        attributes: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
     ) -> BatchPlan:
         """The groups of a batch whose targeting keys are ``user_ids``.
 
-        ``attributes`` (one mapping per event: device, country, ...) feed multi-model rules.
+        ``attributes`` makes one mapping per event (device, country, ...) for multi-model
+        rules; it is called only while a rollout is on.
         """
         size = len(user_ids)
         state = self._follow(self.source.current())
@@ -153,7 +154,7 @@ class BatchRouter:
             return BatchPlan([ServingGroup(CHAMPION, None, self.models.current(), everyone)])
         if self._router is None or self._router.state is not state:
             self._router = Router(state)
-        routes = self._router.route_batch(list(user_ids), attributes)
+        routes = self._router.route_batch(list(user_ids), attributes() if attributes else None)
         plan = BatchPlan()
         for variant in routes.variants:
             positions = np.flatnonzero(

@@ -35,7 +35,7 @@ from lakecast.features.spec import FEATURES_VERSION
 from lakecast.features.transforms import validate_event_batch
 from lakecast.kafka.dlq import DeadLetter
 from lakecast.kafka.loop import BatchReport, BatchResult, LoopStats, OutputRecord, run_loop
-from lakecast.kafka.serde import Event, Prediction, encode_prediction
+from lakecast.kafka.serde import Event, PredictionEncoder
 from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
 from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
 from lakecast.serving.model_source import ModelSource, ServingModel, SnapshotSource
@@ -159,7 +159,9 @@ class InferenceWorker:
     ) -> None:
         plan = self.router.plan(
             [event.user_id for event in events],
-            [{"device": e.device, "country": e.country, "category": e.category} for e in events],
+            lambda: [
+                {"device": e.device, "country": e.country, "category": e.category} for e in events
+            ],
         )
         self.metrics.set_models(
             {g.variant: _model_labels(g.model) for g in (*plan.serving, *plan.shadows)}
@@ -167,17 +169,7 @@ class InferenceWorker:
         served: dict[int, float] = {}
         for group in plan.serving:
             scores, failures = self._predict(group.model, matrix[group.positions], group.variant)
-            now_ms = time.time() * 1000  # when the group's predictions were made
-            for position, score, failure in zip(group.positions, scores, failures, strict=True):
-                record = records[position]
-                if failure is not None:
-                    result.dead_letters.append(DeadLetter(record, MODEL_ERROR, failure))
-                    errors = self._pending.errors
-                    errors[group.variant] = errors.get(group.variant, 0) + 1
-                    continue
-                served[int(position)] = float(score)
-                output = self._output(record, events[position], group, score, now_ms)
-                result.outputs.append(output)
+            self._outputs(group, scores, failures, records, events, result, served)
         for group in plan.shadows:
             # A shadow's output is never served: its scores and their differences to what was
             # served go to the metrics only.
@@ -218,35 +210,45 @@ class InferenceWorker:
                 failures[row] = f"model {model.key}: score is {score}"
         return scores, failures
 
-    def _output(
+    def _outputs(
         self,
-        record: ConsumerRecord,
-        event: Event,
         group: ServingGroup,
-        score: float,
-        now_ms: float,
-    ) -> OutputRecord:
-        timestamp = int(record.timestamp) if record.timestamp and record.timestamp > 0 else None
-        prediction = Prediction(
-            event_id=event.event_id,
-            user_id=event.user_id,
-            ts=event.ts,
-            score=float(score),
-            model=group.model.ref,
-            variant=group.variant,
-            experiment=group.experiment,
-            latency_ms=round(max(0.0, now_ms - timestamp), 3) if timestamp else 0.0,
-            features_version=FEATURES_VERSION,
-        )
-        key = (record.partition, record.offset)
-        if timestamp:
-            self._pending.timestamps_ms[key] = timestamp
-        if group.variant != SHADOW:
-            self._pending.variants[key] = (group.variant, float(score))
-            self._pending.users.setdefault(group.variant, set()).add(event.user_id)
-        return OutputRecord(
-            self.config.predictions_topic, encode_prediction(prediction), event.user_id.encode()
-        )
+        scores: np.ndarray,
+        failures: list[str | None],
+        records: list[ConsumerRecord],
+        events: list[Event],
+        result: BatchResult,
+        served: dict[int, float],
+    ) -> None:
+        """One ``predictions`` record per scored event of ``group`` (a dead letter per
+        failure), and what the metrics need once the batch is committed."""
+        pending, variant, topic = self._pending, group.variant, self.config.predictions_topic
+        encoder = PredictionEncoder(group.model.ref, variant, group.experiment, FEATURES_VERSION)
+        users: set[str] = set()
+        now_ms = time.time() * 1000  # when the group's predictions were made
+        for position, score, failure in zip(
+            group.positions.tolist(), scores.tolist(), failures, strict=True
+        ):
+            record = records[position]
+            if failure is not None:
+                result.dead_letters.append(DeadLetter(record, MODEL_ERROR, failure))
+                pending.errors[variant] = pending.errors.get(variant, 0) + 1
+                continue
+            event = events[position]
+            timestamp = record.timestamp if record.timestamp and record.timestamp > 0 else 0
+            key = (record.partition, record.offset)
+            if timestamp:
+                pending.timestamps_ms[key] = timestamp
+                latency_ms = round(max(0.0, now_ms - timestamp), 3)
+            else:
+                latency_ms = 0.0
+            value = encoder.encode(event.event_id, event.user_id, event.ts, score, latency_ms)
+            result.outputs.append(OutputRecord(topic, value, event.user_id.encode()))
+            pending.variants[key] = (variant, score)
+            users.add(event.user_id)
+            served[position] = score
+        if users:
+            pending.users.setdefault(variant, set()).update(users)
 
     # ---- after a commit -----------------------------------------------------------------
     def on_batch(self, report: BatchReport) -> None:
