@@ -62,7 +62,7 @@ class WorkerConfig:
     metrics_topic: str = "metrics"
     group_id: str = "lakecast-inference"
     delivery: str = "exactly_once"
-    max_batch: int = 500
+    max_batch: int = 2000  # reached only with a backlog: a batch is what has arrived
     max_wait_ms: int = 50
     max_record_bytes: int = 1_000_000
     sample_interval_s: float = 5.0
