@@ -169,7 +169,9 @@ class LocalBroker:
         argv = [
             java,
             f"-Xmx{self.heap}",
-            "-Xms64m",
+            # -Xms = -Xmx, as Kafka's own start script: with -Xms64m G1 kept the young
+            # generation small and paused for a young collection about every second.
+            f"-Xms{self.heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
