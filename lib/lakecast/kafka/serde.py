@@ -168,10 +168,8 @@ def _well_formed_event(data: Mapping[str, Any]) -> Event | None:
     ):
         return None
     try:
-        parsed = datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
+        parsed = parse_utc(ts)
+    except InvalidRecordError:
         return None
     event_id, user_id, session_id, product_id, category, device, country = strings
     return Event(
@@ -184,7 +182,7 @@ def _well_formed_event(data: Mapping[str, Any]) -> Event | None:
         price=float(price),
         device=device,
         country=country,
-        ts=parsed.astimezone(UTC),
+        ts=parsed,
     )
 
 
