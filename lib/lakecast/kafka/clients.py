@@ -22,6 +22,7 @@ from kafka.record import util as record_util
 
 from lakecast.config import KafkaSettings
 from lakecast.errors import StreamError
+from lakecast.kafka.partitioner import CachedKeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def producer_options(
         "linger_ms": 5,
         "batch_size": 64 * 1024,
         "request_timeout_ms": settings.request_timeout_ms,
+        "partitioner": CachedKeyPartitioner(),
     }
     if mode == "exactly_once":
         if not transactional_id:
