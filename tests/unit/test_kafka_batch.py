@@ -1,4 +1,5 @@
-"""The loop's pure parts: isolating a failing record, offsets to commit, stop signals."""
+"""The loop's pure parts: isolating a failing record, offsets to commit, collecting a batch,
+stop signals."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import threading
 from typing import Any, NamedTuple
 
 import pytest
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from lakecast.kafka.loop import (
+    BatchLimit,
     BatchResult,
     OutputRecord,
+    _Buffer,
+    _collect,
     first_offsets,
     next_offsets,
     process_isolating,
@@ -67,6 +71,69 @@ def test_next_offsets_are_one_past_the_last_record_of_each_partition() -> None:
         TopicPartition("t", 1): OffsetAndMetadata(16, "", -1),
     }
     assert first_offsets(_records()) == {TopicPartition("t", 0): 10, TopicPartition("t", 1): 11}
+
+
+class ScriptedConsumer:
+    """Answers each ``poll`` with the next scripted batch, and notes the timeouts asked for."""
+
+    def __init__(self, *polls: list[Any]) -> None:
+        self.polls = list(polls)
+        self.timeouts: list[int] = []
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.timeouts.append(timeout_ms)
+        records = self.polls.pop(0)[:max_records] if self.polls else []
+        return {TopicPartition("t", 0): records} if records else {}
+
+    def group_metadata(self) -> Any:
+        return type("Metadata", (), {"state": MemberState.STABLE})()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+
+def _collected(consumer: ScriptedConsumer, max_batch: int, top_up_ms: int = 3) -> list[int]:
+    buffer = _Buffer()
+    batch = _collect(consumer, buffer, max_batch, 50, top_up_ms, threading.Event())  # type: ignore[arg-type]
+    return [record.offset for record in batch]
+
+
+def test_a_batch_is_topped_up_once_by_a_short_fetch() -> None:
+    records = [Record("t", 0, i, None, b"v") for i in range(4)]
+    consumer = ScriptedConsumer(records[:2], records[2:3], records[3:])
+    assert _collected(consumer, max_batch=10) == [0, 1, 2]
+    assert consumer.timeouts[1:] == [3]  # the first waited up to max_wait_ms
+    assert 0 < consumer.timeouts[0] <= 50
+
+
+def test_a_full_batch_is_not_topped_up_and_no_top_up_means_no_wait() -> None:
+    records = [Record("t", 0, i, None, b"v") for i in range(4)]
+    consumer = ScriptedConsumer(records[:2], records[2:])
+    assert _collected(consumer, max_batch=2) == [0, 1]
+    assert len(consumer.timeouts) == 1
+    consumer = ScriptedConsumer(records[:2], records[2:])
+    assert _collected(consumer, max_batch=10, top_up_ms=0) == [0, 1, 2, 3]
+    assert consumer.timeouts[1:] == [0]
+
+
+def test_an_idle_wait_ends_empty_at_max_wait() -> None:
+    consumer = ScriptedConsumer()
+    assert _collected(consumer, max_batch=10) == []
+    assert consumer.timeouts[-1] == 0
+
+
+def test_a_backlog_is_taken_in_batches_that_double_up_to_the_most() -> None:
+    limit = BatchLimit(most=2000)
+    sizes = []
+    for _ in range(5):  # a lasting backlog: every batch comes full
+        sizes.append(limit.current)
+        limit.taken(limit.current)
+    assert sizes == [500, 1000, 2000, 2000, 2000]
+    limit.taken(120)  # caught up
+    assert limit.current == 500
+    small = BatchLimit(most=64)
+    small.taken(64)
+    assert (small.start, small.current) == (64, 64)
 
 
 def test_sigterm_sets_the_stop_event_and_handlers_are_restored() -> None:

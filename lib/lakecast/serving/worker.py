@@ -64,6 +64,7 @@ class WorkerConfig:
     delivery: str = "exactly_once"
     max_batch: int = 2000  # reached only with a backlog: a batch is what has arrived
     max_wait_ms: int = 50
+    top_up_ms: int = 3
     max_record_bytes: int = 1_000_000
     sample_interval_s: float = 5.0
     transaction_timeout_ms: int = 30_000
@@ -83,6 +84,7 @@ class WorkerConfig:
             "delivery": serving.delivery,
             "max_batch": serving.max_batch,
             "max_wait_ms": serving.max_wait_ms,
+            "top_up_ms": serving.top_up_ms,
             "max_record_bytes": serving.max_record_bytes,
             "sample_interval_s": serving.sample_interval_s,
             "transaction_timeout_ms": serving.transaction_timeout_ms,
@@ -368,6 +370,7 @@ class InferenceWorker:
                 mode=config.delivery,
                 max_batch=config.max_batch,
                 max_wait_ms=config.max_wait_ms,
+                top_up_ms=config.top_up_ms,
                 max_failures=config.max_failures,
                 on_batch=self._after_batch(after_batch),
             )
