@@ -296,6 +296,12 @@ class Registry:
         rows = self.tables.read("aliases", {"name": name})
         return {r["alias"]: alias_from_row(r) for r in rows}
 
+    def revision(self) -> tuple[int | None, int | None]:
+        """A value that changes whenever a version or an alias is written: the Delta versions
+        of the tables :meth:`resolve` reads. For pollers (a worker re-resolving its alias
+        every few seconds): about 1 ms, a tenth of a :meth:`resolve`."""
+        return self.tables.latest_version("versions"), self.tables.latest_version("aliases")
+
     def resolve(self, reference: str | ModelRef) -> ModelVersion:
         """``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest) to a version record.
 

@@ -103,6 +103,7 @@ class ModelSource:
         self._lock = threading.Lock()
         self._loaded: dict[str, ServingModel] = {}  # "name:version" -> model
         self._current: ServingModel | None = None
+        self._revision: tuple[int | None, int | None] | None = None  # registry's, at _current
         self._poller = Poller(f"model-source-{reference}", poll_s, self.refresh)
         self.switches = 0
 
@@ -129,16 +130,22 @@ class ModelSource:
         return model
 
     def refresh(self) -> ServingModel:
-        """Resolve the reference again; load and publish the version if it changed."""
+        """Resolve the reference again, unless the registry was not written since the last
+        time; load and publish the version if it changed."""
         with self._lock:
+            current = self._current
+            revision = self.registry.revision()
+            if current is not None and revision == self._revision:
+                return current
             version = self.registry.resolve(self.reference)
-        current = self._current
         if current is not None and (
             current.version.version == version.version and current.version.sha256 == version.sha256
         ):
+            self._revision = revision
             return current
         model = self._load(version)
         self._current = model
+        self._revision = revision  # only once published: a failed load is tried again
         if current is not None:
             self.switches += 1
             log.info(
