@@ -16,3 +16,25 @@ def test_kafka_python_checks_record_crcs_in_c() -> None:
     assert crc32c_is_native()
     # The check value of CRC-32C (Castagnoli), as Kafka's record batches use it.
     assert record_util.calc_crc32c(memoryview(b"123456789")) == 0xE3069283
+
+
+def test_a_full_transaction_fits_one_producer_batch_per_partition() -> None:
+    # kafka-python wakes its sender thread (a socket write) on every send while a partition
+    # has a second batch queued. A max_batch transaction of prediction-sized records over
+    # the predictions topic must not start one, or nearly every send pays a wake-up.
+    from kafka.producer.record_accumulator import RecordAccumulator
+    from kafka.structs import TopicPartition
+
+    from lakecast.config import KafkaSettings, settings
+    from lakecast.kafka.clients import producer_options
+
+    options = producer_options(KafkaSettings(), mode="at_least_once")
+    assert options["batch_size"] <= 1_048_576 - 1024  # Kafka's default max.message.bytes
+    accumulator = RecordAccumulator(batch_size=options["batch_size"], linger_ms=5)
+    value = b"p" * 320  # a prediction record is about 300 bytes
+    wake_ups = 0
+    for i in range(settings().serving.max_batch):
+        tp = TopicPartition("predictions", i % 2)  # spread over as few as two partitions
+        _, full, new_batch, _ = accumulator.append(tp, 0, f"u-{i}".encode(), value, [])
+        wake_ups += full or new_batch
+    assert wake_ups == 2  # one new batch per partition, none full
