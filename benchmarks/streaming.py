@@ -3,9 +3,11 @@
 Every pipe reads the same pre-filled topic with its own consumer group and writes its own
 output topic, so the lines of the table are measured in one run against one broker and can be
 compared. The raw pipes use kafka-python directly and do no work; they are the ceiling that
-the lakecast loop (and later the inference worker) is measured against.
+the lakecast loop and the inference worker are measured against. Then the worker runs again
+at half its maximum rate, fed by a paced producer in another process (Kafka's Java client by
+default, see :func:`paced_load`), for its end-to-end latency.
 
-    nice -n 10 .venv/bin/python benchmarks/streaming.py                 # local broker, 200k events
+    .venv/bin/python benchmarks/streaming.py                            # local broker, 200k events
     .venv/bin/python benchmarks/streaming.py --bootstrap host:9092 --events 50000 --partitions 6
 
 To add a pipe (the inference worker), write ``def pipe(ctx: PipeContext) -> int`` that drains
@@ -15,6 +17,9 @@ To add a pipe (the inference worker), write ``def pipe(ctx: PipeContext) -> int`
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -30,6 +35,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.config import KafkaSettings, settings
 from lakecast.kafka.clients import (
+    BATCH_BYTES,
     TopicSpec,
     build_admin,
     build_consumer,
@@ -38,6 +44,7 @@ from lakecast.kafka.clients import (
     transactional_id_for,
 )
 from lakecast.kafka.loop import BatchReport, BatchResult, OutputRecord, run_loop
+from lakecast.local.jars import resolve_jars
 
 MAX_POLL = 500
 WORKER_PIPE = "inference worker, exactly-once, sklearn"
@@ -65,7 +72,6 @@ def broker(bootstrap: str | None) -> Iterator[str]:
         yield bootstrap
         return
     from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
     from lakecast.local.ports import free_port
 
     with tempfile.TemporaryDirectory(prefix="lakecast-bench-") as state:
@@ -81,6 +87,10 @@ def broker(bootstrap: str | None) -> Iterator[str]:
             yield local.bootstrap_servers
         finally:
             local.stop()
+
+
+def key(i: int) -> bytes:
+    return f"u-{i % 5_000}".encode()
 
 
 def event(i: int) -> bytes:
@@ -106,7 +116,7 @@ def fill(bootstrap: str, topic: str, events: int) -> float:
     )
     began = time.perf_counter()
     for i in range(events):
-        producer.send(topic, value=event(i), key=f"u-{i % 5_000}".encode())
+        producer.send(topic, value=event(i), key=key(i))
     producer.flush()
     producer.close()
     return events / (time.perf_counter() - began)
@@ -134,7 +144,7 @@ def raw_pipe(ctx: PipeContext) -> int:
     """kafka-python only: poll, send each value as is, commit offsets after a flush at the end."""
     consumer = _raw_consumer(ctx)
     producer = KafkaProducer(
-        bootstrap_servers=ctx.bootstrap, acks="all", linger_ms=5, batch_size=64 * 1024
+        bootstrap_servers=ctx.bootstrap, acks="all", linger_ms=5, batch_size=BATCH_BYTES
     )
     seen, offsets = 0, {}
     while seen < ctx.events:
@@ -163,7 +173,7 @@ def raw_transactional_pipe(ctx: PipeContext) -> int:
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
-        batch_size=64 * 1024,
+        batch_size=BATCH_BYTES,
     )
     producer.init_transactions()
     seen = 0
@@ -285,7 +295,11 @@ def inference_worker_pipe(ctx: PipeContext) -> int:
     return seen
 
 
-def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, first: int) -> None:
+PACED_PRODUCER = Path(__file__).with_name("PacedProducer.java")
+PACED_EVENTS = 20_000  # distinct events the JVM generator cycles through (4 per user)
+
+
+def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
     """Runs in its own process: ``rate`` events/s for ``seconds``, in 5 ms steps."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
     began = time.perf_counter()
@@ -293,12 +307,43 @@ def _paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, fir
     while (elapsed := time.perf_counter() - began) < seconds:
         due = int(elapsed * rate)
         while sent < due:
-            i = first + sent
-            producer.send(topic, value=event(i), key=f"u-{i % 5_000}".encode())
+            producer.send(topic, value=event(sent), key=key(sent))
             sent += 1
         time.sleep(0.005)
     producer.flush()
     producer.close()
+
+
+def paced_load(generator: str, bootstrap: str, topic: str, rate: float, seconds: float) -> None:
+    """``rate`` events/s to ``topic`` for ``seconds`` from another process; returns when done.
+
+    ``jvm`` (the default) is Kafka's Java producer running PacedProducer.java, ``python`` is
+    kafka-python: the same events, keys, pacing and producer settings. The generator is not
+    the system under test, but on a small machine it shares the CPUs with it: kafka-python
+    spends about 33 us a record (0.3 of a core at 9,000 events/s), the JVM a few. On this
+    2-core machine, a warm broker, 9,000 events/s, two runs each, the worker's p50/p99 were
+    26-28/68-71 ms under the Python generator and 21/44 ms under the JVM one.
+    """
+    if generator == "python":
+        process = multiprocessing.get_context("spawn").Process(
+            target=_paced_producer, args=(bootstrap, topic, rate, seconds)
+        )
+        process.start()
+        process.join()
+        return
+    java = shutil.which("java")
+    if java is None:
+        raise SystemExit("the JVM generator needs `java` (a JDK) on PATH; or --generator python")
+    with tempfile.NamedTemporaryFile("wb", suffix=".tsv") as events:
+        events.write(b"".join(key(i) + b"\t" + event(i) + b"\n" for i in range(PACED_EVENTS)))
+        events.flush()
+        classpath = resolve_jars(settings()).kafka_classpath
+        subprocess.run(
+            [java, "-Xmx256m", "-XX:+UseSerialGC", "-cp", classpath, str(PACED_PRODUCER),
+             bootstrap, topic, str(rate), str(seconds), events.name],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -323,6 +368,7 @@ def worker_latency_at(
     warmup_s: float,
     partitions: int,
     max_batch: int,
+    generator: str,
 ) -> LatencyRun:
     """Produce ``rate`` events/s for ``warmup_s + seconds``; measure the last ``seconds``.
 
@@ -336,8 +382,6 @@ def worker_latency_at(
     over 20 s p99 swung from 75 to 211 ms in six runs of the same code, with whether one fell
     in the window. The p99 of every 10 s is printed so they stay visible.
     """
-    import multiprocessing
-
     import numpy as np
 
     run = uuid.uuid4().hex[:8]
@@ -361,12 +405,8 @@ def worker_latency_at(
     )
     thread.start()
     time.sleep(5.0)  # join the group, load the model
-    producer = multiprocessing.get_context("spawn").Process(
-        target=_paced_producer, args=(bootstrap, source, rate, warmup_s + seconds, 0)
-    )
     began = time.perf_counter()
-    producer.start()
-    producer.join()
+    paced_load(generator, bootstrap, source, rate, warmup_s + seconds)
     time.sleep(2.0)
     stop.set()
     thread.join(60)
@@ -408,6 +448,12 @@ def main() -> None:
         default=settings().serving.max_batch,
         help="lakecast's records per micro-batch (default: conf/lakecast.yaml's serving.max_batch)",
     )
+    parser.add_argument(
+        "--generator",
+        choices=("jvm", "python"),
+        default="jvm",
+        help="half-rate run's event producer: Kafka's Java client (default) or kafka-python",
+    )
     args = parser.parse_args()
 
     with broker(args.bootstrap) as bootstrap:
@@ -448,6 +494,7 @@ def main() -> None:
                 warmup_s=args.latency_warmup,
                 partitions=args.partitions,
                 max_batch=args.max_batch,
+                generator=args.generator,
             )
 
     base = rows[0][3] if rows else 1.0
