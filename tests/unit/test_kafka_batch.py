@@ -65,6 +65,19 @@ def test_a_failing_batch_is_split_and_only_the_bad_record_is_dead() -> None:
     ]
 
 
+def test_notes_of_a_split_batch_come_from_the_calls_that_returned() -> None:
+    # The worker's metrics travel as notes: the call that raised for the whole batch left
+    # none, so each record is counted once, by its own call.
+    def noting(records: list[Any]) -> BatchResult:
+        result = echo_unless_poisoned(records)
+        result.notes.append([r.offset for r in records])
+        return result
+
+    result, isolated = process_isolating(noting, _records())
+    assert isolated
+    assert result.notes == [[10], [11], [12], [14], [15]]
+
+
 def test_next_offsets_are_one_past_the_last_record_of_each_partition() -> None:
     assert next_offsets(_records()) == {
         TopicPartition("t", 0): OffsetAndMetadata(15, "", -1),

@@ -35,7 +35,7 @@ _EVENT_STRINGS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 1.5 us, 3x, for every event
 class Event:
     """One record of the ``events`` topic, validated."""
 

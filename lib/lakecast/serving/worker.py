@@ -95,17 +95,47 @@ class WorkerConfig:
 
 @dataclass
 class _Pending:
-    """What the batch being committed produced, for the metrics once it is committed."""
+    """What one call of :meth:`InferenceWorker.process` produced, for the metrics once its
+    batch is committed. It travels in the batch result's notes, so a call that raised (the
+    loop then processes the records one by one) or a batch that was aborted counts nothing."""
 
-    timestamps_ms: dict[tuple[int, int], int] = field(default_factory=dict)
-    variants: dict[tuple[int, int], tuple[str, float]] = field(default_factory=dict)
-    dead: dict[tuple[int, int], str] = field(default_factory=dict)
+    dead: list[str] = field(default_factory=list)  # the kind of each dead letter
+    # Per variant: the scores served, and the Kafka timestamps of the events that had one.
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    timestamps_ms: dict[str, list[float]] = field(default_factory=dict)
     shadow: list[tuple[float, float]] = field(default_factory=list)  # (score, score - served)
     model_seconds: float = 0.0
     # Per variant: the duration of each of its predict calls, and its records the model failed.
     model_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, other: _Pending) -> None:
+        self.dead.extend(other.dead)
+        for mine, theirs in (
+            (self.scores, other.scores),
+            (self.timestamps_ms, other.timestamps_ms),
+            (self.model_ms, other.model_ms),
+        ):
+            for variant, values in theirs.items():
+                mine.setdefault(variant, []).extend(values)
+        self.shadow.extend(other.shadow)
+        self.model_seconds += other.model_seconds
+        for variant, errors in other.errors.items():
+            self.errors[variant] = self.errors.get(variant, 0) + errors
+        for variant, users in other.users.items():
+            self.users.setdefault(variant, set()).update(users)
+
+    @classmethod
+    def of(cls, notes: tuple[object, ...]) -> _Pending:
+        """The notes of a committed batch, as one (one per process call)."""
+        found = [note for note in notes if isinstance(note, _Pending)]
+        if len(found) == 1:
+            return found[0]
+        merged = cls()
+        for pending in found:
+            merged.add(pending)
+        return merged
 
 
 class InferenceWorker:
@@ -124,7 +154,6 @@ class InferenceWorker:
         self.snapshots = snapshots
         self.router = BatchRouter(models, routing, background_loading=True)
         self.metrics = metrics or WorkerMetrics(config.source_id)
-        self._pending = _Pending()
         self._consumer: object | None = None
         self.sampler: Sampler | None = None
         self.last_latencies_s: list[float] = []  # end to end, of the last committed batch
@@ -133,7 +162,8 @@ class InferenceWorker:
     def process(self, records: list[ConsumerRecord]) -> BatchResult:
         """Predictions for the good records of ``records``, dead letters for the bad ones."""
         kept, events, dead = decode_records(records, self.config.max_record_bytes)
-        result = BatchResult(dead_letters=dead)
+        pending = _Pending()
+        result = BatchResult(dead_letters=dead, notes=[pending])
         if events:
             table = events_table(events)
             problems = validate_event_batch(table)
@@ -147,9 +177,8 @@ class InferenceWorker:
                 events = [events[i] for i in good]
             if events:
                 matrix = online_feature_matrix(table, self.snapshots.current())
-                self._score(kept, events, matrix, result)
-        for letter in result.dead_letters:
-            self._pending.dead[(letter.record.partition, letter.record.offset)] = letter.kind
+                self._score(kept, events, matrix, result, pending)
+        pending.dead.extend(letter.kind for letter in result.dead_letters)
         return result
 
     def _score(
@@ -158,6 +187,7 @@ class InferenceWorker:
         events: list[Event],
         matrix: np.ndarray,
         result: BatchResult,
+        pending: _Pending,
     ) -> None:
         plan = self.router.plan(
             [event.user_id for event in events],
@@ -168,21 +198,23 @@ class InferenceWorker:
         self.metrics.set_models(
             {g.variant: _model_labels(g.model) for g in (*plan.serving, *plan.shadows)}
         )
-        served: dict[int, float] = {}
+        served: dict[int, float] | None = {} if plan.shadows else None
         for group in plan.serving:
-            scores, failures = self._predict(group.model, matrix[group.positions], group.variant)
-            self._outputs(group, scores, failures, records, events, result, served)
+            scores, failures = self._predict(
+                group.model, matrix[group.positions], group.variant, pending
+            )
+            self._outputs(group, scores, failures, records, events, result, pending, served)
         for group in plan.shadows:
             # A shadow's output is never served: its scores and their differences to what was
             # served go to the metrics only.
-            scores, failures = self._predict(group.model, matrix[group.positions], SHADOW)
+            scores, failures = self._predict(group.model, matrix[group.positions], SHADOW, pending)
             for position, score, failure in zip(group.positions, scores, failures, strict=True):
-                if failure is None and int(position) in served:
+                if failure is None and served is not None and int(position) in served:
                     difference = float(score) - served[int(position)]
-                    self._pending.shadow.append((float(score), difference))
+                    pending.shadow.append((float(score), difference))
 
     def _predict(
-        self, model: ServingModel, matrix: np.ndarray, variant: str
+        self, model: ServingModel, matrix: np.ndarray, variant: str, pending: _Pending
     ) -> tuple[np.ndarray, list[str | None]]:
         """Scores of the rows, and per row the reason it failed (None when scored).
 
@@ -204,12 +236,12 @@ class InferenceWorker:
                 except Exception as exc:
                     failures[row] = f"model {model.key}: {type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started
-        self._pending.model_seconds += elapsed
-        self._pending.model_ms.setdefault(variant, []).append(elapsed * 1000)
+        pending.model_seconds += elapsed
+        pending.model_ms.setdefault(variant, []).append(elapsed * 1000)
         self.metrics.observe_model(elapsed)
-        for row, score in enumerate(scores):
-            if failures[row] is None and not np.isfinite(score):
-                failures[row] = f"model {model.key}: score is {score}"
+        for row in np.flatnonzero(~np.isfinite(scores)).tolist():
+            if failures[row] is None:
+                failures[row] = f"model {model.key}: score is {scores[row]}"
         return scores, failures
 
     def _outputs(
@@ -220,13 +252,17 @@ class InferenceWorker:
         records: list[ConsumerRecord],
         events: list[Event],
         result: BatchResult,
-        served: dict[int, float],
+        pending: _Pending,
+        served: dict[int, float] | None,
     ) -> None:
         """One ``predictions`` record per scored event of ``group`` (a dead letter per
-        failure), and what the metrics need once the batch is committed."""
-        pending, variant, topic = self._pending, group.variant, self.config.predictions_topic
+        failure), and what the metrics need once the batch is committed; ``served`` gets the
+        score of each position when shadows are to be compared with it."""
+        variant, topic, outputs = group.variant, self.config.predictions_topic, result.outputs
         encoder = PredictionEncoder(group.model.ref, variant, group.experiment, FEATURES_VERSION)
         users: set[str] = set()
+        scored: list[float] = []
+        timestamps: list[float] = []
         now_ms = time.time() * 1000  # when the group's predictions were made
         for position, score, failure in zip(
             group.positions.tolist(), scores.tolist(), failures, strict=True
@@ -237,40 +273,41 @@ class InferenceWorker:
                 pending.errors[variant] = pending.errors.get(variant, 0) + 1
                 continue
             event = events[position]
-            timestamp = record.timestamp if record.timestamp and record.timestamp > 0 else 0
-            key = (record.partition, record.offset)
-            if timestamp:
-                pending.timestamps_ms[key] = timestamp
+            timestamp = record.timestamp
+            if timestamp and timestamp > 0:
+                timestamps.append(timestamp)
                 latency_ms = round(max(0.0, now_ms - timestamp), 3)
             else:
                 latency_ms = 0.0
             value = encoder.encode(event.event_id, event.user_id, event.ts, score, latency_ms)
-            result.outputs.append(OutputRecord(topic, value, event.user_id.encode()))
-            pending.variants[key] = (variant, score)
+            outputs.append(OutputRecord(topic, value, event.user_id.encode()))
+            scored.append(score)
             users.add(event.user_id)
-            served[position] = score
-        if users:
+            if served is not None:
+                served[position] = score
+        if scored:
+            pending.scores.setdefault(variant, []).extend(scored)
+            pending.timestamps_ms.setdefault(variant, []).extend(timestamps)
             pending.users.setdefault(variant, set()).update(users)
 
     # ---- after a commit -----------------------------------------------------------------
     def on_batch(self, report: BatchReport) -> None:
         """Called by the loop once a batch is committed: metrics, lag."""
-        pending, self._pending = self._pending, _Pending()
+        pending = _Pending.of(report.notes)
         now_ms = time.time() * 1000
-        latencies = [max(0.0, now_ms - ts) / 1000 for ts in pending.timestamps_ms.values()]
-        self.last_latencies_s = latencies
-        by_variant: dict[str, list[float]] = {}
-        latency_by_variant: dict[str, list[float]] = {}
-        for key, (variant, score) in pending.variants.items():
-            by_variant.setdefault(variant, []).append(score)
-            if key in pending.timestamps_ms:
-                latency = max(0.0, now_ms - pending.timestamps_ms[key]) / 1000
-                latency_by_variant.setdefault(variant, []).append(latency)
+        latency_by_variant = {
+            variant: np.maximum(0.0, now_ms - np.asarray(stamps, np.float64)) / 1000
+            for variant, stamps in pending.timestamps_ms.items()
+        }
+        latencies = (
+            np.concatenate(list(latency_by_variant.values())) if latency_by_variant else np.empty(0)
+        )
+        self.last_latencies_s = latencies.tolist()
         self.metrics.record_batch(
             size=report.records,
             latencies_s=latencies,
-            dead_kinds=list(pending.dead.values()),
-            variant_scores=by_variant,
+            dead_kinds=pending.dead,
+            variant_scores=pending.scores,
             variant_latencies_s=latency_by_variant,
             model_seconds=pending.model_seconds,
             variant_model_ms=pending.model_ms,
