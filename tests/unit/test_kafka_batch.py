@@ -11,12 +11,14 @@ from typing import Any, NamedTuple
 import pytest
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
+from lakecast.kafka.dlq import DeadLetter
 from lakecast.kafka.loop import (
     BatchLimit,
     BatchResult,
     OutputRecord,
     _Buffer,
     _collect,
+    _run_batch,
     first_offsets,
     next_offsets,
     process_isolating,
@@ -76,6 +78,39 @@ def test_notes_of_a_split_batch_come_from_the_calls_that_returned() -> None:
     result, isolated = process_isolating(noting, _records())
     assert isolated
     assert result.notes == [[10], [11], [12], [14], [15]]
+
+
+class _Delivery:
+    """The producer side of a batch, kept in memory: what was sent, nothing committed."""
+
+    def __init__(self) -> None:
+        self.producer = self
+        self.sent: list[str] = []
+
+    def send(self, topic: str, **_: Any) -> None:
+        self.sent.append(topic)
+
+    def begin(self) -> None: ...
+
+    def commit(self, offsets: Any, sent: Any) -> None: ...
+
+
+def test_a_report_names_the_kind_of_every_dead_letter_of_a_split_batch() -> None:
+    # The worker counts dead letters by kind from the report: those made by
+    # process_isolating for a record that raised alone must be there too.
+    def process(records: list[Any]) -> BatchResult:
+        result = echo_unless_poisoned(records)  # raises for v3 ...
+        for record in records:
+            if record.value == b"v5":  # ... and dead-letters v5 itself
+                result.dead_letters.append(DeadLetter(record, "invalid_field", "bad v5"))
+        return result
+
+    delivery = _Delivery()
+    report = _run_batch(delivery, process, _records(), "t.dlq")  # type: ignore[arg-type]
+    assert report.isolated
+    assert sorted(report.dead_letter_kinds) == ["ValueError", "invalid_field"]
+    assert report.dead_letters == 2
+    assert sorted(delivery.sent) == ["out"] * 5 + ["t.dlq"] * 2
 
 
 def test_next_offsets_are_one_past_the_last_record_of_each_partition() -> None:

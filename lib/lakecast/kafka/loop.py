@@ -84,6 +84,7 @@ class BatchReport:
     process_s: float
     commit_s: float
     notes: tuple[Any, ...] = ()  # the batch result's notes
+    dead_letter_kinds: tuple[str, ...] = ()  # one per dead letter, those of process_isolating too
 
 
 @dataclass(slots=True)
@@ -405,6 +406,7 @@ def _run_batch(
         process_s=processed - started,
         commit_s=time.perf_counter() - processed,
         notes=tuple(result.notes),
+        dead_letter_kinds=tuple(letter.kind for letter in result.dead_letters),
     )
 
 

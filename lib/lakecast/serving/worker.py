@@ -99,7 +99,6 @@ class _Pending:
     batch is committed. It travels in the batch result's notes, so a call that raised (the
     loop then processes the records one by one) or a batch that was aborted counts nothing."""
 
-    dead: list[str] = field(default_factory=list)  # the kind of each dead letter
     # Per variant: the scores served, and the Kafka timestamps of the events that had one.
     scores: dict[str, list[float]] = field(default_factory=dict)
     timestamps_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -111,7 +110,6 @@ class _Pending:
     users: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, other: _Pending) -> None:
-        self.dead.extend(other.dead)
         for mine, theirs in (
             (self.scores, other.scores),
             (self.timestamps_ms, other.timestamps_ms),
@@ -178,7 +176,6 @@ class InferenceWorker:
             if events:
                 matrix = online_feature_matrix(table, self.snapshots.current())
                 self._score(kept, events, matrix, result, pending)
-        pending.dead.extend(letter.kind for letter in result.dead_letters)
         return result
 
     def _score(
@@ -306,7 +303,7 @@ class InferenceWorker:
         self.metrics.record_batch(
             size=report.records,
             latencies_s=latencies,
-            dead_kinds=pending.dead,
+            dead_kinds=list(report.dead_letter_kinds),
             variant_scores=pending.scores,
             variant_latencies_s=latency_by_variant,
             model_seconds=pending.model_seconds,
