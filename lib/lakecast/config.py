@@ -159,6 +159,8 @@ class ServingSettings(_Section):
     max_batch: int = Field(default=2000, ge=1, le=10_000)
     max_wait_ms: int = Field(default=50, ge=0, le=60_000)
     top_up_ms: int = Field(default=3, ge=0, le=1_000)
+    # Native threads (OpenMP, BLAS) a model may score a batch with: workers scale by processes.
+    model_threads: int = Field(default=1, ge=1, le=256)
     max_record_bytes: int = Field(default=1_000_000, ge=1_024)
     # An open transaction of a crashed worker is aborted by the broker after this long.
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from threadpoolctl import threadpool_info
 
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.snapshot import load_snapshot
@@ -29,7 +30,9 @@ from lakecast.features.spec import FEATURES_VERSION
 from lakecast.features.testing import make_events
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_metric, decode_prediction
-from lakecast.registry import Registry
+from lakecast.models.predictor import Features, NanPolicy, Predictor
+from lakecast.registry import Registry, Signature
+from lakecast.registry.records import ModelVersion
 from lakecast.serving.testing import (
     event_payload,
     event_value,
@@ -316,3 +319,45 @@ def test_prometheus_endpoint_and_sample_records_report_the_same_work(
     assert sum(v["errors"] for v in champion) == 0
     assert all(v["users"] > 0 for v in champion)
     assert all(v["model_latency_ms"] and min(v["model_latency_ms"]) > 0 for v in champion)
+
+
+class ThreadCounting:
+    """Wraps a Predictor and notes the most threads any native pool (OpenMP, BLAS) would
+    use at each predict call."""
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.threads: list[int] = []
+
+    @property
+    def signature(self) -> Signature:
+        return self.inner.signature
+
+    @property
+    def nan_policy(self) -> NanPolicy:
+        return self.inner.nan_policy
+
+    def predict(self, features: Features) -> np.ndarray:
+        self.threads.append(max(pool["num_threads"] for pool in threadpool_info()))
+        return self.inner.predict(features)
+
+
+def test_the_model_scores_with_one_native_thread(
+    bootstrap: str, topics: dict[str, str], consumer_group: str, serve: Any
+) -> None:
+    # Several workers per machine must not each spread a small batch over every core.
+    before = max(pool["num_threads"] for pool in threadpool_info())  # 2 on a 2-core machine
+    counted: list[ThreadCounting] = []
+
+    def wrap(version: ModelVersion, predictor: Predictor) -> Predictor:
+        counted.append(ThreadCounting(predictor))
+        return counted[-1]
+
+    payloads = [event_payload(i) for i in range(50)]
+    produce(bootstrap, topics["events"], payloads)
+    worker = serve(wrap=wrap)
+    drain(bootstrap, consumer_group, topics["events"], len(payloads), worker)
+    worker.stop()
+    calls = [n for model in counted for n in model.threads]
+    assert calls and set(calls) == {1}
+    assert max(pool["num_threads"] for pool in threadpool_info()) == before  # not leaked
