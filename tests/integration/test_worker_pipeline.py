@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from lakecast.features.spec import FEATURES_VERSION
 from lakecast.features.testing import make_events
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_metric, decode_prediction
-from lakecast.models.predictor import Features, NanPolicy, Predictor
-from lakecast.registry import Registry, Signature
+from lakecast.models.predictor import Features, Predictor
+from lakecast.registry import Registry
 from lakecast.registry.records import ModelVersion
 from lakecast.serving.testing import (
+    WrappedPredictor,
     event_payload,
     event_value,
     failing_loader,
@@ -321,21 +323,11 @@ def test_prometheus_endpoint_and_sample_records_report_the_same_work(
     assert all(v["model_latency_ms"] and min(v["model_latency_ms"]) > 0 for v in champion)
 
 
-class ThreadCounting:
-    """Wraps a Predictor and notes the most threads any native pool (OpenMP, BLAS) would
-    use at each predict call."""
+@dataclass
+class ThreadCounting(WrappedPredictor):
+    """Notes the most threads any native pool (OpenMP, BLAS) would use at each predict."""
 
-    def __init__(self, inner: Predictor) -> None:
-        self.inner = inner
-        self.threads: list[int] = []
-
-    @property
-    def signature(self) -> Signature:
-        return self.inner.signature
-
-    @property
-    def nan_policy(self) -> NanPolicy:
-        return self.inner.nan_policy
+    threads: list[int] = field(default_factory=list)
 
     def predict(self, features: Features) -> np.ndarray:
         self.threads.append(max(pool["num_threads"] for pool in threadpool_info()))

@@ -202,16 +202,10 @@ def register_model(
 
 
 @dataclass
-class FailingPredictor:
-    """Wraps a Predictor and raises for any row whose feature ``column`` equals ``value``.
-
-    The stand-in for "the model fails on this one record" (a model that cannot handle an
-    input), which a real, well-behaved model does not do on demand.
-    """
+class WrappedPredictor:
+    """A Predictor around another: the same signature and NaN policy (tests override predict)."""
 
     inner: Predictor
-    column: str
-    value: float
 
     @property
     def signature(self) -> Signature:
@@ -220,6 +214,21 @@ class FailingPredictor:
     @property
     def nan_policy(self) -> NanPolicy:
         return self.inner.nan_policy
+
+    def predict(self, features: Features) -> np.ndarray:
+        return self.inner.predict(features)
+
+
+@dataclass
+class FailingPredictor(WrappedPredictor):
+    """Wraps a Predictor and raises for any row whose feature ``column`` equals ``value``.
+
+    The stand-in for "the model fails on this one record" (a model that cannot handle an
+    input), which a real, well-behaved model does not do on demand.
+    """
+
+    column: str
+    value: float
 
     def predict(self, features: Features) -> np.ndarray:
         matrix = np.asarray(features)
