@@ -185,3 +185,42 @@ def test_top_level_must_be_an_object(tmp_path: Path) -> None:
 
 def test_lag_rule_can_be_switched_off() -> None:
     assert parse_policy({"consumer_lag": None}).consumer_lag is None
+
+
+def test_the_seeds_policy_file_with_plain_action_words_loads(tmp_path: Path) -> None:
+    seed = {
+        "scale_up_policy": {
+            "metric_type": "CPUUtilization",
+            "target_value": 70,
+            "action": "add_instance",
+        },
+        "scale_down_policy": {
+            "metric_type": "CPUUtilization",
+            "target_value": 30,
+            "action": "remove_instance",
+        },
+    }
+    policy = load_policy(write(tmp_path, seed))
+    assert policy.scale_up_policy.action.type == "step"
+    assert policy.scale_up_policy.action.adjustment == 1
+    assert policy.scale_down_policy.action.type == "step"
+    assert policy.scale_down_policy.action.adjustment == -1
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"scale_up_policy": {"target_value": 70, "action": "double_it"}},
+            "scale_up_policy.action: Value error, unknown action 'double_it'",
+        ),
+        (
+            {"scale_up_policy": {"target_value": 70, "action": "remove_instance"}},
+            "scale_up_policy.action.adjustment must be positive",
+        ),
+    ],
+)
+def test_plain_action_words_are_checked(tmp_path: Path, data: Any, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_policy(write(tmp_path, data))
+    assert expected in str(info.value)

@@ -13,7 +13,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lakecast.config import describe_validation_error
 from lakecast.errors import ConfigError
@@ -28,6 +35,9 @@ METRIC_FIELDS: dict[str, str] = {
     "CPUUtilization": "cpu_percent",
     "RecordsInPerSecond": "records_in_per_s",
 }
+
+# The classic policy file names its action with a plain word: a step of one instance.
+NAMED_ACTIONS: dict[str, int] = {"add_instance": 1, "remove_instance": -1}
 
 
 class _Model(BaseModel):
@@ -62,6 +72,17 @@ class ScalePolicy(_Model):
     metric_type: MetricType = "CPUUtilization"
     target_value: float = Field(gt=0)
     action: ScalingAction = Field(default_factory=ScalingAction)
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _named_action(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value not in NAMED_ACTIONS:
+            names = ", ".join(repr(name) for name in NAMED_ACTIONS)
+            msg = f"unknown action {value!r}: use {names} or an object such as {{'type':'step'}}"
+            raise ValueError(msg)
+        return {"type": "step", "adjustment": NAMED_ACTIONS[value]}
 
     @property
     def metric(self) -> str:
