@@ -108,3 +108,44 @@ def test_an_alert_direction_must_be_high_low_or_both_of_a_known_metric() -> None
         MonitorConfig(detector="null", alert_on={"lag": "up"})
     with pytest.raises(ConfigError, match="unknown metrics"):
         MonitorConfig(detector="null", alert_on={"happiness": "high"})
+
+
+def _sample(source: str, ts: float) -> Any:
+    from lakecast.autoscaling.decision import to_iso
+
+    record = next(iter(synthetic_fleet(1, 1, t0=ts, seed=3)))
+    return parse_sample(record | {"source": source, "ts": to_iso(ts)})
+
+
+def test_forged_sources_cannot_grow_the_monitor_past_max_series() -> None:
+    config = dataclasses.replace(CONFIG, max_series=40)
+    monitor = AnomalyMonitor(config, clock=lambda: 0.0)
+    for i in range(500):  # 500 forged worker ids, one sample each
+        monitor.observe(_sample(f"forged-{i}", T0 + i))
+    assert len(monitor) == config.max_series
+    sources = {source for source, _ in monitor.watched}
+    # The longest idle went first: the newest source and the fleet are still watched.
+    assert "forged-499" in sources
+    assert "all" in sources
+    assert "forged-0" not in sources
+
+
+def test_idle_series_are_forgotten_with_their_gauges() -> None:
+    now = [0.0]
+    config = dataclasses.replace(CONFIG, series_idle_s=60.0, per_worker=True)
+    monitor = AnomalyMonitor(config, clock=lambda: now[0])
+    for i in range(30):
+        monitor.observe(_sample("w-old", T0 + i))
+    gauge = ("lakecast_monitored_value", {"series": "w-old/latency_p99_ms"})
+    assert REGISTRY.get_sample_value(*gauge) is not None
+    now[0] = 61.0
+    monitor.observe(_sample("w-new", T0 + 100))
+    sources = {source for source, _ in monitor.watched}
+    assert "w-old" not in sources
+    assert "w-new" in sources
+    assert REGISTRY.get_sample_value(*gauge) is None
+
+
+def test_series_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_series"):
+        dataclasses.replace(CONFIG, max_series=0)

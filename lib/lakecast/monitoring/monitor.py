@@ -12,10 +12,11 @@ topic, sets the Prometheus gauges and stops cleanly when its stop event is set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from lakecast.monitoring.prometheus import (
     ANOMALIES,
     ANOMALY_SCORE,
     BAD_RECORDS,
+    EVICTED_SERIES,
     METRICS_RECORDS,
     SERIES_VALUE,
 )
@@ -84,6 +86,10 @@ class MonitorConfig:
             ``both``); overrides :data:`DEFAULT_ALERT_ON`. A point on the other side is
             scored but neither alerts nor starts the cooldown.
         source: the monitor's id (the ``monitor`` field of its records).
+        series_idle_s: a series with no point for this long (the monitor's own clock, not
+            sample time, which a forged record could set) is forgotten, detector and gauges.
+        max_series: the most series kept; a new one beyond it evicts the longest idle. Forged
+            or restarted sources (each a new worker id) would otherwise grow memory forever.
     """
 
     detector: str = DEFAULT_DETECTOR
@@ -97,6 +103,8 @@ class MonitorConfig:
     per_worker: bool = True
     alert_on: Mapping[str, str] = field(default_factory=dict)
     source: str = "monitor"
+    series_idle_s: float = 900.0
+    max_series: int = 2_000
 
     def __post_init__(self) -> None:
         unknown = sorted((set(self.metrics) | set(self.alert_on)) - set(METRICS))
@@ -106,6 +114,12 @@ class MonitorConfig:
         wrong = {m: d for m, d in self.alert_on.items() if d not in DIRECTIONS}
         if wrong:
             msg = f"monitor config: alert_on {wrong}: a direction is one of {list(DIRECTIONS)}"
+            raise ConfigError(msg)
+        if self.series_idle_s <= 0 or self.max_series < 1:
+            msg = (
+                "monitor config: series_idle_s must be > 0 and max_series >= 1, got "
+                f"{self.series_idle_s} and {self.max_series}"
+            )
             raise ConfigError(msg)
         if not 0.0 < self.threshold <= 1.0:
             msg = f"monitor config: threshold must be in (0, 1], got {self.threshold}"
@@ -138,22 +152,54 @@ class AnomalyMonitor:
     """Per-series causal scoring and anomaly records, with no Kafka in sight."""
 
     def __init__(
-        self, config: MonitorConfig, detector_factory: Callable[[], Detector] | None = None
+        self,
+        config: MonitorConfig,
+        detector_factory: Callable[[], Detector] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._factory = detector_factory or (
             lambda: make_detector(config.detector, **dict(config.detector_params))
         )
-        self._series: dict[tuple[str, str], SeriesState] = {}
+        self._clock = clock
+        # Least recently updated first, with when each was last updated (the clock's time).
+        self._series: OrderedDict[tuple[str, str], tuple[SeriesState, float]] = OrderedDict()
         self.fleet = FleetAggregator(config.fleet_window_s, config.fleet_max_age_s)
 
+    def __len__(self) -> int:
+        return len(self._series)
+
+    @property
+    def watched(self) -> set[tuple[str, str]]:
+        """The (source, metric) series kept now."""
+        return set(self._series)
+
     def series(self, source: str, metric: str) -> SeriesState:
+        """The series of ``(source, metric)``, created on first use; marks it as updated."""
         key = (source, metric)
-        state = self._series.get(key)
-        if state is None:
+        now = self._clock()
+        found = self._series.pop(key, None)
+        self._evict(now, room_for=1)
+        if found is None:
             state = SeriesState(source, metric, self._factory(), self.config.context)
-            self._series[key] = state
+        else:
+            state = found[0]
+        self._series[key] = (state, now)
         return state
+
+    def _evict(self, now: float, room_for: int = 0) -> None:
+        """Forget the series idle past ``series_idle_s``, and the longest idle beyond the cap."""
+        idle_before = now - self.config.series_idle_s
+        while self._series:
+            state, seen = next(iter(self._series.values()))
+            if seen > idle_before and len(self._series) + room_for <= self.config.max_series:
+                return
+            self._series.popitem(last=False)
+            for gauge in (ANOMALY_SCORE, SERIES_VALUE):
+                with contextlib.suppress(KeyError):  # never scored: no gauge child
+                    gauge.remove(state.name)
+            EVICTED_SERIES.inc()
+            log.info("series %s forgotten (idle or over max_series)", state.name)
 
     def observe(self, sample: MonitoredSample) -> list[dict[str, Any]]:
         """Score a worker sample (and any fleet window it closes); returns anomaly records."""

@@ -23,6 +23,10 @@ SERIES_VALUE = Gauge(
     "Latest value of a monitored series (source/metric), as the detector saw it.",
     ["series"],
 )
+EVICTED_SERIES = Counter(
+    "lakecast_monitor_evicted_series_total",
+    "Series the monitor forgot: idle past series_idle_s, or the longest idle over max_series.",
+)
 ANOMALIES = Counter(
     "lakecast_anomalies_total",
     "Anomaly records the monitor wrote, by metric.",
