@@ -1,13 +1,17 @@
 """Moving an alias (promote, rollback) as a compare-and-set on the ``aliases`` table.
 
-The row of an alias carries a change counter ``seq`` and the stack of versions it pointed at
-before. A move MERGEs the new row only where ``seq`` is still what was read, on the snapshot
-that was read: two concurrent moves cannot both commit, the loser re-reads and applies on top.
+Every move is a row of its own, keyed by (name, alias, ``seq``), carrying the stack of versions
+the alias pointed at before and the move's audit fields; the row with the highest ``seq`` is
+where the alias points. A move MERGEs row ``seq + 1`` on the snapshot that was read: two
+concurrent moves cannot both commit (the winner's row lands where the loser read, delta-rs
+refuses the loser's commit), the loser re-reads and applies on top. The move and its audit
+record being one row, one commit holds both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
@@ -16,6 +20,16 @@ from lakecast.registry.rows import alias_from_row
 from lakecast.registry.store import RegistryTables, stale, utc_now
 
 ChooseVersion = Callable[[AliasState | None], str]
+
+
+def latest_moves(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Alias -> the row of its latest move, among ``aliases`` rows of one model."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen = latest.get(row["alias"])
+        if seen is None or int(row["seq"]) > int(seen["seq"]):
+            latest[row["alias"]] = row
+    return latest
 
 
 def move_alias(
@@ -32,7 +46,8 @@ def move_alias(
     def attempt() -> tuple[AliasState, AliasState | None, bool]:
         snapshot = tables.ensure("aliases")
         rows = tables.read("aliases", {"name": name, "alias": alias}, snapshot)
-        current = alias_from_row(rows[0]) if rows else None
+        latest = latest_moves(rows).get(alias)
+        current = alias_from_row(latest) if latest is not None else None
         version = choose(current)
         if current is not None and current.version == version and action == "promote":
             return current, current, False  # already there: nothing to record
@@ -53,10 +68,10 @@ def move_alias(
             "updated_at": new.updated_at,
             "updated_by": who,
             "reason": why,
+            "action": action,
+            "previous_version": current.version if current else None,
         }
-        guard = f"t.seq = {current.seq}" if current else None
-        written = tables.upsert(snapshot, "aliases", row, insert=current is None, update_when=guard)
-        if not written:
+        if not tables.upsert(snapshot, "aliases", row, insert=True):
             msg = f"alias {name}@{alias} moved meanwhile"
             raise stale(msg)
         return new, current, True

@@ -2,6 +2,7 @@
 
 One :class:`Registry` per root (``settings().registry_root`` unless given). State lives in the
 Delta tables of :mod:`lakecast.registry.store`; artifacts in :mod:`lakecast.registry.artifacts`.
+A registration or an alias move is one commit that is also its audit record (see the store).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lakecast.errors import ModelNotFoundError, RegistryError, VersionRuleError
 from lakecast.models.predictor import NanPolicy, check_nan_policy
-from lakecast.registry.aliases import ChooseVersion, move_alias
+from lakecast.registry.aliases import ChooseVersion, latest_moves, move_alias
 from lakecast.registry.artifacts import ArtifactStore, StoredArtifact, read_verified
 from lakecast.registry.cards import ModelCard
 from lakecast.registry.records import (
@@ -29,10 +30,17 @@ from lakecast.registry.records import (
     check_metrics,
 )
 from lakecast.registry.references import ModelRef, check_name, parse_reference
-from lakecast.registry.rows import alias_from_row, audit_from_row, version_from_row, version_row
+from lakecast.registry.rows import (
+    alias_from_row,
+    audit_from_row,
+    audit_of_alias_row,
+    audit_of_version_row,
+    version_from_row,
+    version_row,
+)
 from lakecast.registry.semver import BumpKind, SemVer
 from lakecast.registry.signature import Signature
-from lakecast.registry.store import RegistryTables, stale, utc_now
+from lakecast.registry.store import CrashPoint, RegistryTables, stale, utc_now
 from lakecast.registry.versioning import check_bump, target_version
 
 if TYPE_CHECKING:
@@ -72,13 +80,20 @@ class VerifyResult:
 class Registry:
     """Versions, aliases and the audit log of every model under one root."""
 
-    def __init__(self, root: str | Path | None = None, *, max_attempts: int = 30) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        max_attempts: int = 30,
+        crash_point: CrashPoint | None = None,
+    ) -> None:
+        """``crash_point`` is a test hook: called at each point a write reaches (see the store)."""
         if root is None:
             from lakecast.config import settings
 
             root = settings().registry_root
         self.root = str(root)
-        self.tables = RegistryTables(self.root, max_attempts=max_attempts)
+        self.tables = RegistryTables(self.root, max_attempts=max_attempts, crash_point=crash_point)
         self.artifacts = ArtifactStore(self.root)
 
     # ---- registering -------------------------------------------------------------------
@@ -157,9 +172,7 @@ class Registry:
                 raise stale(msg)
             return record
 
-        record = self.tables.with_retry(attempt, f"register {name!r}")
-        self._audit("register", name, record.version, who, reason=description)
-        return record
+        return self.tables.with_retry(attempt, f"register {name!r}")
 
     def _new_record(
         self,
@@ -294,7 +307,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, AliasState]:
         rows = self.tables.read("aliases", {"name": name})
-        return {r["alias"]: alias_from_row(r) for r in rows}
+        return {alias: alias_from_row(row) for alias, row in latest_moves(rows).items()}
 
     def revision(self) -> tuple[int | None, int | None]:
         """A value that changes whenever a version or an alias is written: the Delta versions
@@ -360,9 +373,17 @@ class Registry:
         return results
 
     def audit(self, name: str | None = None) -> list[AuditEntry]:
-        """The audit log (of one model, or all), oldest first."""
-        rows = self.tables.read("audit", {"name": name} if name else None)
-        entries = [audit_from_row(r) for r in rows]
+        """The audit log (of one model, or all), oldest first: every registration (a ``versions``
+        row), every alias move (an ``aliases`` row) and every row of ``audit``."""
+        where = {"name": name} if name else None
+        entries = [audit_of_version_row(r) for r in self.tables.read("versions", where)]
+        moves = (audit_of_alias_row(r) for r in self.tables.read("aliases", where))
+        entries += [e for e in moves if e is not None]
+        # Registrations in ``audit`` were written by releases before versions rows were the
+        # record; the versions rows stand for them.
+        entries += [
+            audit_from_row(r) for r in self.tables.read("audit", where) if r["action"] != "register"
+        ]
         return sorted(entries, key=lambda e: (e.at, e.seq or 0))
 
     # ---- aliases -----------------------------------------------------------------------
@@ -403,46 +424,4 @@ class Registry:
     def _move_alias(
         self, name: str, alias: str, action: str, who: str, why: str, choose: ChooseVersion
     ) -> AliasState:
-        new, old, changed = move_alias(self.tables, name, alias, action, who, why, choose)
-        if changed:
-            previous = old.version if old else None
-            self._audit(
-                action,
-                name,
-                new.version,
-                who,
-                alias=alias,
-                previous=previous,
-                seq=new.seq,
-                reason=why,
-            )
-        return new
-
-    def _audit(
-        self,
-        action: str,
-        name: str,
-        version: str,
-        who: str,
-        *,
-        alias: str | None = None,
-        previous: str | None = None,
-        seq: int | None = None,
-        reason: str = "",
-    ) -> None:
-        self.tables.append(
-            "audit",
-            [
-                {
-                    "at": utc_now(),
-                    "who": who,
-                    "action": action,
-                    "name": name,
-                    "version": version,
-                    "alias": alias,
-                    "previous_version": previous,
-                    "seq": seq,
-                    "reason": reason,
-                }
-            ],
-        )
+        return move_alias(self.tables, name, alias, action, who, why, choose)[0]

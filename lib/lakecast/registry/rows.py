@@ -84,3 +84,33 @@ def audit_from_row(row: dict[str, Any]) -> AuditEntry:
         seq=row["seq"],
         reason=row["reason"] or "",
     )
+
+
+def audit_of_version_row(row: dict[str, Any]) -> AuditEntry:
+    """The registration a ``versions`` row records (the row is its own audit record)."""
+    return AuditEntry(
+        at=row["created_at"],
+        who=row["created_by"] or "",
+        action="register",
+        name=row["name"],
+        version=row["version"],
+        reason=row["description"] or "",
+    )
+
+
+def audit_of_alias_row(row: dict[str, Any]) -> AuditEntry | None:
+    """The move an ``aliases`` row records; None for a row written before moves carried their
+    audit fields (its record is in the ``audit`` table)."""
+    if row.get("action") is None:
+        return None
+    return AuditEntry(
+        at=row["updated_at"],
+        who=row["updated_by"] or "",
+        action=row["action"],
+        name=row["name"],
+        version=row["version"],
+        alias=row["alias"],
+        previous_version=row["previous_version"],
+        seq=row["seq"],
+        reason=row["reason"] or "",
+    )

@@ -4,10 +4,18 @@ No JVM: the CLI and the streaming workers read and write these with ``deltalake`
 fields are JSON strings. Every read-then-write goes through a MERGE on the snapshot that was
 read, so a concurrent writer makes the commit fail (delta-rs optimistic concurrency) and the
 caller re-reads and retries with backoff; appends to ``audit`` are blind and never conflict.
+
+A change and its audit record are one commit: Delta has no transaction over two tables, so a
+change is a row of the table that holds the state, carrying its own audit fields (``versions``
+rows are their registrations; ``aliases`` holds one row per move, keyed by its ``seq``, the
+latest being the alias's state), and the audit log is derived from those rows. ``audit`` holds
+only what is nothing but a record (rollout decisions). A process killed at any moment leaves
+a change with its audit record, or neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Field, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakecast.errors import RegistryError, VersionConflictError
@@ -63,6 +71,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("updated_at", _TS),
             pa.field("updated_by", pa.string()),
             pa.field("reason", pa.string()),
+            # The move's audit fields (null in rows written before moves were rows of their own,
+            # whose audit record is in ``audit``).
+            pa.field("action", pa.string()),
+            pa.field("previous_version", pa.string()),
         ]
     ),
     "audit": pa.schema(
@@ -82,8 +94,12 @@ SCHEMAS: dict[str, pa.Schema] = {
 KEYS: dict[str, tuple[str, ...]] = {
     "models": ("name",),
     "versions": ("name", "version"),
-    "aliases": ("name", "alias"),
+    "aliases": ("name", "alias", "seq"),  # one row per move; the highest seq is the state
 }
+
+# Called with the name of the point a write reached ("before commit", "after commit"), so a test
+# can kill the process exactly there; None in production.
+CrashPoint = Callable[[str], None]
 
 
 def utc_now() -> datetime:
@@ -99,8 +115,10 @@ class RegistryTables:
         storage_options: Mapping[str, str] | None = None,
         max_attempts: int = 30,
         backoff_s: float = 0.02,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         self.root = root.rstrip("/")
+        self.crash_point = crash_point
         self.storage_options = dict(storage_options or {}) or None
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
@@ -135,11 +153,14 @@ class RegistryTables:
         return watched.version()
 
     def ensure(self, table: str) -> DeltaTable:
-        """The table, created empty with its schema on first use (racing creators agree)."""
+        """The table, created empty with its schema on first use (racing creators agree).
+
+        A table written before a column was added to its schema gets the column (nullable).
+        """
         for _ in range(self.max_attempts):
             found = self.open(table)
             if found is not None:
-                return found
+                return self._with_columns(table, found)
             try:
                 return DeltaTable.create(
                     self.uri(table),
@@ -152,6 +173,20 @@ class RegistryTables:
                 continue  # another process created it first
         msg = f"registry table {self.uri(table)} could not be created"
         raise RegistryError(msg)
+
+    def _with_columns(self, table: str, found: DeltaTable) -> DeltaTable:
+        have = {f.name for f in found.schema().fields}
+        missing = [f for f in SCHEMAS[table] if f.name not in have]
+        if not missing:
+            return found
+        with contextlib.suppress(CommitFailedError):  # another process added them first
+            found.alter.add_columns([Field.from_arrow(f) for f in missing])
+        return self.open(table) or found
+
+    def crash(self, point: str) -> None:
+        """Give the test hook its chance to kill the process at ``point``."""
+        if self.crash_point is not None:
+            self.crash_point(point)
 
     def read(
         self, table: str, where: Mapping[str, str] | None = None, snapshot: DeltaTable | None = None
@@ -198,7 +233,9 @@ class RegistryTables:
             merger = merger.when_matched_update_all(predicate=update_when)
         if insert:
             merger = merger.when_not_matched_insert_all()
+        self.crash("before commit")
         metrics = merger.execute()
+        self.crash("after commit")
         return bool(
             metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
         )

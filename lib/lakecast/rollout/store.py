@@ -1,11 +1,15 @@
 """Rollout state persisted next to the registry: the Delta tables ``rollouts`` and its history.
 
-``rollouts`` holds one row per model: the current :class:`RolloutState` (JSON), its revision
-and the controller settings that drive it. A change is a compare-and-set, as the registry's
-aliases are moved: the row is MERGEd only where ``revision`` is still what was read, on the
-snapshot that was read, so two writers never both commit and the loser re-reads and applies
-its change on top. Every committed revision is then appended to ``rollout_history`` (blind
-appends never conflict). Workers read with delta-rs, no JVM.
+``rollouts`` holds one row per revision of a model's rollout: the :class:`RolloutState`
+(JSON), the controller settings that drive it, who and why; the highest revision is the
+current one and the rows are its history, so a change and its history record are one commit
+(a process killed at any moment leaves both or neither). A change is a compare-and-set, as the
+registry's aliases are moved: row ``revision + 1`` is MERGEd on the snapshot that was read, so
+two writers never both commit (delta-rs refuses the commit whose read the winner's row lands
+in) and the loser re-reads and applies its change on top. Workers read with delta-rs, no JVM.
+
+``rollout_history`` is where releases before this one appended each revision after writing it;
+it is only read, for the revisions of those releases.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakecast.errors import RolloutError
-from lakecast.registry.store import RegistryTables, stale, utc_now
+from lakecast.registry.store import CrashPoint, RegistryTables, stale, utc_now
 from lakecast.rollout.strategies import RolloutState
 
 ROLLOUTS_TABLE = "rollouts"
@@ -102,11 +106,15 @@ class RolloutStore:
         storage_options: Mapping[str, str] | None = None,
         *,
         max_attempts: int = 30,
+        crash_point: CrashPoint | None = None,
     ) -> None:
         self.root = str(root).rstrip("/")
         self.storage_options = dict(storage_options or {}) or None
-        # The registry's retry loop: backoff with jitter on CommitFailedError and stale reads.
-        self._retry = RegistryTables(self.root, storage_options, max_attempts=max_attempts)
+        # The registry's retry loop: backoff with jitter on CommitFailedError and stale reads;
+        # and its test hook, called at each point a write reaches.
+        self._retry = RegistryTables(
+            self.root, storage_options, max_attempts=max_attempts, crash_point=crash_point
+        )
 
     def uri(self, table: str = ROLLOUTS_TABLE) -> str:
         return f"{self.root}/{table}"
@@ -162,15 +170,22 @@ class RolloutStore:
         table = self.open()
         if table is None:
             return {}
-        return {row["model"]: _record(row) for row in table.to_pyarrow_table().to_pylist()}
+        latest: dict[str, dict[str, Any]] = {}
+        for row in table.to_pyarrow_table().to_pylist():
+            seen = latest.get(row["model"])
+            if seen is None or row["revision"] > seen["revision"]:
+                latest[row["model"]] = row
+        return {model: _record(row) for model, row in latest.items()}
 
     def history(self, model: str) -> list[RolloutRecord]:
         """Every revision ``model``'s rollouts went through, oldest first."""
-        table = self.open(HISTORY_TABLE)
-        if table is None:
-            return []
-        rows = table.to_pyarrow_table(filters=[("model", "=", model)]).to_pylist()
-        return sorted((_record(r) for r in rows), key=lambda r: r.revision)
+        by_revision: dict[int, Mapping[str, Any]] = {}
+        for table_name in (HISTORY_TABLE, ROLLOUTS_TABLE):  # the second wins a revision in both
+            table = self.open(table_name)
+            if table is not None:
+                rows = table.to_pyarrow_table(filters=[("model", "=", model)]).to_pylist()
+                by_revision |= {int(r["revision"]): r for r in rows}
+        return [_record(by_revision[revision]) for revision in sorted(by_revision)]
 
     # ---- writing ---------------------------------------------------------------------
     def start(
@@ -259,37 +274,22 @@ class RolloutStore:
             if new.state.model != model:
                 msg = f"{what}: the new state is for {new.state.model!r}"
                 raise RolloutError(msg)
+            if current is not None and new.revision != current.revision + 1:
+                msg = f"{what}: revision {new.revision} does not follow {current.revision}"
+                raise RolloutError(msg)
             source = pa.Table.from_pylist([_row(new)], schema=ROLLOUT_SCHEMA)
-            merger = snapshot.merge(source, "t.model = s.model", source_alias="s", target_alias="t")
-            if current is None:
-                merger = merger.when_not_matched_insert_all()
-            else:
-                merger = merger.when_matched_update_all(
-                    predicate=f"t.revision = {int(current.revision)}"
-                )
+            merger = snapshot.merge(
+                source,
+                "t.model = s.model AND t.revision = s.revision",
+                source_alias="s",
+                target_alias="t",
+            ).when_not_matched_insert_all()
+            self._retry.crash("before commit")
             metrics = merger.execute()
-            written = metrics.get("num_target_rows_inserted", 0) + metrics.get(
-                "num_target_rows_updated", 0
-            )
-            if not written:
+            self._retry.crash("after commit")
+            if not metrics.get("num_target_rows_inserted", 0):
                 msg = f"{what}: revision moved meanwhile"
                 raise stale(msg)
             return new
 
-        written = self._retry.with_retry(attempt, what)
-        self._append_history(written)
-        return written
-
-    def _append_history(self, record: RolloutRecord) -> None:
-        data = pa.Table.from_pylist([_row(record)], schema=ROLLOUT_SCHEMA)
-        self._ensure(HISTORY_TABLE)
-
-        def write() -> None:
-            write_deltalake(
-                self.uri(HISTORY_TABLE),
-                data,
-                mode="append",
-                storage_options=self.storage_options,
-            )
-
-        self._retry.with_retry(write, f"append to {HISTORY_TABLE}")
+        return self._retry.with_retry(attempt, what)
