@@ -14,6 +14,7 @@ import json
 import sys
 
 from lakecast.config import settings
+from lakecast.process import run_main
 from lakecast.serving.archive import ArchiveTarget, kafka_client_options, start_archive
 from lakecast.spark import get_spark
 
@@ -67,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="archive_topics")

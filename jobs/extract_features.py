@@ -16,6 +16,7 @@ from datetime import date
 
 from lakecast.config import settings
 from lakecast.features.extract import extract_features
+from lakecast.process import run_main
 from lakecast.spark import get_spark
 
 
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main, prog="extract_features")

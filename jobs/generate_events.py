@@ -19,6 +19,7 @@ from lakecast.config import settings
 from lakecast.data.calendar import DEFAULT_START_DATE
 from lakecast.data.clickstream import ClickstreamRun, generate_events
 from lakecast.data.events_table import rows_per_day, write_events
+from lakecast.process import run_main
 from lakecast.spark import get_spark
 
 
@@ -56,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="generate_events")

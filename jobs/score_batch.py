@@ -27,6 +27,7 @@ import sys
 
 from lakecast.config import settings
 from lakecast.errors import LakecastError
+from lakecast.process import report_error, run_main
 from lakecast.scoring.batch import DEFAULT_BATCH_SIZE
 from lakecast.scoring.direct import READ_MODES
 from lakecast.scoring.run import ScoringRequest, score_batch
@@ -79,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = score_batch(spark, request)
     except LakecastError as exc:
-        print(f"score_batch: error: {exc}", file=sys.stderr)
+        report_error(exc, prog="score_batch")
         return 1
     print(json.dumps(summary.as_dict(), sort_keys=True))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="score_batch")

@@ -16,6 +16,7 @@ import sys
 
 from lakecast.config import settings
 from lakecast.models.training_run import DEFAULT_MODEL_NAME, TrainingRequest, train_and_register
+from lakecast.process import run_main
 from lakecast.spark import get_spark
 
 
@@ -50,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, prog="train")

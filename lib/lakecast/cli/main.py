@@ -7,13 +7,13 @@ tensorflow) are imported inside the commands that need them, so `lakecast --help
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
 from lakecast.config import CONFIG_ENV
-from lakecast.errors import LakecastError
+from lakecast.process import run_main
 
 app = typer.Typer(
     name="lakecast",
@@ -49,13 +49,10 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Run the CLI; a LakecastError is one clear line on stderr and exit status 1."""
-    try:
-        app(standalone_mode=True)
-    except LakecastError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+def main() -> NoReturn:
+    """Run the CLI and end the process (see lakecast.process): a failure is one line on
+    stderr, ``error: ...``, and exit status 1; a usage error is Typer's, status 2."""
+    run_main(lambda: app(standalone_mode=True))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import threading
 from collections.abc import Callable
 from datetime import date
-from typing import NoReturn
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -253,21 +249,6 @@ def worker(
         )  # fmt: skip
     finally:
         restore()
-    exit_without_native_teardown(0)
-
-
-def exit_without_native_teardown(code: int) -> NoReturn:
-    """End a worker that stopped cleanly (batch committed, clients closed) with ``code``,
-    skipping the C++ static destructors of the interpreter's exit.
-
-    Arrow's thread pools can be torn down there while one of their threads is still alive
-    (Arrow issue 34314): ``terminate called without an active exception``, SIGABRT, and a
-    clean stop reported as exit status -6 (seen once in CI after the snapshot's Parquet read).
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _serve_one(port: int, stop: threading.Event, **options: str | int | float | None) -> None:
