@@ -56,6 +56,7 @@ class ThreadedWorker:
         wrap: Wrap | None = None,
         poll_s: float = 0.5,
         routing: RoutingSource | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         config = WorkerConfig(
             events_topic=topics["events"],
@@ -65,7 +66,7 @@ class ThreadedWorker:
             group_id=group,
             max_batch=200,
             max_wait_ms=50,
-            max_record_bytes=MAX_RECORD_BYTES,
+            max_record_bytes=max_record_bytes,
             sample_interval_s=0.5,
             source_id=f"test-{group}",
         )

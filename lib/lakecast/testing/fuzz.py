@@ -1,0 +1,770 @@
+"""Fuzzed ``events`` records, and the ledger that checks what the streaming path made of them.
+
+The invariant: one record, however strange, becomes exactly one prediction or exactly one
+dead letter, no score lies outside [0, 1], and the worker stays alive. :func:`generate` makes
+the records: hypothesis strategies (:func:`fuzz_cases`) mutate every field of the ``events``
+contract (missing, null, wrong type, empty, huge, unicode edge cases, NaN and infinity
+spellings, far and malformed dates, duplicate keys, nesting, extra fields) and the record as
+a whole (random bytes, empty, tombstone, other encodings, truncated, deeply nested JSON,
+strange keys), interleaved with plain valid events, the controls. Every record has a tag:
+its ``event_id`` where it has one, and always the (partition, offset) it was written at, which
+:func:`send_records` notes. :func:`account` maps each prediction (by ``event_id``) and each dead
+letter (by ``source``) back to its input and lists every violation with the input's kind.
+
+Hypothesis draws the cases without a test around them: one ``@given`` run per chunk, seeded,
+generate phase only, each example appended to a list. That is deterministic for a seed and
+about 2,000 cases a second; a broker round trip per example (hypothesis's own loop) would be
+far too slow, and ``.example()`` cannot be seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from lakecast.errors import InvalidRecordError
+from lakecast.kafka.dlq import MAX_PAYLOAD_BYTES, decode_dead_letter
+from lakecast.kafka.serde import decode_prediction
+from lakecast.serving.testing import event_value
+
+if TYPE_CHECKING:
+    from kafka.consumer.fetcher import ConsumerRecord
+
+FIELDS = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "product_id",
+    "category",
+    "event_type",
+    "price",
+    "device",
+    "country",
+    "ts",
+)
+STRING_FIELDS = tuple(name for name in FIELDS if name != "price")
+CONTROL = "control"
+LARGE_BYTES = 64_000  # a record over this counts against the large budget
+# Ids of these many bytes: around the producer's 1 MiB max_request_size once an id is both
+# the key and part of the value of a prediction, and around the worker's 1,000,000-byte limit.
+# Hypothesis draws the first first: 600,000 bytes, twice that in a prediction of its user id.
+HUGE_SIZES = (600_000, 70_000, 300_000, 530_000, 990_000, 1_000_500)
+SMALL_SIZE = 1_000  # what a huge value shrinks to once the large budget is spent
+MAX_RECORD = 1_040_000  # key + value: the broker's default message.max.bytes, less headroom
+ODD_TEXTS = (
+    "\u0000",
+    "a\u0000b",
+    "\u202e",  # right-to-left override
+    "\u200f\u05d0\u05d1",  # right-to-left mark, Hebrew
+    "\u200b",
+    "\ufeff",
+    "e\u0301\u0301\u0301\u0301",  # combining accents
+    "\U0001f469\u200d\U0001f469\u200d\U0001f467",  # a family emoji (ZWJ sequence)
+    "\U0001f1eb\U0001f1f7",  # a flag
+    "\U0010ffff",
+    "\ufffd",
+    " ",
+    "\t\r\n",
+    "\\",
+    '"',
+    "\u2028\u0085",
+    "İß",
+    "null",
+    "NaN",
+    "-1",
+    "' OR 1=1 --",
+    "%s%n{0}",
+)
+LONE_SURROGATES = (r"\ud800", r"\udfff", r"\udc00\ud800", r"\ud83d", r"\ud800x")
+NON_FINITE = (
+    "NaN",
+    "-NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "1E400",
+    "nan",
+    "inf",
+    '"NaN"',
+    '"Infinity"',
+    '"-inf"',
+)
+TIMESTAMPS = (
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00+01:00",  # year 0 in UTC: out of range
+    "0001-01-01T00:00:00-01:00",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T23:59:59-01:00",  # year 10000 in UTC: out of range
+    "1970-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z",
+    "2024-05-02T10:00:00+14:00",
+    "2024-05-02T10:00:00-12:00",
+    "2024-05-02T10:00:00+05:45",
+    "2024-05-02T10:00:00+23:59:59.999999",
+    "2024-05-02T10:00:00",  # no offset
+    "2024-05-02",
+    "2024-05-02 10:00:00Z",
+    "2024-05-02T10:00:00z",
+    "20240502T100000Z",
+    "2024-W18-4T10:00:00Z",
+    "2024-02-30T00:00:00Z",
+    "2024-05-02T24:00:00Z",
+    "2024-05-02T23:59:60Z",
+    "2024-05-02T10:00:00.123456789123Z",
+    "+002024-05-02T10:00:00Z",
+    "-0001-01-01T00:00:00Z",
+    "2024-05-02T10:00:00+24:00",
+    "yesterday",
+    "NaT",
+    "",
+    " 2024-05-02T10:00:00Z ",
+)
+PRICE_EDGES: tuple[Any, ...] = (
+    0,
+    -0.0,
+    0.0,
+    5e-324,
+    1e308,
+    -1,
+    -1e-300,
+    10**20,
+    2**63,
+    2**64 + 1,
+    666.0,
+)
+WHOLE_VALUES: tuple[bytes, ...] = (
+    b"null",
+    b"[]",
+    b"{}",
+    b"42",
+    b'"an event"',
+    b"true",
+    b" ",
+    b"\x00",
+    b"{",
+    b"}",
+    b"\xef\xbb\xbf",
+    b'{"event_id": }',
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A JSON fragment written as is: NaN, an escaped lone surrogate, a huge number."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Digits:
+    """A number literal of ``size`` digits (a huge price)."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Big:
+    """A string of about ``size`` UTF-8 bytes, ``unit`` repeated (a huge id)."""
+
+    unit: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """The record's tag as its ``event_id``, then ``suffix``, an escaped JSON fragment
+    ``raw_suffix`` and padding up to ``size`` bytes."""
+
+    suffix: str = ""
+    raw_suffix: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One fuzzed input before it is tagged: its event fields in order (repeats allowed) or its
+    whole value, a change to the rendered bytes (``wrap``), and its key."""
+
+    kind: str
+    pairs: tuple[tuple[str, Any], ...] | None
+    raw: bytes | None = None
+    wrap: str | None = None
+    cut: int = 0
+    key: Any = "user"  # "user" (the user id), None, bytes or Big
+
+
+@dataclass(frozen=True, slots=True)
+class FuzzRecord:
+    """A tagged input: ``event_id`` is what a prediction of it carries (None: none can)."""
+
+    index: int
+    kind: str
+    key: bytes | None
+    value: bytes | None
+    event_id: str | None
+
+    @property
+    def family(self) -> str:
+        return self.kind.split(":", 1)[0]
+
+    def describe(self, limit: int = 160) -> str:
+        """The kind, the key and the value, cut to ``limit`` bytes each with their sizes."""
+
+        def cut(data: bytes | None) -> str:
+            if data is None:
+                return "None"
+            more = f"...({len(data):,} bytes)" if len(data) > limit else ""
+            return f"{data[:limit]!r}{more}"
+
+        return f"#{self.index} {self.kind} key={cut(self.key)} value={cut(self.value)}"
+
+
+# ---- strategies ---------------------------------------------------------------------------
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_odd_text = st.one_of(st.sampled_from(ODD_TEXTS), st.text(min_size=1, max_size=24))
+_wrong: dict[str, st.SearchStrategy[Any]] = {
+    "number": st.one_of(
+        st.integers(-(2**63), 2**63), st.floats(allow_nan=False, allow_infinity=False)
+    ),
+    "string": st.one_of(st.sampled_from(("cheap", "1.5", "NaN", "")), st.text(max_size=8)),
+    "bool": st.booleans(),
+    "list": st.lists(_scalars, max_size=3),
+    "object": st.dictionaries(st.text(max_size=6), _scalars, max_size=3),
+}
+
+
+def _aware_datetimes() -> st.SearchStrategy[str]:
+    offsets = st.timedeltas(
+        min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
+    )
+    zones = st.one_of(st.none(), st.just(UTC), st.builds(timezone, offsets))
+    return st.datetimes(timezones=zones).map(datetime.isoformat)
+
+
+def _base(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    value = event_value(draw(st.integers(0, 9_999)))
+    return [(name, Tag() if name == "event_id" else value[name]) for name in FIELDS]
+
+
+def _replace(pairs: list[tuple[str, Any]], name: str, new: Any) -> list[tuple[str, Any]]:
+    return [(n, new if n == name else v) for n, v in pairs]
+
+
+def _field_case(draw: st.DrawFn, family: str, name: str) -> tuple[str, list[tuple[str, Any]]]:
+    pairs = _base(draw)
+    kind = f"{family}:{name}"
+    is_id = name == "event_id"
+    if family == "missing":
+        return kind, [(n, v) for n, v in pairs if n != name]
+    if family == "null":
+        return kind, _replace(pairs, name, None)
+    if family == "wrong_type":
+        options = [t for t in _wrong if (t == "string") == (name == "price")] + [
+            "bool",
+            "list",
+            "object",
+        ]
+        wrong = draw(st.sampled_from(sorted(set(options))))
+        return f"{kind}:{wrong}", _replace(pairs, name, draw(_wrong[wrong]))
+    if family == "empty":
+        return kind, _replace(pairs, name, "")
+    if family == "huge":
+        size = draw(st.sampled_from(HUGE_SIZES))
+        unit = draw(st.sampled_from(("x", "\u00e9", "\U0001f600", "\u0000", "\u202e")))
+        if name == "price":
+            return f"{kind}:{size}", _replace(pairs, name, Digits(size))
+        new: Any = Tag(suffix=unit, size=size) if is_id else Big(unit, size)
+        return f"{kind}:{size}", _replace(pairs, name, new)
+    if family == "unicode":
+        if draw(st.booleans()):
+            lone = draw(st.sampled_from(LONE_SURROGATES))
+            new = Tag(raw_suffix=lone) if is_id else Raw(f'"x{lone}"')
+            return f"{kind}:lone_surrogate", _replace(pairs, name, new)
+        odd = draw(_odd_text)
+        base = dict(pairs).get(name)
+        new = Tag(suffix=odd) if is_id else (f"{base}{odd}" if isinstance(base, str) else odd)
+        return f"{kind}:text", _replace(pairs, name, new)
+    if family == "non_finite":
+        token = draw(st.sampled_from(NON_FINITE))
+        quoted = token.startswith('"')
+        # A quoted spelling is a valid id: tagged, so that its prediction can be traced.
+        new = Tag(suffix=":" + token.strip('"')) if is_id and quoted else Raw(token)
+        return f"{kind}:{token}", _replace(pairs, name, new)
+    if family == "nested":
+        depth = draw(st.sampled_from((2, 50, 1_000, 5_000)))
+        shape = draw(st.sampled_from(("list", "object")))
+        opened, closed = (
+            ("[" * depth, "]" * depth) if shape == "list" else ('{"a":' * depth, "}" * depth)
+        )
+        return f"{kind}:{shape}{depth}", _replace(pairs, name, Raw(f"{opened}1{closed}"))
+    msg = f"unknown field family {family!r}"
+    raise ValueError(msg)
+
+
+FIELD_FAMILIES = (
+    "missing",
+    "null",
+    "wrong_type",
+    "empty",
+    "huge",
+    "unicode",
+    "non_finite",
+    "nested",
+)
+RECORD_FAMILIES = (
+    "ts",
+    "price_edge",
+    "extra_fields",
+    "duplicate_key",
+    "valid_odd",
+    "raw_bytes",
+    "whole_value",
+    "empty_value",
+    "tombstone",
+    "deep_json",
+    "wrapped",
+)
+WRAPS = ("truncated", "trailing", "pretty", "array", "utf16", "bom", "latin1", "invalid_utf8")
+
+
+def _record_case(
+    draw: st.DrawFn, family: str
+) -> tuple[str, list[tuple[str, Any]] | None, dict[str, Any]]:
+    pairs = _base(draw)
+    if family == "ts":
+        ts = draw(st.one_of(st.sampled_from(TIMESTAMPS), _aware_datetimes()))
+        return f"ts:{ts[:40]}", _replace(pairs, "ts", ts), {}
+    if family == "price_edge":
+        price = draw(st.sampled_from(PRICE_EDGES))
+        return f"price_edge:{price!r}", _replace(pairs, "price", price), {}
+    if family == "extra_fields":
+        extra = draw(
+            st.dictionaries(
+                st.one_of(_odd_text, st.sampled_from(FIELDS)), _json, min_size=1, max_size=4
+            )
+        )
+        # A key that repeats a field of the contract is a duplicate key: the last one wins.
+        return "extra_fields", pairs + list(extra.items()), {}
+    if family == "duplicate_key":
+        name = draw(st.sampled_from(FIELDS[1:]))
+        other = draw(st.one_of(_scalars, st.sampled_from(("", "spaceships"))))
+        first = draw(st.booleans())
+        where = "before" if first else "after"
+        added = [(name, other)]
+        return f"duplicate_key:{name}:{where}", (added + pairs if first else pairs + added), {}
+    if family == "valid_odd":
+        new = dict(pairs)
+        new["user_id"] = draw(_odd_text)
+        new["session_id"] = draw(_odd_text)
+        new["product_id"] = f"p-{draw(st.integers(-5, 10**9))}"
+        new["device"] = draw(_odd_text)
+        new["country"] = draw(_odd_text)
+        new["event_id"] = Tag(suffix=draw(_odd_text))
+        return "valid_odd", list(new.items()), {}
+    if family == "raw_bytes":
+        return "raw_bytes", None, {"raw": draw(st.binary(max_size=256))}
+    if family == "whole_value":
+        return "whole_value", None, {"raw": draw(st.sampled_from(WHOLE_VALUES))}
+    if family == "empty_value":
+        return "empty_value", None, {"raw": b""}
+    if family == "tombstone":
+        return "tombstone", None, {"raw": None}
+    if family == "deep_json":
+        depth = draw(st.sampled_from((100, 1_000, 10_000, 100_000)))
+        shape = draw(st.sampled_from(("list", "object")))
+        opened, closed = (
+            (b"[" * depth, b"]" * depth) if shape == "list" else (b'{"a":' * depth, b"}" * depth)
+        )
+        return f"deep_json:{shape}{depth}", None, {"raw": opened + b"1" + closed}
+    if family == "wrapped":
+        wrap = draw(st.sampled_from(WRAPS))
+        return f"wrapped:{wrap}", pairs, {"wrap": wrap, "cut": draw(st.integers(0, 400))}
+    msg = f"unknown record family {family!r}"
+    raise ValueError(msg)
+
+
+_keys = st.one_of(
+    st.just("user"),
+    st.just("user"),
+    st.just("user"),
+    st.none(),
+    st.binary(max_size=16).map(lambda b: b"\xff" + b),  # never UTF-8
+    st.just(b""),
+    st.builds(Big, st.just("k"), st.sampled_from((100_000, 400_000))),
+)
+
+
+# Every family of mutation, and for those of one field every field: the generator goes round
+# them in turn, so that each is covered however few records are drawn.
+SLOTS: tuple[tuple[str, str | None], ...] = (
+    *((family, name) for family in FIELD_FAMILIES for name in FIELDS),
+    # A record family is one slot where a field family is ten: four turns each, to even it.
+    *((family, None) for _ in range(4) for family in RECORD_FAMILIES),
+)
+
+
+@st.composite
+def fuzz_cases(draw: st.DrawFn, family: str, name: str | None = None) -> Case:
+    """One fuzzed input of ``family`` (of field ``name``), with a key mostly the user id."""
+    key = draw(_keys)
+    if family in FIELD_FAMILIES:
+        if name is None:
+            name = draw(st.sampled_from(FIELDS))
+        kind, pairs = _field_case(draw, family, name)
+        return Case(kind, tuple(pairs), key=key)
+    kind, record_pairs, extra = _record_case(draw, family)
+    return Case(kind, None if record_pairs is None else tuple(record_pairs), key=key, **extra)
+
+
+def _draw(strategy: st.SearchStrategy[Case], count: int, seed_value: int) -> list[Case]:
+    """``count`` examples of ``strategy``, the same for the same seed: hypothesis's generate
+    phase with no test around it (a run may stop short when it finds no new examples)."""
+    cases: list[Case] = []
+    round_ = 0
+    while len(cases) < count:
+
+        @settings(
+            max_examples=count - len(cases),
+            database=None,
+            phases=[Phase.generate],
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @seed(seed_value * 1_000_003 + round_)
+        @given(strategy)
+        def collect(case: Case) -> None:
+            if len(cases) < count:
+                cases.append(case)
+
+        collect()
+        round_ += 1
+    return cases
+
+
+def draw_cases(count: int, *, seed_value: int = 0) -> list[Case]:
+    """``count`` cases going round :data:`SLOTS` in turn, the same for the same seed."""
+    per_slot = -(-count // len(SLOTS))
+    drawn = [
+        iter(_draw(fuzz_cases(family, name), per_slot, seed_value * 7_919 + i))
+        for i, (family, name) in enumerate(SLOTS)
+    ]
+    return [next(drawn[i % len(SLOTS)]) for i in range(count)]
+
+
+# ---- rendering ----------------------------------------------------------------------------
+
+
+def _sized(unit: str, size: int) -> str:
+    return unit * max(1, size // len(unit.encode("utf-8", "surrogatepass")))
+
+
+def _encode(value: Any, tag: str, large: bool) -> tuple[bytes, str | None]:
+    """The JSON of one field value, and the event id it makes when it is the tag."""
+    if isinstance(value, Raw):
+        return value.text.encode(), None
+    if isinstance(value, Digits):
+        return b"1" * (value.size if large else min(value.size, SMALL_SIZE)), None
+    if isinstance(value, Big):
+        size = value.size if large else min(value.size, SMALL_SIZE)
+        return orjson.dumps(_sized(value.unit, size)), None
+    if isinstance(value, Tag):
+        size = value.size if large else min(value.size, SMALL_SIZE)
+        text = tag + value.suffix
+        if size:
+            text += _sized(value.suffix or "x", size - len(text.encode()))
+        if value.raw_suffix:
+            return orjson.dumps(text)[:-1] + value.raw_suffix.encode() + b'"', None
+        return orjson.dumps(text), text
+    try:
+        return orjson.dumps(value), None
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        return json.dumps(value, ensure_ascii=False).encode(), None
+
+
+def _apply_wrap(data: bytes, wrap: str, cut: int) -> bytes:
+    if wrap == "truncated":
+        return data[: max(1, len(data) - 1 - cut % len(data))]
+    if wrap == "trailing":
+        return data + (b"x", b"}", b"\x00", b" {}", b"\n\n")[cut % 5]
+    if wrap == "pretty":
+        return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2)
+    if wrap == "array":
+        return b"[" + data + b"]"
+    if wrap == "utf16":
+        return data.decode().encode("utf-16")
+    if wrap == "bom":
+        return b"\xef\xbb\xbf" + data
+    if wrap == "latin1":
+        return data.replace(b'"device":"', b'"device":"caf\xe9 ', 1)
+    if wrap == "invalid_utf8":
+        position = cut % len(data)
+        return (
+            data[:position]
+            + (b"\xc0\xaf", b"\xed\xa0\x80", b"\xff", b"\xe2\x82")[cut % 4]
+            + data[position:]
+        )
+    msg = f"unknown wrap {wrap!r}"
+    raise ValueError(msg)
+
+
+def render(case: Case, index: int, *, large: bool = True) -> FuzzRecord:
+    """The case as a record tagged ``fz-<index>``; ``large=False`` shrinks huge parts."""
+    tag = f"fz-{index}"
+    event_id = None
+    if case.pairs is None:
+        value = case.raw if large or case.raw is None else case.raw[:SMALL_SIZE]
+    else:
+        parts = []
+        for name, item in case.pairs:
+            encoded, made = _encode(item, tag, large)
+            if name == "event_id":
+                event_id = made  # the last one wins, as in orjson
+            parts.append(orjson.dumps(name) + b":" + encoded)
+        value = b"{" + b",".join(parts) + b"}"
+        if case.wrap:
+            value = _apply_wrap(value, case.wrap, case.cut)
+            if case.wrap != "pretty":
+                event_id = None  # unreadable, or not an object: no prediction can carry it
+    key: bytes | None
+    if case.key == "user":
+        user = dict(case.pairs or ()).get("user_id")
+        key = user.encode("utf-8", "surrogatepass") if isinstance(user, str) else b"u-fuzz"
+    elif isinstance(case.key, Big):
+        key = _sized(case.key.unit, case.key.size if large else SMALL_SIZE).encode()
+    else:
+        key = case.key
+    if (len(key or b"") + len(value or b"")) > MAX_RECORD:
+        key = (key or b"")[:SMALL_SIZE]
+    if key is None and value is None:
+        key = b"u-fuzz"  # a producer sends no record without either
+    return FuzzRecord(index, case.kind, key, value, event_id)
+
+
+def control(index: int) -> FuzzRecord:
+    """A plain valid event, tagged: it must become a prediction."""
+    value = event_value(index, event_id=f"fz-{index}")
+    return FuzzRecord(
+        index, CONTROL, value["user_id"].encode(), orjson.dumps(value), value["event_id"]
+    )
+
+
+def generate(
+    count: int, *, seed_value: int = 0, control_every: int = 2, large_budget: int = 8
+) -> list[FuzzRecord]:
+    """``count`` records: every ``control_every``-th a control, the rest fuzzed cases; at most
+    ``large_budget`` records over :data:`LARGE_BYTES` per family, and as many with a huge key
+    (the others' huge parts shrink)."""
+    if count < 0 or control_every < 1:
+        msg = f"generate: need count >= 0 and control_every >= 1, got {count}, {control_every}"
+        raise ValueError(msg)
+    controls = {i for i in range(count) if i % control_every == 0}
+    cases = iter(draw_cases(count - len(controls), seed_value=seed_value))
+    records: list[FuzzRecord] = []
+    large_used: Counter[str] = Counter()
+    for index in range(count):
+        if index in controls:
+            records.append(control(index))
+            continue
+        case = next(cases)
+        record = render(case, index)
+        size = len(record.key or b"") + len(record.value or b"")
+        if size > LARGE_BYTES:
+            spent_on = "key" if len(record.key or b"") > LARGE_BYTES else record.family
+            if large_used[spent_on] < large_budget:
+                large_used[spent_on] += 1
+            else:
+                record = render(case, index, large=False)
+        records.append(record)
+    return records
+
+
+# ---- producing and accounting -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where the broker wrote a record, or why it refused it."""
+
+    partition: int = -1
+    offset: int = -1
+    error: str | None = None
+
+
+def send_records(bootstrap: str, topic: str, records: Sequence[FuzzRecord]) -> list[Placed]:
+    """Produce ``records`` in order, idempotently; per record where it landed (send futures)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=10,
+        batch_size=512 * 1024,
+        max_request_size=2 * 1024 * 1024,
+    )
+    try:
+        futures = [producer.send(topic, key=r.key, value=r.value) for r in records]
+        producer.flush()
+        placed = []
+        for future in futures:
+            try:
+                meta = future.get(timeout=60)
+            except Exception as exc:  # the broker refused this record: it is no input
+                placed.append(Placed(error=repr(exc)))
+            else:
+                placed.append(Placed(meta.partition, meta.offset))
+        return placed
+    finally:
+        producer.close()
+
+
+@dataclass
+class Ledger:
+    """Every input and what became of it: predictions, dead letters, and what is wrong."""
+
+    records: dict[tuple[int, int], FuzzRecord]
+    refused: list[tuple[FuzzRecord, str]] = field(default_factory=list)
+    outcomes: dict[int, list[str]] = field(default_factory=dict)
+    predictions: int = 0
+    dead_letters: int = 0
+    dead_letter_kinds: Counter[str] = field(default_factory=Counter)
+    # The first input of each dead-letter kind, and the dead letter's message.
+    kind_examples: dict[str, tuple[FuzzRecord, str]] = field(default_factory=dict)
+    out_of_range: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    payload_mismatch: list[str] = field(default_factory=list)
+
+    @property
+    def by_index(self) -> dict[int, FuzzRecord]:
+        return {r.index: r for r in self.records.values()}
+
+    @property
+    def lost(self) -> list[FuzzRecord]:
+        return [r for r in self.records.values() if not self.outcomes.get(r.index)]
+
+    @property
+    def duplicated(self) -> list[FuzzRecord]:
+        return [r for r in self.records.values() if len(self.outcomes.get(r.index, ())) > 1]
+
+    @property
+    def controls_dead_lettered(self) -> list[FuzzRecord]:
+        return [
+            r
+            for r in self.records.values()
+            if r.kind == CONTROL and any(o != "prediction" for o in self.outcomes.get(r.index, ()))
+        ]
+
+    def by_family(self) -> dict[str, Counter[str]]:
+        """Per family of input: inputs, predictions, dead letters, lost, duplicated."""
+        table: dict[str, Counter[str]] = {}
+        for record in self.records.values():
+            row = table.setdefault(record.family, Counter())
+            outcomes = self.outcomes.get(record.index, [])
+            row["inputs"] += 1
+            row["predictions"] += outcomes.count("prediction")
+            row["dead letters"] += sum(o != "prediction" for o in outcomes)
+            row["lost"] += not outcomes
+            row["duplicated"] += len(outcomes) > 1
+        return table
+
+    def violations(self, limit: int = 20) -> list[str]:
+        """One line per broken promise (at most ``limit`` of each sort), naming the input."""
+        lines: list[str] = []
+
+        def add(what: str, items: Sequence[str]) -> None:
+            lines.extend(f"{what}: {item}" for item in items[:limit])
+            if len(items) > limit:
+                lines.append(f"{what}: ... and {len(items) - limit} more")
+
+        add("lost", [r.describe() for r in self.lost])
+        add(
+            "duplicated",
+            [f"{r.describe()} -> {self.outcomes[r.index]}" for r in self.duplicated],
+        )
+        add("score out of [0, 1]", self.out_of_range)
+        add("output of no input", self.unexpected)
+        add(
+            "control dead-lettered",
+            [f"{r.describe()} -> {self.outcomes[r.index]}" for r in self.controls_dead_lettered],
+        )
+        add("dead letter payload differs from its input", self.payload_mismatch)
+        return lines
+
+
+def account(
+    records: Sequence[FuzzRecord],
+    placed: Sequence[Placed],
+    predictions: Iterable[ConsumerRecord],
+    dead_letters: Iterable[ConsumerRecord],
+    events_topic: str,
+) -> Ledger:
+    """Map every output back to its input: a prediction by its ``event_id``, a dead letter by
+    its ``source``; the ledger lists what was lost, duplicated, out of range or unexplained."""
+    ledger = Ledger(records={})
+    by_event_id: dict[str, FuzzRecord] = {}
+    for record, where in zip(records, placed, strict=True):
+        if where.error is not None:
+            ledger.refused.append((record, where.error))
+            continue
+        ledger.records[(where.partition, where.offset)] = record
+        if record.event_id is not None:
+            by_event_id[record.event_id] = record
+    for output in predictions:
+        ledger.predictions += 1
+        try:
+            prediction = decode_prediction(output.value)
+        except InvalidRecordError as exc:
+            ledger.unexpected.append(f"undecodable prediction at {output.offset}: {exc}")
+            continue
+        source = by_event_id.get(prediction.event_id)
+        if source is None:
+            ledger.unexpected.append(f"prediction for event_id {prediction.event_id[:80]!r}")
+        else:
+            ledger.outcomes.setdefault(source.index, []).append("prediction")
+        score = prediction.score
+        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+            origin = source.describe() if source else repr(prediction.event_id[:80])
+            ledger.out_of_range.append(f"score {score!r} for {origin}")
+    for output in dead_letters:
+        ledger.dead_letters += 1
+        try:
+            letter = decode_dead_letter(output.value)
+        except InvalidRecordError as exc:
+            ledger.unexpected.append(f"undecodable dead letter at {output.offset}: {exc}")
+            continue
+        ledger.dead_letter_kinds[letter.kind] += 1
+        found = ledger.records.get((letter.partition, letter.offset))
+        if letter.topic != events_topic or found is None:
+            ledger.unexpected.append(
+                f"dead letter of {letter.topic}:{letter.partition}@{letter.offset} ({letter.kind})"
+            )
+            continue
+        ledger.outcomes.setdefault(found.index, []).append(f"dead_letter:{letter.kind}")
+        ledger.kind_examples.setdefault(letter.kind, (found, letter.message))
+        if letter.payload != (found.value or b"")[:MAX_PAYLOAD_BYTES]:
+            ledger.payload_mismatch.append(found.describe())
+    return ledger
