@@ -9,6 +9,11 @@ fences a zombie member of an older generation (KIP-447). Readers of our outputs 
 before the offsets are committed, so a crash can repeat output but never lose it.
 
 In both modes offsets are never committed before the output is written.
+
+A record the producer or the broker refuses for what it is (too large, invalid) fails
+:meth:`Delivery.commit` (and the loop's sends) with :class:`OutputRejectedError`: sending it
+again fails the same way, so the loop finds the input it came from and dead-letters it
+instead of retrying. Every other failure is about the broker and worth retrying.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from collections.abc import Iterable, Mapping
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     AuthorizationError,
+    CorruptRecordError,
     InvalidProducerEpochError,
+    InvalidTimestampError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     ProducerFencedError,
+    RecordListTooLargeError,
     TransactionalIdAuthorizationFailedError,
     UnsupportedVersionError,
 )
+from kafka.errors import InvalidRecordError as BrokerInvalidRecordError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -45,20 +55,64 @@ FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Refused for the record itself, by the client before sending (a record over
+# max_request_size) or by the broker (over the topic's max.message.bytes, failing the topic's
+# validation: kafka-python splits a refused batch down to the record): the same record fails
+# the same way every time.
+TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
+RECORD_ERRORS: tuple[type[KafkaError], ...] = (
+    *TOO_LARGE_ERRORS,
+    BrokerInvalidRecordError,
+    CorruptRecordError,
+    InvalidTimestampError,
+)
+
+
 class FatalDeliveryError(StreamError):
     """The producer is fenced or otherwise unusable; restart the process."""
 
     retriable = False
 
 
+class OutputRejectedError(StreamError):
+    """An output record cannot be produced, whatever the broker's state: too large, not
+    serialisable, or refused by the broker for what it holds. ``too_large`` says which kind.
+
+    Not worth retrying: the loop splits the batch to find the input it came from.
+    """
+
+    retriable = False
+
+    def __init__(self, message: str, *, too_large: bool) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def rejected(exc: BaseException, what: str = "output record") -> OutputRejectedError:
+    """The :class:`OutputRejectedError` for a record-level ``exc`` (see :data:`RECORD_ERRORS`)."""
+    error = OutputRejectedError(
+        f"{what} refused: {exc!r}", too_large=isinstance(exc, TOO_LARGE_ERRORS)
+    )
+    error.__cause__ = exc
+    return error
+
+
 def check_sent(futures: Iterable[FutureRecordMetadata]) -> None:
-    """Raise the first failure among sends that ``flush()`` has completed."""
+    """Raise for the sends that ``flush()`` has completed: an :class:`OutputRejectedError`
+    if any record was refused for itself, else the first failure."""
+    first: BaseException | None = None
     for future in futures:
         if not future.is_done:
             msg = "flush returned before a send completed"
             raise KafkaTimeoutError(msg)
         if future.failed():
-            raise future.exception
+            exc = future.exception
+            if isinstance(exc, RECORD_ERRORS):
+                raise rejected(exc)
+            # Its batch's other records fail with a plain KafkaError: keep looking.
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 class Delivery(ABC):

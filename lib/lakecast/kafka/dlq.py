@@ -3,6 +3,10 @@
 The value follows the contract in DESIGN.md: ``error`` {``kind``, ``message``}, ``source``
 {``topic``, ``partition``, ``offset``}, ``payload_b64`` (the original bytes) and ``ts``. The
 key is the input's key, as received, so a dead letter lands next to its entity's other ones.
+
+A dead letter must itself be producible whatever the input was: the payload is cut at
+:data:`MAX_PAYLOAD_BYTES` and a key over :data:`MAX_KEY_BYTES` is left off (both flagged, with
+their full sizes), so a dead letter stays under the producer's 1 MiB ``max_request_size``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from lakecast.kafka.serde import decode_json, encode_json, parse_utc
 # envelope; a larger payload is cut and flagged, its full size recorded.
 MAX_PAYLOAD_BYTES = 512 * 1024
 MAX_MESSAGE_CHARS = 2_000
+# With the payload's ~700 KB of base64, a key up to this still leaves room under 1 MiB.
+MAX_KEY_BYTES = 64 * 1024
+
+# The kinds of the dead letters the loop makes for an input whose output cannot be produced:
+# over the producer's max_request_size or the topic's max.message.bytes; or refused otherwise
+# (not bytes, failing the broker's record validation).
+OUTPUT_TOO_LARGE = "output_too_large"
+OUTPUT_REJECTED = "output_rejected"
 
 T = TypeVar("T")
 
@@ -57,9 +69,22 @@ class DeadLetter:
         return cls(record=record, kind=type(exc).__name__, message=message)
 
 
-def dead_letter_value(letter: DeadLetter, *, now: datetime | None = None) -> bytes:
-    """The JSON value of a dead-letter record for ``letter``."""
+def dead_letter_key(letter: DeadLetter) -> bytes | None:
+    """The key of ``letter``'s record: the input's key, or None if over :data:`MAX_KEY_BYTES`."""
+    key = letter.record.key
+    return None if key is not None and len(key) > MAX_KEY_BYTES else key
+
+
+def dead_letter_value(
+    letter: DeadLetter, *, now: datetime | None = None, with_payload: bool = True
+) -> bytes:
+    """The JSON value of a dead-letter record for ``letter``.
+
+    ``with_payload=False`` leaves the payload out (``payload_omitted``, with its size): the
+    last resort for a dead-letter topic that refused the full one.
+    """
     payload = letter.record.value or b""
+    kept = payload[:MAX_PAYLOAD_BYTES] if with_payload else b""
     value: dict[str, Any] = {
         "error": {"kind": letter.kind, "message": letter.message[:MAX_MESSAGE_CHARS]},
         "source": {
@@ -67,14 +92,18 @@ def dead_letter_value(letter: DeadLetter, *, now: datetime | None = None) -> byt
             "partition": letter.record.partition,
             "offset": letter.record.offset,
         },
-        "payload_b64": base64.b64encode(payload[:MAX_PAYLOAD_BYTES]).decode("ascii"),
+        "payload_b64": base64.b64encode(kept).decode("ascii"),
         "ts": now or datetime.now(UTC),
     }
     if letter.record.value is None:
         value["payload_null"] = True
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        value["payload_truncated"] = True
+    if len(payload) > len(kept):
+        value["payload_truncated" if with_payload else "payload_omitted"] = True
         value["payload_size"] = len(payload)
+    key = letter.record.key
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        value["key_omitted"] = True
+        value["key_size"] = len(key)
     return encode_json(value)
 
 
@@ -105,7 +134,7 @@ def decode_dead_letter(value: bytes | None) -> DeadLetterRecord:
             offset=int(source["offset"]),
             payload=base64.b64decode(data["payload_b64"], validate=True),
             ts=parse_utc(data["ts"], "ts", "decode dead letter"),
-            truncated=bool(data.get("payload_truncated", False)),
+            truncated=bool(data.get("payload_truncated") or data.get("payload_omitted")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         msg = f"decode dead letter: missing or invalid field ({exc!r})"

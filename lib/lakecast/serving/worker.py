@@ -280,7 +280,8 @@ class InferenceWorker:
             else:
                 latency_ms = 0.0
             value = encoder.encode(event.event_id, event.user_id, event.ts, score, latency_ms)
-            outputs.append(OutputRecord(topic, value, event.user_id.encode()))
+            # Its source: a prediction that cannot be produced dead-letters this event alone.
+            outputs.append(OutputRecord(topic, value, event.user_id.encode(), (), record))
             scored.append(score)
             users.add(event.user_id)
             if served is not None:
