@@ -103,3 +103,29 @@ def test_decode_each_splits_good_and_bad() -> None:
 def test_decode_dead_letter_missing_field() -> None:
     with pytest.raises(InvalidRecordError, match="decode dead letter"):
         dlq.decode_dead_letter(b'{"error": {"kind": "x"}}')
+
+
+def test_a_dead_letter_fits_the_producer_whatever_the_input() -> None:
+    # A 1 MB key and a 1 MB value: the letter keeps neither whole, and says so.
+    record = Record("events", 0, 5, b"k" * 1_000_000, b"v" * 1_000_000)
+    letter = DeadLetter(record, kind="oversized", message="m" * 10_000)
+    assert dlq.dead_letter_key(letter) is None
+    value = dlq.dead_letter_value(letter)
+    assert len(value) < 1_048_576 - 1_000
+    data = orjson.loads(value)
+    assert data["key_omitted"] is True
+    assert data["key_size"] == 1_000_000
+    assert data["payload_truncated"] is True
+    small = DeadLetter(Record("events", 0, 6, b"u-1", b"{}"), kind="k", message="m")
+    assert dlq.dead_letter_key(small) == b"u-1"
+    assert "key_omitted" not in orjson.loads(dlq.dead_letter_value(small))
+
+
+def test_a_dead_letter_without_its_payload_says_how_large_it_was() -> None:
+    letter = DeadLetter(Record("events", 0, 5, b"u-1", b"v" * 700), kind="k", message="m")
+    value = dlq.dead_letter_value(letter, with_payload=False)
+    data = orjson.loads(value)
+    assert (data["payload_b64"], data["payload_omitted"], data["payload_size"]) == ("", True, 700)
+    decoded = dlq.decode_dead_letter(value)
+    assert decoded.truncated
+    assert decoded.payload == b""

@@ -8,10 +8,15 @@ import signal
 import threading
 from typing import Any, NamedTuple
 
+import orjson
 import pytest
+from kafka.errors import InvalidRecordError as BrokerInvalidRecordError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
-from lakecast.kafka.dlq import DeadLetter
+from lakecast.errors import StreamError
+from lakecast.kafka.delivery import OutputRejectedError, check_sent, rejected
+from lakecast.kafka.dlq import OUTPUT_REJECTED, OUTPUT_TOO_LARGE, DeadLetter
 from lakecast.kafka.loop import (
     BatchLimit,
     BatchResult,
@@ -22,6 +27,8 @@ from lakecast.kafka.loop import (
     first_offsets,
     next_offsets,
     process_isolating,
+    run_splitting,
+    unproducible,
 )
 from lakecast.kafka.shutdown import install_stop_handlers
 
@@ -197,3 +204,227 @@ def test_sigterm_sets_the_stop_event_and_handlers_are_restored() -> None:
     finally:
         restore()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ---- an output that cannot be produced dead-letters its one input (issue 13) -------------
+
+
+class _Transactions:
+    """A delivery whose producer refuses records as kafka-python and the broker do.
+
+    ``send`` raises MessageSizeTooLargeError for a record over ``max_request_size`` (as
+    kafka-python does, before sending); ``commit`` fails with OutputRejectedError if the
+    transaction holds a value in ``refused`` (as a broker's record-level error would), with
+    KafkaTimeoutError from the ``fail_commit``-th commit on, with OutputRejectedError for a
+    dead letter over ``dlq_limit`` bytes; what commits is kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_request_size: int = 1_000,
+        refused: frozenset[bytes] = frozenset(),
+        fail_commit: int | None = None,
+        dlq_limit: int = 1_000_000,
+    ) -> None:
+        self.producer = self
+        self.dlq_limit = dlq_limit
+        self.max_request_size = max_request_size
+        self.refused = refused
+        self.fail_commit = fail_commit
+        self.open: list[tuple[str, bytes | None]] | None = None
+        self.committed: list[list[tuple[str, bytes | None]]] = []
+        self.offsets: list[dict[TopicPartition, OffsetAndMetadata]] = []
+        self.aborts = 0
+
+    def send(self, topic: str, *, value: Any, key: Any = None, headers: Any = None) -> None:
+        assert self.open is not None, "send outside a transaction"
+        if len(value) + len(key or b"") > self.max_request_size:
+            raise MessageSizeTooLargeError("record over max_request_size")
+        self.open.append((topic, value))
+
+    def begin(self) -> None:
+        assert self.open is None, "a transaction is already open"
+        self.open = []
+
+    def commit(self, offsets: Any, sent: Any) -> None:
+        assert self.open is not None
+        if self.fail_commit is not None and len(self.committed) + 1 >= self.fail_commit:
+            raise KafkaTimeoutError("broker away")
+        if any(topic != "t.dlq" and value in self.refused for topic, value in self.open):
+            raise rejected(BrokerInvalidRecordError("refused by the broker"))
+        if any(
+            topic == "t.dlq" and len(value or b"") > self.dlq_limit for topic, value in self.open
+        ):
+            raise rejected(MessageSizeTooLargeError("dead letter over the topic's limit"))
+        self.committed.append(self.open)
+        self.offsets.append(dict(offsets))
+        self.open = None
+
+    def abort(self) -> None:
+        self.aborts += int(self.open is not None)
+        self.open = None
+
+    def outputs(self) -> list[bytes | None]:
+        return [v for txn in self.committed for topic, v in txn if topic == "out"]
+
+    def letters(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(v or b"") for t in self.committed for topic, v in t if topic == "t.dlq"
+        ]
+
+
+def _batch(count: int = 8) -> list[Any]:
+    return [Record("t", i % 2, 10 + i, b"k", f"v{i}".encode()) for i in range(count)]
+
+
+def _echo(*, sourced: bool = True, big: bytes = b"", size: int = 2_000) -> Any:
+    """One output per record, its value the record's; the one of value ``big`` is ``size``
+    bytes; with ``sourced`` each output names its record."""
+
+    def process(records: list[Any]) -> BatchResult:
+        calls.append([r.offset for r in records])
+        return BatchResult(
+            [
+                OutputRecord(
+                    "out",
+                    b"x" * size if r.value == big else r.value,
+                    None,
+                    (),
+                    r if sourced else None,
+                )
+                for r in records
+            ]
+        )
+
+    calls: list[list[int]] = []
+    process.calls = calls  # type: ignore[attr-defined]
+    return process
+
+
+def _split(delivery: _Transactions, process: Any, batch: list[Any]) -> list[Any]:
+    committed: list[Any] = []
+    run_splitting(delivery, process, batch, "t.dlq", delivery.max_request_size, committed)  # type: ignore[arg-type]
+    return committed
+
+
+def test_an_output_over_max_request_size_dead_letters_its_input_before_the_transaction() -> None:
+    delivery = _Transactions()
+    process = _echo(big=b"v5")
+    reports = _split(delivery, process, _batch())
+    assert process.calls == [[10, 11, 12, 13, 14, 15, 16, 17]]  # no split, no second pass
+    assert delivery.aborts == 0
+    assert len(reports) == 1
+    assert not reports[0].split
+    assert reports[0].dead_letter_kinds == (OUTPUT_TOO_LARGE,)
+    assert delivery.outputs() == [f"v{i}".encode() for i in range(8) if i != 5]
+    [letter] = delivery.letters()
+    assert letter["source"]["offset"] == 15
+    assert "2000 bytes" in letter["error"]["message"]
+    assert "max_request_size of 1000" in letter["error"]["message"]
+
+
+def test_every_output_of_an_input_goes_when_one_of_them_cannot_be_produced() -> None:
+    def process(records: list[Any]) -> BatchResult:
+        outputs = [OutputRecord("out", r.value, None, (), r) for r in records]
+        outputs.append(OutputRecord("out", 5_000 * b"y", None, (), records[1]))
+        return BatchResult(outputs)
+
+    found = unproducible(process(_batch(3)), 1_000)
+    assert [(source.offset, kind) for source, kind, _ in found] == [(11, OUTPUT_TOO_LARGE)]
+    delivery = _Transactions()
+    _split(delivery, process, _batch(3))
+    assert delivery.outputs() == [b"v0", b"v2"]
+
+
+def test_an_output_that_is_not_bytes_is_rejected_by_its_input() -> None:
+    def process(records: list[Any]) -> BatchResult:
+        return BatchResult([OutputRecord("out", r.offset, None, (), r) for r in records[:1]])
+
+    [(source, kind, message)] = unproducible(process(_batch(2)), 1_000)
+    assert (source.offset, kind) == (10, OUTPUT_REJECTED)
+    assert "int, not bytes" in message
+
+
+def test_a_refused_output_without_a_source_is_found_by_splitting_the_batch() -> None:
+    delivery = _Transactions()
+    process = _echo(sourced=False, big=b"v5")
+    reports = _split(delivery, process, _batch())
+    # Halves: [0-3] commits; [4-7] fails; [4,5] fails; [4] commits; [5] is the one.
+    assert delivery.outputs() == [f"v{i}".encode() for i in range(8) if i != 5]
+    assert [letter["error"]["kind"] for letter in delivery.letters()] == [OUTPUT_TOO_LARGE]
+    assert delivery.letters()[0]["source"]["offset"] == 15
+    assert all(report.split for report in reports)
+    assert sum(report.records for report in reports) == 8
+    assert delivery.aborts == 4  # the batch, [4-7], [4, 5], then [5] alone
+
+
+def test_a_record_the_broker_refuses_is_found_and_only_it_is_dead_lettered() -> None:
+    batch = _batch(16)
+    delivery = _Transactions(refused=frozenset({b"v3", b"v12"}))
+    reports = _split(delivery, _echo(), batch)
+    outputs = delivery.outputs()
+    assert sorted(outputs) == sorted(f"v{i}".encode() for i in range(16) if i not in (3, 12))
+    assert len(outputs) == len(set(outputs))
+    letters = delivery.letters()
+    assert [(x["error"]["kind"], x["source"]["offset"]) for x in letters] == [
+        (OUTPUT_REJECTED, 13),
+        (OUTPUT_REJECTED, 22),
+    ]
+    assert "refused by the broker" in letters[0]["error"]["message"]
+    # The transactions commit the batch in order: each partition's offsets only move on.
+    position: dict[TopicPartition, int] = {}
+    for offsets in delivery.offsets:
+        for tp, meta in offsets.items():
+            assert meta.offset > position.get(tp, 0)
+            position[tp] = meta.offset
+    assert position == {tp: meta.offset for tp, meta in next_offsets(batch).items()}
+    assert sum(r.records for r in reports) == 16
+
+
+def test_a_broker_failure_while_split_leaves_a_committed_prefix() -> None:
+    delivery = _Transactions(refused=frozenset({b"v6"}), fail_commit=2)
+    committed: list[Any] = []
+    with pytest.raises(KafkaTimeoutError):
+        run_splitting(delivery, _echo(), _batch(), "t.dlq", 1_000, committed)  # type: ignore[arg-type]
+    assert [r.records for r in committed] == [4]  # [0-3]; then the broker went away
+    assert delivery.outputs() == [b"v0", b"v1", b"v2", b"v3"]
+
+
+def test_a_dead_letter_the_dlq_refuses_goes_again_without_its_payload() -> None:
+    value = b"v" * 600  # its dead letter holds 800 bytes of base64, the topic takes 600
+    delivery = _Transactions(max_request_size=5_000, refused=frozenset({value}), dlq_limit=600)
+    [report] = _split(delivery, _echo(), [Record("t", 0, 7, b"k", value)])
+    assert report.dead_letter_kinds == (OUTPUT_REJECTED,)
+    [letter] = delivery.letters()
+    assert letter["payload_b64"] == ""
+    assert letter["payload_omitted"] is True
+    assert letter["payload_size"] == 600
+    assert letter["source"]["offset"] == 7
+
+
+def test_a_dlq_that_refuses_even_a_bare_dead_letter_stops_the_loop() -> None:
+    class Refusing(_Transactions):
+        def commit(self, offsets: Any, sent: Any) -> None:
+            raise rejected(MessageSizeTooLargeError("the dead-letter topic takes nothing"))
+
+    with pytest.raises(StreamError, match="refuses even a dead letter without its payload"):
+        _split(Refusing(), _echo(), _batch(1))
+
+
+def test_check_sent_names_the_refused_record_not_its_batch_neighbours() -> None:
+    class Future:
+        def __init__(self, exc: BaseException | None) -> None:
+            self.is_done = True
+            self.exception = exc
+
+        def failed(self) -> bool:
+            return self.exception is not None
+
+    neighbour = KafkaError("part of a batch which had invalid records")
+    with pytest.raises(OutputRejectedError) as caught:
+        check_sent([Future(None), Future(neighbour), Future(MessageSizeTooLargeError("big"))])
+    assert caught.value.too_large
+    with pytest.raises(KafkaError) as other:
+        check_sent([Future(None), Future(KafkaTimeoutError("slow"))])
+    assert not isinstance(other.value, OutputRejectedError)

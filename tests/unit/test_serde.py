@@ -196,3 +196,81 @@ def test_metric_envelope() -> None:
     with pytest.raises(InvalidRecordError) as caught:
         serde.encode_metric("sample", "w", ts, {"ts": 1})
     assert caught.value.field == "ts"
+
+
+# ---- the bounds of the events contract (issue 13: one unbounded field stalled a partition) --
+
+_STRINGS = ("event_id", "user_id", "session_id", "product_id", "category", "device", "country")
+
+
+@pytest.mark.parametrize("name", _STRINGS)
+def test_every_string_field_is_bounded_and_the_bound_is_named(name: str) -> None:
+    at_limit = serde.event_from_dict(_event(**{name: "x" * serde.MAX_STRING_CHARS}))
+    assert getattr(at_limit, name) == "x" * serde.MAX_STRING_CHARS
+    with pytest.raises(InvalidRecordError) as caught:
+        serde.event_from_dict(_event(**{name: "x" * (serde.MAX_STRING_CHARS + 1)}))
+    assert caught.value.field == name
+    assert f"{serde.MAX_STRING_CHARS + 1} characters" in str(caught.value)
+    assert f"limit of {serde.MAX_STRING_CHARS}" in str(caught.value)
+
+
+def test_a_megabyte_user_id_is_refused_before_it_can_make_an_unsendable_output() -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        serde.decode_event(orjson.dumps(_event(user_id="u" * 999_000)))
+    assert caught.value.field == "user_id"
+    assert "999000 characters" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("price", "accepted"),
+    [(0, True), (serde.MAX_PRICE, True), (serde.MAX_PRICE * 1.0001, False), (-0.01, False)],
+)
+def test_price_is_bounded_on_both_sides(price: float, accepted: bool) -> None:
+    if accepted:
+        assert serde.event_from_dict(_event(price=price)).price == price
+        return
+    with pytest.raises(InvalidRecordError) as caught:
+        serde.event_from_dict(_event(price=price))
+    assert caught.value.field == "price"
+    assert f"[0, {serde.MAX_PRICE:g}]" in str(caught.value)
+
+
+def test_ts_window_is_2000_to_a_day_past_the_clock() -> None:
+    now = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    latest = serde.latest_event_ts(now)
+    assert latest == now + timedelta(days=1)
+    for ok in ("2000-01-01T00:00:00Z", "2026-01-16T12:00:00Z", "2026-01-16T13:00:00+01:00"):
+        assert serde.event_from_dict(_event(ts=ok), latest=latest).ts <= latest
+    for bad in ("1999-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "2026-01-16T12:00:01Z"):
+        with pytest.raises(InvalidRecordError) as caught:
+            serde.event_from_dict(_event(ts=bad), latest=latest)
+        assert caught.value.field == "ts"
+        assert "2000-01-01" in str(caught.value)
+        assert latest.isoformat() in str(caught.value)
+
+
+def test_ts_without_latest_is_checked_against_the_clock() -> None:
+    soon = datetime.now(UTC) + timedelta(hours=23)
+    later = datetime.now(UTC) + timedelta(hours=25)
+    assert serde.event_from_dict(_event(ts=soon.isoformat())).ts == soon
+    with pytest.raises(InvalidRecordError, match="'ts'"):
+        serde.event_from_dict(_event(ts=later.isoformat()))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"user_id": "u" * 129},
+        {"country": "F" * 129},
+        {"price": 2e9},
+        {"ts": "1999-01-01T00:00:00Z"},
+        {"ts": "2999-01-01T00:00:00Z"},
+    ],
+)
+def test_the_one_pass_check_agrees_with_the_field_by_field_one(changes: dict[str, object]) -> None:
+    # The fast path must not accept what the naming checks refuse (nor the reverse).
+    latest = serde.latest_event_ts()
+    assert serde._well_formed_event(_event(**changes), latest) is None
+    assert serde._well_formed_event(_event(), latest) is not None
+    with pytest.raises(InvalidRecordError):
+        serde.event_from_dict(_event(**changes), latest=latest)

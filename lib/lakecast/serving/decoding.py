@@ -106,7 +106,9 @@ def decode_event_record(
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        if str(exc).startswith("depth limit exceeded"):  # orjson's words for > 1,024 levels
+        # orjson's words for > 1,024 levels. (A short, unclosed deep prefix may instead read
+        # "failed to allocate memory": malformed_json, and no lenient parse without a token.)
+        if str(exc).startswith("depth limit exceeded"):
             msg = f"decode event: JSON nested deeper than 1024 levels ({exc})"
             raise RejectedRecord(TOO_DEEP, msg) from exc
         data = _lenient_json(value)
