@@ -89,3 +89,15 @@ def test_fetch_wait_must_stay_below_the_request_timeout(tmp_path: Path) -> None:
     path = write(tmp_path, "kafka:\n  fetch_max_wait_ms: 40000\n  request_timeout_ms: 30000\n")
     with pytest.raises(ConfigError, match="fetch_max_wait_ms"):
         load_settings(path, environ={})
+
+
+def test_the_heartbeat_must_come_within_the_session_timeout(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  session_timeout_ms: 6000\n  heartbeat_interval_ms: 6000\n")
+    with pytest.raises(ConfigError, match="heartbeat_interval_ms"):
+        load_settings(path, environ={})
+
+
+def test_a_group_instance_id_kafka_would_refuse_is_refused_here(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  group_instance_id: worker 0\n")
+    with pytest.raises(ConfigError, match=r"kafka\.group_instance_id"):
+        load_settings(path, environ={})

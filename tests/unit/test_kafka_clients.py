@@ -38,3 +38,19 @@ def test_a_full_transaction_fits_one_producer_batch_per_partition() -> None:
         _, full, new_batch, _ = accumulator.append(tp, 0, f"u-{i}".encode(), value, [])
         wake_ups += full or new_batch
     assert wake_ups == 2  # one new batch per partition, none full
+
+
+def test_group_members_take_their_liveness_and_static_id_from_the_config() -> None:
+    from lakecast.config import KafkaSettings
+    from lakecast.kafka.clients import consumer_options, producer_options
+
+    dynamic = consumer_options(
+        KafkaSettings(session_timeout_ms=12_000, heartbeat_interval_ms=2_000), group_id="g"
+    )
+    assert (dynamic["session_timeout_ms"], dynamic["heartbeat_interval_ms"]) == (12_000, 2_000)
+    assert "group_instance_id" not in dynamic
+    static = consumer_options(KafkaSettings(group_instance_id="g-host-0"), group_id="g")
+    assert static["group_instance_id"] == "g-host-0"
+    producer = producer_options(KafkaSettings(reconnect_backoff_max_ms=700), mode="at_least_once")
+    assert producer["reconnect_backoff_max_ms"] == 700
+    assert "group_instance_id" not in producer

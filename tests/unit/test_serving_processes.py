@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import sys
+import threading
+from pathlib import Path
 
-from lakecast.config import Settings
-from lakecast.serving.processes import child_command, slot_transactional_id
+import pytest
+
+from lakecast.config import Settings, load_settings
+from lakecast.serving import processes
+from lakecast.serving.processes import (
+    GROUP_INSTANCE_ENV,
+    WorkerProcesses,
+    child_command,
+    slot_environment,
+    slot_transactional_id,
+)
 from lakecast.serving.worker import WorkerConfig
 
 
@@ -37,3 +48,42 @@ def test_worker_config_takes_the_serving_section_and_overrides() -> None:
     config = WorkerConfig.from_settings(settings, max_wait_ms=7, events_topic=None)
     assert (config.max_batch, config.delivery, config.max_wait_ms) == (64, "at_least_once", 7)
     assert (config.events_topic, config.dlq_topic) == ("events", "d")
+
+
+def test_each_slot_is_a_static_group_member_under_its_own_id(tmp_path: Path) -> None:
+    environments = [slot_environment("g", i) for i in range(3)]
+    ids = [environment[GROUP_INSTANCE_ENV] for environment in environments]
+    assert len(set(ids)) == 3
+    assert slot_environment("g", 1) == environments[1]
+    config = tmp_path / "lakecast.yaml"
+    config.write_text("kafka: {}\n")
+    assert load_settings(config, environ=environments[2]).kafka.group_instance_id == ids[2]
+
+
+def test_a_child_that_served_a_while_is_started_again_at_once_in_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processes, "MIN_UPTIME_S", 0.0)
+    monkeypatch.setattr(processes, "RESTART_BACKOFF_S", 60.0)  # would stall the test if taken
+    seen = tmp_path / "seen"
+    script = (
+        "import os, sys; "
+        f"open({str(seen)!r}, 'a').write(os.environ[{GROUP_INSTANCE_ENV!r}] + '\\n'); "
+        "sys.exit(3)"
+    )
+    workers = WorkerProcesses([[sys.executable, "-c", script]], [slot_environment("g", 0)])
+    stop = threading.Event()
+
+    def stop_after_a_restart() -> None:
+        while not (seen.is_file() and len(seen.read_text().splitlines()) >= 2):
+            threading.Event().wait(0.05)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_after_a_restart, daemon=True)
+    watcher.start()
+    workers.start()
+    report = workers.supervise(stop)
+    watcher.join(timeout=1)
+    lines = seen.read_text().splitlines()
+    assert report.restarts >= 1
+    assert set(lines) == {slot_environment("g", 0)[GROUP_INSTANCE_ENV]}

@@ -84,6 +84,7 @@ def consumer_options(
     """Options of a consumer on the streaming path: manual commits, committed reads only."""
     return {
         **settings.client_options(),
+        **settings.group_options(),
         "group_id": group_id,
         "client_id": client_id or f"lakecast-{group_id}",
         "enable_auto_commit": False,

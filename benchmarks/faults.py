@@ -1,0 +1,159 @@
+"""Fault campaigns with counts: kill real processes, restart the broker, count every event.
+
+Streaming rows (this file): ``--worker-kills`` trials each kill -9 one of two inference
+workers of a group at a random moment under a paced load and start it again in its slot;
+``--broker-restarts`` trials kill -9 (or ``--broker-stop term``: SIGTERM) the broker under
+load and start it again on the same ports and log dir. Each trial runs on fresh uuid-named
+topics; afterwards every event id must appear exactly once among the committed predictions
+and dead letters. The stall is the longest gap in committed output of one input partition
+after the fault (see :mod:`lakecast.testing.faults`). Batch and registry rows come from
+``benchmarks/faults_batch.py`` when it is there (``--skip-batch`` leaves them out).
+
+    .venv/bin/python benchmarks/faults.py --worker-kills 20 --broker-restarts 5 --rate 1500 \\
+        --skip-batch
+
+Exits 1 when any row lost or doubled an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fault_table import CampaignRow, format_table
+
+from lakecast.testing.faults import (
+    Campaign,
+    Load,
+    TrialResult,
+    broker_restart_trial,
+    scratch_dir,
+    served_lake,
+    temporary_broker,
+    worker_kill_trial,
+)
+
+BatchCampaigns = Callable[[argparse.Namespace], list[CampaignRow]]
+
+
+def _batch_module() -> tuple[Callable[[argparse.ArgumentParser], None], BatchCampaigns] | None:
+    try:
+        from faults_batch import add_arguments, batch_campaigns
+    except ImportError:
+        return None
+    return add_arguments, batch_campaigns
+
+
+def _row(campaign: Campaign, note: str) -> CampaignRow:
+    return CampaignRow(
+        campaign=campaign.name,
+        trials=len(campaign.trials),
+        events=campaign.events,
+        lost=campaign.lost,
+        duplicated=campaign.duplicated,
+        worst_stall_s=campaign.worst_stall_s(),
+        p99_stall_s=campaign.p99_stall_s(),
+        note=note,
+    )
+
+
+def _print_trial(index: int, trial: TrialResult, took_s: float) -> None:
+    down = "" if trial.downtime_s is None else f" down {trial.downtime_s:.1f} s"
+    if trial.restart_s is not None or trial.downtime_s is None:
+        ready = "-" if trial.restart_s is None else f"{trial.restart_s:.1f} s"
+        down += f" restarted worker ready {ready}"
+    print(
+        f"  {index:>2} {trial.fault:<16} events {trial.events:>6,} lost {trial.lost} "
+        f"dup {trial.duplicated} stall {trial.stall_s:5.1f} s{down} latency p50 "
+        f"{trial.latency_p50_s:.2f} max {trial.latency_max_s:.1f} s "
+        f"exits {trial.unasked_exits} ({took_s:.0f} s)",
+        flush=True,
+    )
+
+
+def streaming_campaigns(args: argparse.Namespace, scratch: Path) -> list[CampaignRow]:
+    rng = random.Random(args.seed)
+    load = Load(rate=args.rate, after_s=args.after_s)
+    lake = served_lake(scratch / "lake")
+    rows: list[CampaignRow] = []
+    if args.worker_kills:
+        kills = Campaign("kill -9 one of two workers, restarted")
+        broker = temporary_broker(scratch / "broker")
+        broker.start()
+        try:
+            print(f"worker kills at {args.rate:,} events/s:", flush=True)
+            for index in range(args.worker_kills):
+                began = time.monotonic()
+                trial = worker_kill_trial(
+                    broker.bootstrap_servers,
+                    lake,
+                    scratch / "logs",
+                    load=load,
+                    rng=rng,
+                )
+                kills.trials.append(trial)
+                _print_trial(index, trial, time.monotonic() - began)
+        finally:
+            broker.stop()
+        rows.append(_row(kills, f"{args.rate:,} events/s; slot restarted at once"))
+    if args.broker_restarts:
+        crash = args.broker_stop == "kill"
+        how = "kill -9" if crash else "SIGTERM"
+        restarts = Campaign(f"broker {how} and start, 2 workers")
+        broker = temporary_broker(scratch / "restart-broker")
+        broker.start()
+        try:
+            print(f"broker restarts ({how}) at {args.rate:,} events/s:", flush=True)
+            for index in range(args.broker_restarts):
+                began = time.monotonic()
+                trial = broker_restart_trial(
+                    broker, lake, scratch / "logs", load=load, crash=crash, rng=rng
+                )
+                restarts.trials.append(trial)
+                _print_trial(index, trial, time.monotonic() - began)
+        finally:
+            broker.stop()
+        excess = max(t.stall_s - (t.downtime_s or 0.0) for t in restarts.trials)
+        rows.append(
+            _row(restarts, f"worst stall - downtime {excess:.1f} s; same ports and log dir")
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker-kills", type=int, default=20, help="worker kill -9 trials")
+    parser.add_argument("--broker-restarts", type=int, default=5, help="broker restart trials")
+    parser.add_argument("--rate", type=int, default=1_500, help="events/s during each trial")
+    parser.add_argument("--after-s", type=float, default=12.0, help="load after each fault")
+    parser.add_argument("--broker-stop", choices=("kill", "term"), default="kill")
+    parser.add_argument("--seed", type=int, default=None, help="the fault moments' seed")
+    parser.add_argument("--skip-batch", action="store_true", help="streaming rows only")
+    batch = _batch_module()
+    if batch is not None:
+        batch[0](parser)
+    args = parser.parse_args()
+
+    scratch = scratch_dir("lakecast-faults-")
+    try:
+        rows = streaming_campaigns(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.skip_batch:
+        print("batch and registry campaigns: skipped (--skip-batch)")
+    elif batch is None:
+        print("batch and registry campaigns: skipped (benchmarks/faults_batch.py is not there)")
+    else:
+        rows += batch[1](args)
+    print()
+    print(format_table(rows))
+    sys.exit(0 if all(row.clean for row in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

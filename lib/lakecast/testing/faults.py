@@ -1,0 +1,520 @@
+"""Fault campaigns on the streaming path: kill real workers, restart a real broker, count.
+
+Shared by ``benchmarks/faults.py`` (20 worker kills, 5 broker restarts) and the short
+``tests/e2e/test_fault_campaign.py``. A trial runs a group of ``inference_worker.py``
+processes on fresh uuid-named topics, feeds them a paced load, injects one fault at a random
+moment, and then reads ``predictions`` and ``events.dlq`` back (``read_committed``): every
+event id must appear exactly once, so ``lost`` and ``duplicated`` are counts.
+
+The stall of a trial is the longest gap, after the fault, between two committed outputs of
+one input partition, as a ``read_committed`` reader saw them arrive; the worst partition is
+the trial's stall (those of the killed worker, or all of them while the broker is away).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.partitioner.default import murmur2
+from kafka.structs import TopicPartition
+
+from lakecast.config import PROJECT_ROOT, KafkaSettings
+from lakecast.kafka.clients import build_producer
+from lakecast.kafka.groups import wait_for_stable_members
+from lakecast.serving.testing import event_payload, register_model, write_snapshot
+
+if TYPE_CHECKING:
+    from lakecast.local.broker import LocalBroker
+
+PARTITIONS = 3
+WORKER_START_TIMEOUT_S = 180.0
+DRAIN_TIMEOUT_S = 180.0
+_TICK_S = 0.01
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial put in and got out, and how long output stalled after the fault."""
+
+    fault: str  # "kill -9 w1", "broker kill -9"
+    events: int
+    lost: int
+    duplicated: int
+    stall_s: float
+    latency_p50_s: float
+    latency_max_s: float
+    downtime_s: float | None = None  # how long the broker was away (broker trials)
+    # From the kill until the restarted worker was ready to serve (its log says so); None
+    # when it never was before the trial ended (the survivor took its partitions over).
+    restart_s: float | None = None
+    unasked_exits: int = 0  # workers that exited on their own (and were started again)
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0
+
+
+def served_lake(root: Path) -> dict[str, str]:
+    """A registry with ``purchase@champion`` and an entity snapshot under ``root``."""
+    paths = {"registry": str(root / "registry"), "snapshot": str(root / "entity_features")}
+    register_model(paths["registry"])
+    write_snapshot(paths["snapshot"])
+    return paths
+
+
+def input_partition(key: bytes, partitions: int) -> int:
+    """The partition a keyed record lands on: murmur2 as Kafka's default partitioner."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class PacedLoad(threading.Thread):
+    """Produces synthetic events ``e-0, e-1, ...`` at ``rate`` a second until stopped.
+
+    Idempotent producer (the configured clients): a broker restart does not double an input.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, rate: int) -> None:
+        super().__init__(name="paced-load", daemon=True)
+        self.settings = KafkaSettings(bootstrap_servers=bootstrap)
+        self.topic = topic
+        self.rate = rate
+        self.sent_at: list[float] = []  # monotonic send time of event i
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        producer = build_producer(self.settings, mode="at_least_once", client_id="fault-load")
+        try:
+            began = time.monotonic()
+            while not self._halt.is_set():
+                due = int((time.monotonic() - began) * self.rate)
+                for i in range(len(self.sent_at), due):
+                    key, value = event_payload(i)
+                    producer.send(self.topic, key=key, value=value)
+                    self.sent_at.append(time.monotonic())
+                self._halt.wait(_TICK_S)
+            producer.flush()
+        except BaseException as exc:  # reported by stop(), not lost in a thread
+            self.error = exc
+        finally:
+            producer.close()
+
+    def stop(self) -> int:
+        """Stop producing, wait until every event is written; how many were sent."""
+        self._halt.set()
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return len(self.sent_at)
+
+
+class OutputWatch(threading.Thread):
+    """Reads ``predictions`` and the DLQ (``read_committed``), noting when each record came."""
+
+    def __init__(self, bootstrap: str, predictions: str, dlq: str) -> None:
+        super().__init__(name="output-watch", daemon=True)
+        self.bootstrap = bootstrap
+        self.topics = (predictions, dlq)
+        self.arrivals: list[tuple[float, str]] = []  # (monotonic, event id)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            max_poll_records=5_000,
+            fetch_max_wait_ms=50,
+            reconnect_backoff_max_ms=1_000,
+        )
+        try:
+            parts = [
+                TopicPartition(topic, p)
+                for topic in self.topics
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            while not self._halt.is_set():
+                polled = consumer.poll(timeout_ms=50)
+                now = time.monotonic()
+                for tp, records in polled.items():
+                    for record in records:
+                        self.arrivals.append((now, _event_id(tp.topic, record.value, self.topics)))
+        finally:
+            consumer.close()
+
+    def count(self) -> int:
+        return len(self.arrivals)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def _event_id(topic: str, value: bytes, topics: tuple[str, str]) -> str:
+    document = orjson.loads(value)
+    if topic == topics[0]:
+        return str(document["event_id"])
+    return str(orjson.loads(base64.b64decode(document["payload_b64"]))["event_id"])
+
+
+@dataclass
+class WorkerGroup:
+    """Worker processes of one trial: fresh topics, one group, stable slots ``w0, w1, ...``.
+
+    A slot keeps its transactional id and source id across restarts, as the supervisor of
+    ``lakecast stream worker --processes N`` does (:mod:`lakecast.serving.processes`).
+    """
+
+    bootstrap: str
+    lake: Mapping[str, str]
+    logs: Path
+    partitions: int = PARTITIONS
+    env: Mapping[str, str] = field(default_factory=dict)  # LAKECAST__... overrides
+    # As the supervisor: a transactional id and a static group member id per slot (False:
+    # a unique transactional id per process, a dynamic member; for before/after figures).
+    stable_ids: bool = True
+    static_membership: bool = True
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    slots: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_paths: dict[str, Path] = field(default_factory=dict)
+    started: int = 0
+
+    def __post_init__(self) -> None:
+        self.group = f"faults-{self.run}"
+        self.topics = {name: f"{name}-{self.run}" for name in ("events", "predictions", "dlq")}
+        self.topics["metrics"] = f"metrics-{self.run}"
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fault-campaign")
+        try:
+            admin.create_topics(
+                [
+                    NewTopic(self.topics["events"], self.partitions, 1),
+                    NewTopic(self.topics["predictions"], self.partitions, 1),
+                    NewTopic(self.topics["dlq"], 1, 1),
+                    NewTopic(self.topics["metrics"], 1, 1),
+                ]
+            )
+        finally:
+            admin.close()
+
+    def start(self, slot: str) -> subprocess.Popen[bytes]:
+        """Start (or start again) the worker of ``slot``; its output goes to a log file."""
+        t = self.topics
+        command = [
+            sys.executable,
+            str(PROJECT_ROOT / "streaming" / "inference_worker.py"),
+            *("--registry", self.lake["registry"], "--entity-features", self.lake["snapshot"]),
+            *("--topic", t["events"], "--predictions-topic", t["predictions"]),
+            *("--dlq-topic", t["dlq"], "--metrics-topic", t["metrics"]),
+            *("--group", self.group, "--metrics-port", "0", "--sample-interval", "5"),
+            *("--source-id", slot),
+        ]
+        if self.stable_ids:
+            command += ["--transactional-id", f"{self.group}-{slot}"]
+        env = {
+            **os.environ,
+            "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "LAKECAST__KAFKA__PARTITIONS": str(self.partitions),
+            **self.env,
+        }
+        if self.static_membership:
+            env["LAKECAST__KAFKA__GROUP_INSTANCE_ID"] = f"{self.group}-{slot}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.log_paths[slot] = self.logs / f"{self.group}-{slot}-{self.started}.log"
+        with self.log_paths[slot].open("wb") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.started += 1
+        self.slots[slot] = process
+        return process
+
+    def ready_at(self, slot: str) -> float | None:
+        """When the current worker of ``slot`` logged that it serves (epoch seconds)."""
+        from datetime import datetime
+
+        for line in self.log_paths[slot].read_bytes().splitlines():
+            if b'"lakecast.serving.worker"' in line and b" serving " in line:
+                return datetime.fromisoformat(orjson.loads(line)["ts"]).timestamp()
+        return None
+
+    def kill(self, slot: str) -> None:
+        process = self.slots[slot]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def restart_exited(self) -> int:
+        """Start again every worker that exited on its own (a supervisor's job); how many."""
+        exited = [slot for slot, process in self.slots.items() if process.poll() is not None]
+        for slot in exited:
+            self.start(slot)
+        return len(exited)
+
+    def stop(self) -> None:
+        for process in self.slots.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.slots.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass(frozen=True)
+class Load:
+    """How a trial is driven: the rate, how long before and after the fault."""
+
+    rate: int = 1_500
+    warmup_s: tuple[float, float] = (3.0, 8.0)  # the fault comes at a random moment in here
+    after_s: float = 12.0  # load goes on this long after the fault (or the broker's return)
+    workers: int = 2
+
+
+def _measure(
+    fault: str,
+    load: PacedLoad,
+    watch: OutputWatch,
+    partitions: int,
+    fault_at: float,
+    **extra: float | int | None,
+) -> TrialResult:
+    sent = len(load.sent_at)
+    counts = Counter(event_id for _, event_id in watch.arrivals)
+    expected = {f"e-{i}" for i in range(sent)}
+    lost = len(expected - counts.keys())
+    duplicated = sum(n - 1 for n in counts.values() if n > 1) + sum(
+        n for event_id, n in counts.items() if event_id not in expected
+    )
+    first: dict[str, float] = {}
+    for at, event_id in watch.arrivals:
+        first.setdefault(event_id, at)
+    per_partition: dict[int, list[float]] = {}
+    latencies = []
+    for event_id, at in first.items():
+        i = int(event_id[2:])
+        if i >= sent:
+            continue
+        key, _ = event_payload(i)
+        per_partition.setdefault(input_partition(key, partitions), []).append(at)
+        latencies.append(at - load.sent_at[i])
+    stall = 0.0
+    for arrivals in per_partition.values():
+        times = np.sort(np.asarray(arrivals))
+        gaps = np.diff(times)[times[1:] > fault_at]
+        if gaps.size:
+            stall = max(stall, float(gaps.max()))
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    return TrialResult(
+        fault=fault,
+        events=sent,
+        lost=lost,
+        duplicated=duplicated,
+        stall_s=stall,
+        latency_p50_s=float(np.percentile(lat, 50)),
+        latency_max_s=float(lat.max()),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _drain(group: WorkerGroup, load: PacedLoad, watch: OutputWatch) -> int:
+    """Stop the load, wait until every event has an output (restarting exited workers)."""
+    sent = load.stop()
+    unasked = 0
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while watch.count() < sent and time.monotonic() < deadline:
+        unasked += group.restart_exited()
+        time.sleep(0.5)
+    time.sleep(1.0)  # a duplicate would come with the last batches
+    return unasked
+
+
+def worker_kill_trial(
+    bootstrap: str,
+    lake: Mapping[str, str],
+    logs: Path,
+    *,
+    load: Load | None = None,
+    restart_after_s: float = 0.0,
+    env: Mapping[str, str] | None = None,
+    stable_ids: bool = True,
+    static_membership: bool = True,
+    rng: random.Random | None = None,
+) -> TrialResult:
+    """kill -9 one of ``load.workers`` workers at a random moment under load; restart it.
+
+    Args:
+        restart_after_s: how long the slot stays empty before its worker is started again.
+        env: ``LAKECAST__...`` overrides for the workers (settings under test).
+    """
+    load = load or Load()
+    rng = rng or random.Random()  # noqa: S311 - a random moment, not a secret
+    group = WorkerGroup(
+        bootstrap,
+        lake,
+        logs,
+        env=dict(env or {}),
+        stable_ids=stable_ids,
+        static_membership=static_membership,
+    )
+    slots = [f"w{i}" for i in range(load.workers)]
+    watch = OutputWatch(bootstrap, group.topics["predictions"], group.topics["dlq"])
+    paced = PacedLoad(bootstrap, group.topics["events"], load.rate)
+    try:
+        for slot in slots:
+            group.start(slot)
+        wait_for_stable_members(
+            bootstrap, group.group, load.workers, timeout_s=WORKER_START_TIMEOUT_S
+        )
+        watch.start()
+        paced.start()
+        time.sleep(rng.uniform(*load.warmup_s))
+        victim = rng.choice(slots)
+        fault_at, killed_at = time.monotonic(), time.time()
+        group.kill(victim)
+        time.sleep(restart_after_s)
+        group.start(victim)
+        time.sleep(max(0.0, load.after_s - restart_after_s))
+        unasked = _drain(group, paced, watch)
+        ready = group.ready_at(victim)
+    finally:
+        if paced.is_alive():
+            paced.stop()
+        group.stop()
+        if watch.is_alive():
+            watch.stop()
+    return _measure(
+        f"kill -9 {victim}",
+        paced,
+        watch,
+        group.partitions,
+        fault_at,
+        unasked_exits=unasked,
+        restart_s=None if ready is None else ready - killed_at,
+    )
+
+
+def broker_restart_trial(
+    broker: LocalBroker,
+    lake: Mapping[str, str],
+    logs: Path,
+    *,
+    load: Load | None = None,
+    crash: bool = True,
+    down_s: float = 5.0,
+    env: Mapping[str, str] | None = None,
+    rng: random.Random | None = None,
+) -> TrialResult:
+    """Stop ``broker`` at a random moment under load, leave it down ``down_s``, then start it
+    again on the same ports and log dir.
+
+    Args:
+        crash: kill -9 (as a crash) rather than SIGTERM (a clean shutdown).
+    """
+    load = load or Load()
+    rng = rng or random.Random()  # noqa: S311 - a random moment, not a secret
+    bootstrap = broker.bootstrap_servers
+    group = WorkerGroup(bootstrap, lake, logs, env=dict(env or {}))
+    watch = OutputWatch(bootstrap, group.topics["predictions"], group.topics["dlq"])
+    paced = PacedLoad(bootstrap, group.topics["events"], load.rate)
+    try:
+        for i in range(load.workers):
+            group.start(f"w{i}")
+        wait_for_stable_members(
+            bootstrap, group.group, load.workers, timeout_s=WORKER_START_TIMEOUT_S
+        )
+        watch.start()
+        paced.start()
+        time.sleep(rng.uniform(*load.warmup_s))
+        fault_at = time.monotonic()
+        broker.kill() if crash else broker.stop()
+        time.sleep(down_s)
+        broker.start()
+        downtime = time.monotonic() - fault_at
+        unasked = group.restart_exited()
+        time.sleep(load.after_s)
+        unasked += _drain(group, paced, watch)
+    finally:
+        if not broker.is_running():
+            broker.start()
+        if paced.is_alive():
+            paced.stop()
+        group.stop()
+        if watch.is_alive():
+            watch.stop()
+    return _measure(
+        "broker kill -9" if crash else "broker SIGTERM",
+        paced,
+        watch,
+        group.partitions,
+        fault_at,
+        downtime_s=downtime,
+        unasked_exits=unasked,
+    )
+
+
+@dataclass
+class Campaign:
+    """The trials of one kind and their totals."""
+
+    name: str
+    trials: list[TrialResult] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return sum(t.events for t in self.trials)
+
+    @property
+    def lost(self) -> int:
+        return sum(t.lost for t in self.trials)
+
+    @property
+    def duplicated(self) -> int:
+        return sum(t.duplicated for t in self.trials)
+
+    def stalls(self) -> Sequence[float]:
+        return [t.stall_s for t in self.trials]
+
+    def worst_stall_s(self) -> float | None:
+        return max(self.stalls(), default=None)
+
+    def p99_stall_s(self) -> float | None:
+        stalls = self.stalls()
+        return float(np.percentile(stalls, 99)) if stalls else None
+
+
+def temporary_broker(state: Path) -> LocalBroker:
+    """A :class:`~lakecast.local.broker.LocalBroker` of its own on free ports (not started)."""
+    from lakecast.config import settings
+    from lakecast.local.broker import LocalBroker
+    from lakecast.local.jars import resolve_jars
+    from lakecast.local.ports import free_port
+
+    return LocalBroker(
+        state,
+        port=free_port(),
+        controller_port=free_port(),
+        classpath=resolve_jars(settings()).kafka_classpath,
+    )
+
+
+def scratch_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
