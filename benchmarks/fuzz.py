@@ -28,7 +28,8 @@ from lakecast.config import KafkaSettings, settings
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
 from lakecast.kafka.loop import BatchReport
 from lakecast.serving.testing import event_value, produce, read_committed
-from lakecast.testing.fuzz import CONTROL, account, generate, send_records
+from lakecast.testing.fuzz import CONTROL, generate
+from lakecast.testing.ledger import account, send_records
 
 STALL_S = 60.0  # no commit for this long, with records left: the worker is stuck
 
@@ -41,6 +42,12 @@ def main() -> int:
     parser.add_argument(
         "--large", type=int, default=8, help="records over 64 KB allowed per family of input"
     )
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=20_000,
+        help="fuzzed cases drawn (hypothesis makes ~2,000/s); more records repeat them, retagged",
+    )
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
     parser.add_argument("--max-batch", type=int, default=settings().serving.max_batch)
@@ -52,13 +59,15 @@ def main() -> int:
         seed_value=args.seed,
         control_every=args.control_every,
         large_budget=args.large,
+        distinct=args.distinct,
     )
     generated_s = time.perf_counter() - began
     families = {r.family for r in records} - {CONTROL}
     controls = sum(r.kind == CONTROL for r in records)
     print(
         f"{len(records):,} records ({controls:,} valid controls, {len(records) - controls:,} "
-        f"fuzzed in {len(families)} families), seed {args.seed}: generated in {generated_s:.1f} s"
+        f"fuzzed in {len(families)} families, at most {args.distinct:,} distinct), "
+        f"seed {args.seed}: generated in {generated_s:.1f} s"
     )
 
     with broker(args.bootstrap) as bootstrap:
@@ -88,12 +97,14 @@ def main() -> int:
         worker = build_inference_worker(ctx, source)
         stop = threading.Event()
         committed = 0
+        isolated = 0
         last_commit = time.perf_counter()
         first_batch: float | None = None
         errors: list[BaseException] = []
 
         def count(report: BatchReport) -> None:
-            nonlocal committed, last_commit, first_batch
+            nonlocal committed, last_commit, first_batch, isolated
+            isolated += report.isolated
             last_commit = time.perf_counter()
             if first_batch is None:
                 first_batch = last_commit - report.process_s - report.commit_s
@@ -151,6 +162,7 @@ def main() -> int:
             if alive
             else f"NO, it died: {errors[:1]!r}",
         ),
+        ("batches processed record by record", f"{isolated:,}"),
         ("wall time (first batch to last commit)", f"{worked_s:.1f} s"),
         ("records/s", f"{committed / worked_s:,.0f}" if worked_s > 0 else "-"),
     ]

@@ -1,43 +1,35 @@
-"""Fuzzed ``events`` records, and the ledger that checks what the streaming path made of them.
+"""Fuzzed ``events`` records: every way an input of the streaming path can be strange.
 
-The invariant: one record, however strange, becomes exactly one prediction or exactly one
-dead letter, no score lies outside [0, 1], and the worker stays alive. :func:`generate` makes
-the records: hypothesis strategies (:func:`fuzz_cases`) mutate every field of the ``events``
-contract (missing, null, wrong type, empty, huge, unicode edge cases, NaN and infinity
-spellings, far and malformed dates, duplicate keys, nesting, extra fields) and the record as
-a whole (random bytes, empty, tombstone, other encodings, truncated, deeply nested JSON,
-strange keys), interleaved with plain valid events, the controls. Every record has a tag:
-its ``event_id`` where it has one, and always the (partition, offset) it was written at, which
-:func:`send_records` notes. :func:`account` maps each prediction (by ``event_id``) and each dead
-letter (by ``source``) back to its input and lists every violation with the input's kind.
+The invariant they check: one record, however strange, becomes exactly one prediction or
+exactly one dead letter, no score lies outside [0, 1], and the worker stays alive.
+:func:`generate` makes the records: hypothesis strategies (:func:`fuzz_cases`) mutate every
+field of the ``events`` contract (missing, null, wrong type, empty, huge, unicode edge cases,
+NaN and infinity spellings, nesting) and the record as a whole (far and malformed dates, price
+edges, duplicate keys, extra fields, random bytes, empty, tombstone, other encodings,
+truncated, deeply nested JSON), with keys that are often not UTF-8, empty or huge, and
+interleaves plain valid events, the controls. Every record is tagged ``fz-<index>``: its
+``event_id`` where it can have one; :mod:`lakecast.testing.ledger` adds where it was written.
 
-Hypothesis draws the cases without a test around them: one ``@given`` run per chunk, seeded,
-generate phase only, each example appended to a list. That is deterministic for a seed and
-about 2,000 cases a second; a broker round trip per example (hypothesis's own loop) would be
-far too slow, and ``.example()`` cannot be seeded.
+Hypothesis draws the cases without a test around them: one ``@given`` run per slot (a family,
+and for a family of one field each field, see :data:`SLOTS`), seeded, generate phase only,
+each example appended to a list. That is deterministic for a seed, covers every slot however
+few records are drawn, and makes about 2,000 cases a second; a broker round trip per example
+(hypothesis's own loop, with shrinking) would take minutes, and ``.example()`` has no seed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from lakecast.errors import InvalidRecordError
-from lakecast.kafka.dlq import MAX_PAYLOAD_BYTES, decode_dead_letter
-from lakecast.kafka.serde import decode_prediction
 from lakecast.serving.testing import event_value
-
-if TYPE_CHECKING:
-    from kafka.consumer.fetcher import ConsumerRecord
 
 FIELDS = (
     "event_id",
@@ -364,10 +356,11 @@ def _record_case(
     if family == "extra_fields":
         extra = draw(
             st.dictionaries(
-                st.one_of(_odd_text, st.sampled_from(FIELDS)), _json, min_size=1, max_size=4
+                st.one_of(_odd_text, st.sampled_from(FIELDS[1:])), _json, min_size=1, max_size=4
             )
         )
-        # A key that repeats a field of the contract is a duplicate key: the last one wins.
+        # A key that repeats a field of the contract is a duplicate key: the last one wins (not
+        # event_id, which stays the tag that traces the record).
         return "extra_fields", pairs + list(extra.items()), {}
     if family == "duplicate_key":
         name = draw(st.sampled_from(FIELDS[1:]))
@@ -465,14 +458,16 @@ def _draw(strategy: st.SearchStrategy[Case], count: int, seed_value: int) -> lis
     return cases
 
 
-def draw_cases(count: int, *, seed_value: int = 0) -> list[Case]:
-    """``count`` cases going round :data:`SLOTS` in turn, the same for the same seed."""
-    per_slot = -(-count // len(SLOTS))
+def draw_cases(count: int, *, seed_value: int = 0, distinct: int | None = None) -> list[Case]:
+    """``count`` cases going round :data:`SLOTS` in turn, the same for the same seed; with
+    ``distinct``, about that many are drawn and repeated (each record still has its own tag)."""
+    per_slot = -(-min(count, distinct or count) // len(SLOTS))
     drawn = [
-        iter(_draw(fuzz_cases(family, name), per_slot, seed_value * 7_919 + i))
+        _draw(fuzz_cases(family, name), per_slot, seed_value * 7_919 + i)
         for i, (family, name) in enumerate(SLOTS)
     ]
-    return [next(drawn[i % len(SLOTS)]) for i in range(count)]
+    slots = len(SLOTS)
+    return [drawn[i % slots][(i // slots) % per_slot] for i in range(count)]
 
 
 # ---- rendering ----------------------------------------------------------------------------
@@ -503,6 +498,14 @@ def _encode(value: Any, tag: str, large: bool) -> tuple[bytes, str | None]:
         return orjson.dumps(value), None
     except TypeError:  # an integer beyond 64 bits, which orjson does not write
         return json.dumps(value, ensure_ascii=False).encode(), None
+
+
+def _event_id_of(value: bytes) -> Any:
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed.get("event_id") if isinstance(parsed, dict) else None
 
 
 def _apply_wrap(data: bytes, wrap: str, cut: int) -> bytes:
@@ -547,7 +550,7 @@ def render(case: Case, index: int, *, large: bool = True) -> FuzzRecord:
         value = b"{" + b",".join(parts) + b"}"
         if case.wrap:
             value = _apply_wrap(value, case.wrap, case.cut)
-            if case.wrap != "pretty":
+            if event_id is not None and _event_id_of(value) != event_id:
                 event_id = None  # unreadable, or not an object: no prediction can carry it
     key: bytes | None
     if case.key == "user":
@@ -573,16 +576,22 @@ def control(index: int) -> FuzzRecord:
 
 
 def generate(
-    count: int, *, seed_value: int = 0, control_every: int = 2, large_budget: int = 8
+    count: int,
+    *,
+    seed_value: int = 0,
+    control_every: int = 2,
+    large_budget: int = 8,
+    distinct: int | None = None,
 ) -> list[FuzzRecord]:
-    """``count`` records: every ``control_every``-th a control, the rest fuzzed cases; at most
-    ``large_budget`` records over :data:`LARGE_BYTES` per family, and as many with a huge key
-    (the others' huge parts shrink)."""
+    """``count`` records: every ``control_every``-th a control, the rest fuzzed cases (about
+    ``distinct`` different ones, repeated, when given); at most ``large_budget`` records over
+    :data:`LARGE_BYTES` per family, and as many with a huge key (the others' huge parts
+    shrink)."""
     if count < 0 or control_every < 1:
         msg = f"generate: need count >= 0 and control_every >= 1, got {count}, {control_every}"
         raise ValueError(msg)
     controls = {i for i in range(count) if i % control_every == 0}
-    cases = iter(draw_cases(count - len(controls), seed_value=seed_value))
+    cases = iter(draw_cases(count - len(controls), seed_value=seed_value, distinct=distinct))
     records: list[FuzzRecord] = []
     large_used: Counter[str] = Counter()
     for index in range(count):
@@ -600,171 +609,3 @@ def generate(
                 record = render(case, index, large=False)
         records.append(record)
     return records
-
-
-# ---- producing and accounting -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """Where the broker wrote a record, or why it refused it."""
-
-    partition: int = -1
-    offset: int = -1
-    error: str | None = None
-
-
-def send_records(bootstrap: str, topic: str, records: Sequence[FuzzRecord]) -> list[Placed]:
-    """Produce ``records`` in order, idempotently; per record where it landed (send futures)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=10,
-        batch_size=512 * 1024,
-        max_request_size=2 * 1024 * 1024,
-    )
-    try:
-        futures = [producer.send(topic, key=r.key, value=r.value) for r in records]
-        producer.flush()
-        placed = []
-        for future in futures:
-            try:
-                meta = future.get(timeout=60)
-            except Exception as exc:  # the broker refused this record: it is no input
-                placed.append(Placed(error=repr(exc)))
-            else:
-                placed.append(Placed(meta.partition, meta.offset))
-        return placed
-    finally:
-        producer.close()
-
-
-@dataclass
-class Ledger:
-    """Every input and what became of it: predictions, dead letters, and what is wrong."""
-
-    records: dict[tuple[int, int], FuzzRecord]
-    refused: list[tuple[FuzzRecord, str]] = field(default_factory=list)
-    outcomes: dict[int, list[str]] = field(default_factory=dict)
-    predictions: int = 0
-    dead_letters: int = 0
-    dead_letter_kinds: Counter[str] = field(default_factory=Counter)
-    # The first input of each dead-letter kind, and the dead letter's message.
-    kind_examples: dict[str, tuple[FuzzRecord, str]] = field(default_factory=dict)
-    out_of_range: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    payload_mismatch: list[str] = field(default_factory=list)
-
-    @property
-    def by_index(self) -> dict[int, FuzzRecord]:
-        return {r.index: r for r in self.records.values()}
-
-    @property
-    def lost(self) -> list[FuzzRecord]:
-        return [r for r in self.records.values() if not self.outcomes.get(r.index)]
-
-    @property
-    def duplicated(self) -> list[FuzzRecord]:
-        return [r for r in self.records.values() if len(self.outcomes.get(r.index, ())) > 1]
-
-    @property
-    def controls_dead_lettered(self) -> list[FuzzRecord]:
-        return [
-            r
-            for r in self.records.values()
-            if r.kind == CONTROL and any(o != "prediction" for o in self.outcomes.get(r.index, ()))
-        ]
-
-    def by_family(self) -> dict[str, Counter[str]]:
-        """Per family of input: inputs, predictions, dead letters, lost, duplicated."""
-        table: dict[str, Counter[str]] = {}
-        for record in self.records.values():
-            row = table.setdefault(record.family, Counter())
-            outcomes = self.outcomes.get(record.index, [])
-            row["inputs"] += 1
-            row["predictions"] += outcomes.count("prediction")
-            row["dead letters"] += sum(o != "prediction" for o in outcomes)
-            row["lost"] += not outcomes
-            row["duplicated"] += len(outcomes) > 1
-        return table
-
-    def violations(self, limit: int = 20) -> list[str]:
-        """One line per broken promise (at most ``limit`` of each sort), naming the input."""
-        lines: list[str] = []
-
-        def add(what: str, items: Sequence[str]) -> None:
-            lines.extend(f"{what}: {item}" for item in items[:limit])
-            if len(items) > limit:
-                lines.append(f"{what}: ... and {len(items) - limit} more")
-
-        add("lost", [r.describe() for r in self.lost])
-        add(
-            "duplicated",
-            [f"{r.describe()} -> {self.outcomes[r.index]}" for r in self.duplicated],
-        )
-        add("score out of [0, 1]", self.out_of_range)
-        add("output of no input", self.unexpected)
-        add(
-            "control dead-lettered",
-            [f"{r.describe()} -> {self.outcomes[r.index]}" for r in self.controls_dead_lettered],
-        )
-        add("dead letter payload differs from its input", self.payload_mismatch)
-        return lines
-
-
-def account(
-    records: Sequence[FuzzRecord],
-    placed: Sequence[Placed],
-    predictions: Iterable[ConsumerRecord],
-    dead_letters: Iterable[ConsumerRecord],
-    events_topic: str,
-) -> Ledger:
-    """Map every output back to its input: a prediction by its ``event_id``, a dead letter by
-    its ``source``; the ledger lists what was lost, duplicated, out of range or unexplained."""
-    ledger = Ledger(records={})
-    by_event_id: dict[str, FuzzRecord] = {}
-    for record, where in zip(records, placed, strict=True):
-        if where.error is not None:
-            ledger.refused.append((record, where.error))
-            continue
-        ledger.records[(where.partition, where.offset)] = record
-        if record.event_id is not None:
-            by_event_id[record.event_id] = record
-    for output in predictions:
-        ledger.predictions += 1
-        try:
-            prediction = decode_prediction(output.value)
-        except InvalidRecordError as exc:
-            ledger.unexpected.append(f"undecodable prediction at {output.offset}: {exc}")
-            continue
-        source = by_event_id.get(prediction.event_id)
-        if source is None:
-            ledger.unexpected.append(f"prediction for event_id {prediction.event_id[:80]!r}")
-        else:
-            ledger.outcomes.setdefault(source.index, []).append("prediction")
-        score = prediction.score
-        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
-            origin = source.describe() if source else repr(prediction.event_id[:80])
-            ledger.out_of_range.append(f"score {score!r} for {origin}")
-    for output in dead_letters:
-        ledger.dead_letters += 1
-        try:
-            letter = decode_dead_letter(output.value)
-        except InvalidRecordError as exc:
-            ledger.unexpected.append(f"undecodable dead letter at {output.offset}: {exc}")
-            continue
-        ledger.dead_letter_kinds[letter.kind] += 1
-        found = ledger.records.get((letter.partition, letter.offset))
-        if letter.topic != events_topic or found is None:
-            ledger.unexpected.append(
-                f"dead letter of {letter.topic}:{letter.partition}@{letter.offset} ({letter.kind})"
-            )
-            continue
-        ledger.outcomes.setdefault(found.index, []).append(f"dead_letter:{letter.kind}")
-        ledger.kind_examples.setdefault(letter.kind, (found, letter.message))
-        if letter.payload != (found.value or b"")[:MAX_PAYLOAD_BYTES]:
-            ledger.payload_mismatch.append(found.describe())
-    return ledger
