@@ -236,6 +236,7 @@ class _Transactions:
         self.committed: list[list[tuple[str, bytes | None]]] = []
         self.offsets: list[dict[TopicPartition, OffsetAndMetadata]] = []
         self.aborts = 0
+        self.recovered = 0  # after each refusal by the broker (not by the client)
 
     def send(self, topic: str, *, value: Any, key: Any = None, headers: Any = None) -> None:
         assert self.open is not None, "send outside a transaction"
@@ -252,11 +253,11 @@ class _Transactions:
         if self.fail_commit is not None and len(self.committed) + 1 >= self.fail_commit:
             raise KafkaTimeoutError("broker away")
         if any(topic != "t.dlq" and value in self.refused for topic, value in self.open):
-            raise rejected(BrokerInvalidRecordError("refused by the broker"))
+            raise rejected(BrokerInvalidRecordError("refused by the broker"), by_broker=True)
         if any(
             topic == "t.dlq" and len(value or b"") > self.dlq_limit for topic, value in self.open
         ):
-            raise rejected(MessageSizeTooLargeError("dead letter over the topic's limit"))
+            raise rejected(MessageSizeTooLargeError("over the topic's limit"), by_broker=True)
         self.committed.append(self.open)
         self.offsets.append(dict(offsets))
         self.open = None
@@ -264,6 +265,10 @@ class _Transactions:
     def abort(self) -> None:
         self.aborts += int(self.open is not None)
         self.open = None
+
+    def recover(self) -> None:
+        assert self.open is None, "recover inside a transaction"
+        self.recovered += 1
 
     def outputs(self) -> list[bytes | None]:
         return [v for txn in self.committed for topic, v in txn if topic == "out"]
@@ -357,6 +362,7 @@ def test_a_refused_output_without_a_source_is_found_by_splitting_the_batch() -> 
     assert all(report.split for report in reports)
     assert sum(report.records for report in reports) == 8
     assert delivery.aborts == 4  # the batch, [4-7], [4, 5], then [5] alone
+    assert delivery.recovered == 0  # kafka-python refused it before sending
 
 
 def test_a_record_the_broker_refuses_is_found_and_only_it_is_dead_lettered() -> None:
@@ -372,6 +378,7 @@ def test_a_record_the_broker_refuses_is_found_and_only_it_is_dead_lettered() -> 
         (OUTPUT_REJECTED, 22),
     ]
     assert "refused by the broker" in letters[0]["error"]["message"]
+    assert delivery.recovered == delivery.aborts > 0
     # The transactions commit the batch in order: each partition's offsets only move on.
     position: dict[TopicPartition, int] = {}
     for offsets in delivery.offsets:

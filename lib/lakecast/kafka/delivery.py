@@ -18,6 +18,7 @@ instead of retrying. Every other failure is about the broker and worth retrying.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 
@@ -32,11 +33,14 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     ProducerFencedError,
     RecordListTooLargeError,
+    TransactionAbortedError,
     TransactionalIdAuthorizationFailedError,
+    UnknownError,
     UnsupportedVersionError,
 )
 from kafka.errors import InvalidRecordError as BrokerInvalidRecordError
 from kafka.producer.future import FutureRecordMetadata
+from kafka.producer.transaction_manager import TransactionState
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.errors import StreamError
@@ -83,18 +87,40 @@ class OutputRejectedError(StreamError):
 
     retriable = False
 
-    def __init__(self, message: str, *, too_large: bool) -> None:
+    def __init__(self, message: str, *, too_large: bool, by_broker: bool = False) -> None:
         super().__init__(message)
         self.too_large = too_large
+        self.by_broker = by_broker  # refused in a produce response, not before sending
 
 
-def rejected(exc: BaseException, what: str = "output record") -> OutputRejectedError:
+def rejected(exc: BaseException, *, by_broker: bool = False) -> OutputRejectedError:
     """The :class:`OutputRejectedError` for a record-level ``exc`` (see :data:`RECORD_ERRORS`)."""
     error = OutputRejectedError(
-        f"{what} refused: {exc!r}", too_large=isinstance(exc, TOO_LARGE_ERRORS)
+        f"output record refused: {exc!r}",
+        too_large=isinstance(exc, TOO_LARGE_ERRORS),
+        by_broker=by_broker,
     )
     error.__cause__ = exc
     return error
+
+
+# kafka-python 3.0's flush() waits on the batches it listed when it began; a batch the broker
+# refused as too large is split into new ones and never completes, and flush() raises
+# UnknownError('Future not done') though nothing failed. Flushing again waits on the new ones;
+# each split halves a batch, so 32 covers any batch.
+_FLUSH_TRIES = 32
+
+
+def flush(producer: KafkaProducer) -> None:
+    """``producer.flush()``, riding out kafka-python's flush while a refused batch is split."""
+    for _ in range(_FLUSH_TRIES - 1):
+        try:
+            producer.flush()
+            return
+        except UnknownError as exc:
+            if "Future not done" not in str(exc):
+                raise
+    producer.flush()
 
 
 def check_sent(futures: Iterable[FutureRecordMetadata]) -> None:
@@ -108,7 +134,7 @@ def check_sent(futures: Iterable[FutureRecordMetadata]) -> None:
         if future.failed():
             exc = future.exception
             if isinstance(exc, RECORD_ERRORS):
-                raise rejected(exc)
+                raise rejected(exc, by_broker=True)
             # Its batch's other records fail with a plain KafkaError: keep looking.
             first = first or exc
     if first is not None:
@@ -139,6 +165,10 @@ class Delivery(ABC):
     def abort(self) -> None:
         """Give up the batch's outputs (as far as the mode can)."""
 
+    def recover(self) -> None:
+        """Make the producer fit for the next batch after the broker refused a record."""
+        return None
+
 
 class ExactlyOnce(Delivery):
     mode: DeliveryMode = "exactly_once"
@@ -165,7 +195,7 @@ class ExactlyOnce(Delivery):
         self.in_transaction = True
 
     def commit(self, offsets: Offsets, sent: Iterable[FutureRecordMetadata]) -> None:
-        self.producer.flush()
+        flush(self.producer)
         check_sent(sent)
         if offsets:
             self.producer.send_offsets_to_transaction(dict(offsets), self.consumer.group_metadata())
@@ -176,12 +206,55 @@ class ExactlyOnce(Delivery):
         if not self.in_transaction:
             return
         try:
-            self.producer.abort_transaction()
+            if not _ended_by_epoch_bump(self.producer):
+                self.producer.abort_transaction()
         except KafkaError as exc:
             msg = f"abort transaction: the producer cannot go on ({exc!r})"
             raise FatalDeliveryError(msg) from exc
         finally:
             self.in_transaction = False
+
+    def recover(self) -> None:
+        # kafka-python splits a batch the broker refused as too large and rolls the partition's
+        # sequence back to the batch's; the aborted transaction leaves that counter behind, and
+        # the next transaction's first send fails OUT_OF_ORDER_SEQUENCE_NUMBER (seen: every
+        # retry of the batch failed so). A producer epoch bump (KIP-360) restarts every
+        # partition's sequence. kafka-python runs the bump itself only after such a failure.
+        manager = getattr(self.producer, "_transaction_manager", None)
+        if manager is None:
+            return
+        manager.bump_producer_id_and_epoch()
+        self.producer._sender.wakeup()
+        _await_epoch_bump(self.producer)
+
+
+def _await_epoch_bump(producer: KafkaProducer) -> None:
+    manager = producer._transaction_manager
+    deadline = time.monotonic() + producer.config["request_timeout_ms"] / 1000
+    while manager.is_bumping_epoch():
+        if time.monotonic() > deadline:
+            msg = "the producer epoch bump did not complete"
+            raise KafkaTimeoutError(msg)
+        time.sleep(0.005)
+
+
+def _ended_by_epoch_bump(producer: KafkaProducer) -> bool:
+    """Whether the open transaction was ended by a producer epoch bump (waiting for one).
+
+    kafka-python 3.0 bumps the epoch (KIP-360) after a sequence error, which follows its
+    splitting of a batch the broker refused as too large. The broker aborts the open
+    transaction as part of the bump, and ``abort_transaction()`` during or after it is an
+    invalid transition that would end the producer. kafka-python has no public view of this.
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None:
+        return False
+    _await_epoch_bump(producer)
+    if manager._current_state != TransactionState.READY:
+        return False
+    # What the aborted transaction left unsent must not go out under the new epoch.
+    producer._accumulator.abort_undrained_batches(TransactionAbortedError())
+    return True
 
 
 class AtLeastOnce(Delivery):
@@ -194,7 +267,7 @@ class AtLeastOnce(Delivery):
         return None
 
     def commit(self, offsets: Offsets, sent: Iterable[FutureRecordMetadata]) -> None:
-        self.producer.flush()
+        flush(self.producer)
         check_sent(sent)
         if offsets:
             self.consumer.commit(dict(offsets))

@@ -562,6 +562,8 @@ def run_splitting(
         return
     except OutputRejectedError as exc:
         delivery.abort()
+        if exc.by_broker:
+            delivery.recover()
         if len(batch) == 1:
             committed.append(_dead_letter_alone(delivery, batch[0], exc, dlq_topic))
             return
@@ -591,6 +593,8 @@ def _dead_letter_alone(
         # Only the dead letter was sent: the dead-letter topic refused it (a smaller
         # max.message.bytes). Once more, without the payload.
         delivery.abort()
+        if exc.by_broker:
+            delivery.recover()
         log.warning("dead letter refused (%s); sending it without its payload", exc)
         try:
             _deliver(delivery, result, [record], dlq_topic, with_payload=False)
