@@ -1,13 +1,14 @@
-"""Autoscaling policies against a load trace: latency above target vs worker-seconds.
+"""Autoscaling policies against a load trace, with real workers: latency above target vs
+worker-seconds.
 
-A daily curve compressed into a minute or two (night, noon, night) with a spike well above
-what one worker serves is replayed into a fresh set of topics once per policy, through real
-inference worker processes (``lakecast stream worker``) against one broker:
-
-* **fixed at the peak**: N workers for the whole trace, no autoscaler;
-* **CPU only**: the autoscaler on ``CPUUtilization`` (the consumer-lag rule is neutralised by a
-  lag threshold no backlog reaches);
-* **CPU + lag**: the same CPU policy plus KEDA's lag rule (``ceil(total_lag / lag_threshold)``).
+The short real-worker confirmation of ``benchmarks/autoscaling_sim.py`` (which compares the
+same policies over days of load in seconds): a daily curve compressed into a short "day"
+(night, noon, night), played for ``--days`` days with a spike just after noon of the last, is
+replayed into a fresh set of topics once per policy (:mod:`autoscaling_policies`), through real
+inference worker processes (``lakecast stream worker``) against one broker. One worker's
+capacity is measured first (a pre-filled topic, one worker) and the trace is scaled from it so
+that its spike needs ``--peak-workers`` workers; the simulator then plays the same trace with
+that capacity, so the two rankings are printed side by side.
 
 End-to-end latency of an event is the ``latency_ms`` its prediction carries (the event record's
 Kafka timestamp to the prediction), read back with ``read_committed`` and bucketed by the second
@@ -15,360 +16,60 @@ of the trace in which the event was produced. A second is *above target* when th
 events exceeds the target, or when one of its events was never served. Worker-seconds is the
 integral of the live worker processes (counted every second from the process table) from the
 start of the trace until its last event is committed, so a policy that leaves a backlog pays
-for draining it. One worker's maximum rate is measured first (a pre-filled topic, one worker)
-and the trace's rates are fractions of it, unless ``--base-rate`` is given.
+for draining it. On a machine shared with other jobs the producer may not keep the trace's pace
+(``played s`` longer than the trace): the figures are then those of a slower trace.
 
-    nice -n 10 .venv/bin/python benchmarks/autoscaling.py             # local broker, ~7 minutes
-    .venv/bin/python benchmarks/autoscaling.py --bootstrap host:9092 --base-rate 300 --seconds 120
+    nice -n 10 .venv/bin/python benchmarks/autoscaling.py             # local broker, ~10 minutes
+    .venv/bin/python benchmarks/autoscaling.py --bootstrap host:9092 --base-rate 3000
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
+import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
-import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autoscaling_policies import Setup, Windows, predictive_section, setups
+from autoscaling_rig import (
+    WARMUP_EVENTS,
+    Bench,
+    WorkerCounter,
+    broker,
+    live_workers,
+    one_worker_rate,
+    served_model,
+    show_worker_logs,
+    wait_ready,
+)
+from autoscaling_traces import Trace, daily_trace, peak_rate
 
 from lakecast.autoscaling.decision import ScalingDecision
-from lakecast.autoscaling.policy import AutoscalePolicy, parse_policy
-from lakecast.autoscaling.pool import WorkerPool
 from lakecast.autoscaling.service import AutoscalerService
-from lakecast.config import KafkaSettings, settings
-from lakecast.data.replay import replay
-from lakecast.demo.fleet import DemoTopics, worker_command
-from lakecast.kafka.clients import TopicSpec, build_admin, build_producer, ensure_topics
-from lakecast.serving.testing import (
-    committed_total,
-    event_payload,
-    read_committed,
-    register_model,
-    wait_for,
-    write_snapshot,
+from lakecast.autoscaling.simulate import (
+    SimOutcome,
+    WorkerModel,
+    load_worker_model,
+    simulate,
 )
+from lakecast.data.replay import replay
+from lakecast.demo.fleet import DemoTopics
+from lakecast.kafka.clients import build_producer
+from lakecast.serving.testing import event_payload, read_committed
 
 FIRST_EVENT = 1_000_000  # trace events are e-1000000...; warm-up and calibration use lower ids
-WARMUP_EVENTS = 60
 SETTLE_EVENT = 100_000  # ids of the night traffic sent while an autoscaler settles
-SAMPLE_INTERVAL_S = 2
-
-
-# ---- the trace ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trace:
-    """Events per second for each second of the replay."""
-
-    rates: tuple[float, ...]
-    spike: tuple[int, int]  # [start, end) seconds
-
-    @property
-    def events(self) -> int:
-        return sum(self.counts())
-
-    def counts(self) -> list[int]:
-        return [round(r) for r in self.rates]
-
-    def describe(self) -> str:
-        low, high = min(self.rates), max(self.rates)
-        day = max(r for t, r in enumerate(self.rates) if not self.spike[0] <= t < self.spike[1])
-        return (
-            f"{len(self.rates)} s, {self.events:,} events: daily curve {low:,.0f} -> {day:,.0f} "
-            f"-> {low:,.0f} events/s, spike {high:,.0f} events/s over "
-            f"[{self.spike[0]}, {self.spike[1]}) s"
-        )
-
-    def sparkline(self, width: int = 60) -> str:
-        bars = " ▁▂▃▄▅▆▇█"
-        step = max(1, math.ceil(len(self.rates) / width))
-        top = max(self.rates)
-        cells = [max(self.rates[i : i + step]) for i in range(0, len(self.rates), step)]
-        return "".join(bars[min(8, round(8 * c / top))] for c in cells)
-
-
-def daily_trace(
-    base: float, seconds: int, *, day_factor: float, spike_factor: float, spike_s: int
-) -> Trace:
-    """``base`` at night, ``day_factor * base`` at noon (a raised cosine), then a spike.
-
-    The spike (``spike_factor * base`` for ``spike_s`` seconds) starts just after noon, when the
-    fleet is already at its daytime size, as a flash sale would.
-    """
-    start = min(int(seconds * 0.55), max(seconds - spike_s, 0))
-    rates = []
-    for t in range(seconds):
-        curve = (1 - math.cos(2 * math.pi * t / seconds)) / 2
-        rate = base * (1 + (day_factor - 1) * curve)
-        if start <= t < start + spike_s:
-            rate = base * spike_factor
-        rates.append(rate)
-    return Trace(tuple(rates), (start, start + spike_s))
-
-
-# ---- the policies ------------------------------------------------------------------------
-
-NO_LAG_THRESHOLD = 1e12  # no backlog reaches it: the lag rule never recommends more than one
-
-
-def policy_document(*, lag_threshold: float, max_replicas: int) -> dict[str, Any]:
-    """The benchmark's policy: ``conf/autoscale-demo.json`` with windows sized for a short trace."""
-    return {
-        "scale_up_policy": {
-            "metric_type": "CPUUtilization",
-            "target_value": 70,
-            "action": {"type": "proportional"},
-        },
-        "scale_down_policy": {
-            "metric_type": "CPUUtilization",
-            "target_value": 30,
-            "action": {"type": "step", "adjustment": -1},
-        },
-        "consumer_lag": {
-            "lag_threshold": lag_threshold,
-            "activation_lag_threshold": 10,
-            "cap_at_partitions": True,
-        },
-        "min_replicas": 1,
-        "max_replicas": max_replicas,
-        "max_step": 2,
-        "tolerance": 0.1,
-        "windows": {
-            "evaluation_interval_s": 3,
-            "scale_down_stabilization_s": 20,
-            "sample_max_age_s": 3 * SAMPLE_INTERVAL_S,
-        },
-        # No monitor runs in the benchmark, so no anomaly would ever hold a scale-down.
-        "anomalies": {"hold_s": 0, "metrics": []},
-    }
-
-
-@dataclass(frozen=True)
-class Setup:
-    """One line of the table: a fixed fleet (``policy`` None) or an autoscaling policy."""
-
-    name: str
-    policy: AutoscalePolicy | None
-    fixed: int = 0
-
-    def describe(self) -> str:
-        if self.policy is None:
-            return f"{self.fixed} workers for the whole trace, no autoscaler"
-        p = self.policy
-        lag = p.consumer_lag
-        lag_text = (
-            "lag rule off"
-            if lag is None or lag.lag_threshold >= NO_LAG_THRESHOLD
-            else f"lag_threshold {lag.lag_threshold:g}/replica"
-        )
-        return (
-            f"CPU up {p.scale_up_policy.target_value:g} % / down "
-            f"{p.scale_down_policy.target_value:g} %, {lag_text}, replicas "
-            f"{p.min_replicas}..{p.max_replicas}, step <= {p.max_step}, every "
-            f"{p.windows.evaluation_interval_s:g} s, scale-down window "
-            f"{p.windows.scale_down_stabilization_s:g} s"
-        )
-
-
-def setups(peak_workers: int, lag_threshold: float) -> list[Setup]:
-    cpu = policy_document(lag_threshold=NO_LAG_THRESHOLD, max_replicas=peak_workers)
-    both = policy_document(lag_threshold=lag_threshold, max_replicas=peak_workers)
-    return [
-        Setup("fixed at the peak", None, fixed=peak_workers),
-        Setup("CPU only", parse_policy(cpu, "<benchmark: CPU only>")),
-        Setup("CPU + lag", parse_policy(both, "<benchmark: CPU + lag>")),
-    ]
-
-
-# ---- the plumbing: broker, model, topics, workers -----------------------------------------
-
-
-@contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    """The given cluster, or a LocalBroker on free ports in a temporary folder."""
-    if bootstrap:
-        yield bootstrap
-        return
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
-    from lakecast.local.ports import free_port
-
-    with tempfile.TemporaryDirectory(prefix="lakecast-bench-") as state:
-        local = LocalBroker(
-            Path(state),
-            port=free_port(),
-            controller_port=free_port(),
-            classpath=resolve_jars(settings()).kafka_classpath,
-            heap="1g",
-        )
-        local.start()
-        try:
-            yield local.bootstrap_servers
-        finally:
-            local.stop()
-
-
-@dataclass(frozen=True)
-class Bench:
-    """What every run shares: the broker, the served model, the worker logs."""
-
-    bootstrap: str
-    registry: str
-    snapshot: str
-    log_dir: Path
-    partitions: int
-
-    @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.bootstrap)
-
-    def topics(self) -> DemoTopics:
-        topics = DemoTopics(run=f"as-{uuid.uuid4().hex[:6]}")
-        admin = build_admin(self.kafka)
-        try:
-            ensure_topics(
-                admin,
-                [
-                    TopicSpec(topics.events, self.partitions),
-                    TopicSpec(topics.predictions, self.partitions),
-                    TopicSpec(topics.dlq, 1),
-                    TopicSpec(topics.metrics, 1),
-                ],
-            )
-        finally:
-            admin.close()
-        return topics
-
-    def pool(self, topics: DemoTopics) -> WorkerPool:
-        command = worker_command(
-            topics, "--registry", self.registry, "--entity-features", self.snapshot,
-            "--model", "purchase@champion", "--metrics-port", "0",
-            "--sample-interval", str(SAMPLE_INTERVAL_S),
-        )  # fmt: skip
-        return WorkerPool(
-            command,
-            name=f"worker-{topics.run}",
-            env={"LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap},
-            stop_timeout_s=20.0,
-            log_dir=self.log_dir,
-        )
-
-    def committed(self, topics: DemoTopics) -> int:
-        return committed_total(self.bootstrap, topics.group, topics.events)
-
-
-def live_workers(topics: DemoTopics) -> int:
-    """Worker processes of this run alive now (from the process table, as a host would count)."""
-    count = 0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and topics.events in child.cmdline():
-                count += 1
-        except psutil.Error:  # it exited while we looked
-            continue
-    return count
-
-
-@dataclass
-class WorkerCounter:
-    """Counts the live workers once a second in a thread; integrates them over a window."""
-
-    topics: DemoTopics
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        def run() -> None:
-            while True:
-                self.samples.append((time.monotonic(), live_workers(self.topics)))
-                if self._stop.wait(1.0):
-                    return
-
-        self._thread = threading.Thread(target=run, name="worker-counter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def worker_seconds(self, start: float, end: float) -> float:
-        """Step integral: each count holds until the next one."""
-        total = 0.0
-        points = [*self.samples, (math.inf, 0)]
-        for (t, n), (t_next, _) in itertools.pairwise(points):
-            low, high = max(t, start), min(t_next, end)
-            if high > low:
-                total += n * (high - low)
-        return total
-
-    def peak(self, start: float, end: float) -> int:
-        return max((n for t, n in self.samples if start <= t <= end), default=0)
-
-
-def wait_ready(bench: Bench, topics: DemoTopics, workers: int, timeout_s: float = 120) -> None:
-    """Until ``workers`` have sent a sample and a few warm-up events were served."""
-
-    def sampled() -> bool:
-        records = read_committed(bench.bootstrap, topics.metrics, at_least=0, quiet_s=0.3)
-        sources = {
-            value.get("source")
-            for value in (orjson.loads(r.value) for r in records if r.value)
-            if value.get("kind") == "sample"
-        }
-        return len(sources) >= workers
-
-    wait_for(sampled, timeout_s=timeout_s, what=f"samples from {workers} worker(s)", every_s=1)
-    producer = build_producer(bench.kafka, mode="at_least_once", client_id="bench-warmup")
-    try:
-        replay(producer, topics.events, (event_payload(i) for i in range(WARMUP_EVENTS)))
-    finally:
-        producer.close()
-    wait_for(
-        lambda: bench.committed(topics) >= WARMUP_EVENTS,
-        timeout_s=timeout_s,
-        what="the warm-up events to be served",
-        every_s=0.5,
-    )
-
-
-# ---- one worker's capacity --------------------------------------------------------------
-
-
-def one_worker_rate(bench: Bench, events: int) -> float:
-    """Events/s one worker serves from a backlog (first commit to last, join excluded)."""
-    topics = bench.topics()
-    producer = build_producer(bench.kafka, mode="at_least_once", client_id="bench-calibrate")
-    try:
-        replay(producer, topics.events, (event_payload(i) for i in range(events)))
-    finally:
-        producer.close()
-    pool = bench.pool(topics)
-    pool.scale_to(1)
-    try:
-        wait_for(lambda: bench.committed(topics) > 0, timeout_s=120, what="the first commit")
-        first, began = bench.committed(topics), time.monotonic()
-        wait_for(
-            lambda: bench.committed(topics) >= events,
-            timeout_s=300,
-            what=f"one worker to serve {events:,} events",
-            every_s=0.1,
-        )
-        return (events - first) / (time.monotonic() - began)
-    finally:
-        pool.stop_all()
+WINDOWS = Windows(evaluation_s=3.0, stabilisation_s=20.0, max_step=2)
 
 
 # ---- one run of the trace under one setup ---------------------------------------------------
@@ -386,6 +87,10 @@ class Outcome:
     window_s: float
     played_s: float
     decisions: list[str]
+    simulated: SimOutcome | None = None
+
+    def with_simulated(self, simulated: SimOutcome) -> Outcome:
+        return replace(self, simulated=simulated)
 
 
 def play(bench: Bench, topics: DemoTopics, trace: Trace) -> tuple[list[float], float, float]:
@@ -542,79 +247,39 @@ def run_setup(
     )
 
 
-# ---- main ---------------------------------------------------------------------------------
-
-
-def served_model(root: Path) -> tuple[str, str]:
-    registry, snapshot = str(root / "registry"), str(root / "entity_features")
-    register_model(registry)
-    write_snapshot(snapshot)
-    return registry, snapshot
-
-
 def print_table(
     outcomes: list[Outcome], target_ms: float, seconds: int, out: Callable[[str], None] = print
 ) -> None:
     head = (
-        f"{'policy':<20}{'s above ' + format(target_ms, 'g') + ' ms':>16}{'worker-s':>11}"
-        f"{'max workers':>13}{'events':>10}{'served':>10}{'p99 ms':>10}{'played s':>10}"
-        f"{'window s':>10}{'changes':>9}"
+        f"{'policy':<20}{'s above ' + format(target_ms, 'g') + ' ms':>16}{'worker-s':>15}"
+        f"{'changes':>9}{'max workers':>13}{'served':>10}{'p99 ms':>9}{'played s':>10}"
+        f"{'sim above':>11}{'sim worker-s':>15}{'sim changes':>13}"
     )
     out(f"\n{head}\n{'-' * len(head)}")
-    for o in outcomes:
-        out(
-            f"{o.name:<20}{f'{o.seconds_above} / {seconds}':>16}{o.worker_seconds:>11.0f}"
-            f"{o.max_workers:>13}{o.events:>10,}{o.served:>10,}{o.p99_ms:>10,.0f}"
-            f"{o.played_s:>10.0f}{o.window_s:>10.0f}{len(o.decisions):>9}"
-        )
-
-
-def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> list[Outcome]:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
-    parser.add_argument("--seconds", type=int, default=80, help="trace length, s")
-    parser.add_argument("--base-rate", type=float, help="night rate, events/s (default: measured)")
-    parser.add_argument("--base-fraction", type=float, default=0.25, help="of one worker's max")
-    parser.add_argument("--day-factor", type=float, default=2.0, help="noon / night rate")
-    parser.add_argument("--spike-factor", type=float, default=5.0, help="spike / night rate")
-    parser.add_argument("--spike-seconds", type=int, default=15)
-    parser.add_argument("--peak-workers", type=int, default=3, help="fixed fleet, max replicas")
-    parser.add_argument("--lag-threshold", type=float, help="per replica (default: 1 s of work)")
-    parser.add_argument("--target-ms", type=float, default=500.0, help="p99 latency target")
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--drain-seconds", type=float, default=45.0, help="after the trace")
-    parser.add_argument("--calibration-events", type=int, default=8_000)
-    parser.add_argument("--settle-seconds", type=float, default=40.0, help="at most, before")
-    parser.add_argument("--only", action="append", help="run only setups whose name has this")
-    args = parser.parse_args(argv)
-
-    with tempfile.TemporaryDirectory(prefix="lakecast-bench-autoscaling-") as tmp:
-        root = Path(tmp)
-        registry, snapshot = served_model(root)
-        with broker(args.bootstrap) as bootstrap:
-            bench = Bench(bootstrap, registry, snapshot, root / "logs", args.partitions)
-            out(f"broker {bootstrap}; worker logs in {bench.log_dir} (removed at the end)")
-            try:
-                outcomes = run_all(args, bench, out)
-            except Exception:
-                show_worker_logs(bench.log_dir, out)
-                raise
-    print_table(outcomes, args.target_ms, args.seconds, out)
-    out(
-        "\nlatency: event record timestamp -> prediction, p99 per second of produce time; a "
-        "second with an unserved event counts as above. worker-s: live worker processes "
-        "integrated from the trace start to its last commit (the window)."
+    fixed = next((o.worker_seconds for o in outcomes if o.name.startswith("fixed")), None)
+    sim_fixed = next(
+        (
+            o.simulated.worker_seconds
+            for o in outcomes
+            if o.name.startswith("fixed") and o.simulated
+        ),
+        None,
     )
-    return outcomes
-
-
-def show_worker_logs(log_dir: Path, out: Callable[[str], None], lines: int = 15) -> None:
-    """The end of each worker's log (they are removed with the temporary folder)."""
-    for log in sorted(log_dir.glob("*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        out(f"--- {log.name} (last {len(tail)} lines)")
-        for line in tail:
-            out(f"    {line}")
+    for o in outcomes:
+        share = f" ({o.worker_seconds / fixed:.0%})" if fixed else ""
+        sim = o.simulated
+        sim_text = (
+            f"{sim.seconds_above:>11}"
+            f"{f'{sim.worker_seconds:,.0f} ({sim.worker_seconds / sim_fixed:.0%})':>15}"
+            f"{sim.actions:>13}"
+            if sim and sim_fixed
+            else ""
+        )
+        out(
+            f"{o.name:<20}{f'{o.seconds_above} / {seconds}':>16}"
+            f"{f'{o.worker_seconds:,.0f}{share}':>15}{len(o.decisions):>9}"
+            f"{o.max_workers:>13}{o.served:>10,}{o.p99_ms:>9,.0f}{o.played_s:>10.0f}{sim_text}"
+        )
 
 
 def run_all(args: argparse.Namespace, bench: Bench, out: Callable[[str], None]) -> list[Outcome]:
@@ -623,25 +288,30 @@ def run_all(args: argparse.Namespace, bench: Bench, out: Callable[[str], None]) 
     if args.base_rate is None:
         one = one_worker_rate(bench, args.calibration_events)
         out(f"one worker serves {one:,.0f} events/s from a backlog (no other load)")
-    base = args.base_rate or args.base_fraction * (one or 0.0)
-    lag_threshold = args.lag_threshold or round(one or base * args.spike_factor / 2)
-    trace = daily_trace(
-        base,
-        args.seconds,
-        day_factor=args.day_factor,
-        spike_factor=args.spike_factor,
-        spike_s=args.spike_seconds,
+    capacity = one or args.base_rate * args.spike_factor / (0.9 * args.peak_workers)
+    trace = real_trace(args, capacity)
+    lag_threshold = args.lag_threshold or round(capacity / 2)
+    measured = load_worker_model()
+    section = predictive_section(
+        capacity,
+        season_s=args.seconds,
+        horizon_s=max(measured.startup_s + 2 * WINDOWS.evaluation_s, WINDOWS.evaluation_s),
+        step_s=WINDOWS.evaluation_s,
+        level_window_s=10.0,
+        seasons=1,
     )
     out(f"trace: {trace.describe()}")
     out(f"       {trace.sparkline()}")
     chosen = [
         s
-        for s in setups(args.peak_workers, lag_threshold)
+        for s in setups(args.peak_workers, lag_threshold, windows=WINDOWS, predictive=section)
         if not args.only or any(o in s.name for o in args.only)
     ]
     out("policies:")
     for setup in chosen:
         out(f"  {setup.name:<18} {setup.describe()}")
+    workers = WorkerModel(capacity, measured.startup_s, measured.rebalance_pause_s,
+                          measured.cpu_percent_at_capacity)  # fmt: skip
     outcomes = []
     for setup in chosen:
         began = time.monotonic()
@@ -657,6 +327,72 @@ def run_all(args: argparse.Namespace, bench: Bench, out: Callable[[str], None]) 
         if outcome.decisions:
             out(f"    scaling (from the trace start): {', '.join(outcome.decisions)}")
         outcomes.append(outcome)
+    simulated = [simulated_outcome(s, trace, workers, args.target_ms) for s in chosen]
+    return [o.with_simulated(s) for o, s in zip(outcomes, simulated, strict=True)]
+
+
+def real_trace(args: argparse.Namespace, capacity: float) -> Trace:
+    """The daily trace, its spike at ``--peak-workers`` workers' capacity unless given a rate."""
+    day = daily_trace(
+        1.0,
+        args.seconds,
+        day_factor=args.day_factor,
+        spike_factor=args.spike_factor,
+        spike_s=args.spike_seconds,
+        days=args.days,
+    )
+    if args.base_rate is not None:
+        return day.scaled(args.base_rate * args.spike_factor)
+    return day.scaled(peak_rate(capacity, args.peak_workers))
+
+
+def simulated_outcome(setup: Setup, trace: Trace, workers: WorkerModel, target_ms: float):
+    return simulate(
+        trace.rates,
+        workers,
+        policy=setup.policy,
+        fixed=setup.fixed if setup.policy is None else None,
+        target_latency_s=target_ms / 1000,
+    )
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> list[Outcome]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--bootstrap", help="an existing cluster; default: a local broker")
+    parser.add_argument("--seconds", type=int, default=40, help="one day of the trace, s")
+    parser.add_argument("--days", type=int, default=2, help="days; the spike is on the last")
+    parser.add_argument("--base-rate", type=float, help="night rate, events/s (default: measured)")
+    parser.add_argument("--day-factor", type=float, default=2.0, help="noon / night rate")
+    parser.add_argument("--spike-factor", type=float, default=5.0, help="spike / night rate")
+    parser.add_argument("--spike-seconds", type=int, default=10)
+    parser.add_argument("--peak-workers", type=int, default=3, help="fixed fleet, max replicas")
+    parser.add_argument("--lag-threshold", type=float, help="per replica (default: 0.5 s of work)")
+    parser.add_argument("--target-ms", type=float, default=1000.0, help="p99 latency target")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--drain-seconds", type=float, default=45.0, help="after the trace")
+    parser.add_argument("--calibration-events", type=int, default=100_000)
+    parser.add_argument("--settle-seconds", type=float, default=30.0, help="at most, before")
+    parser.add_argument("--only", action="append", help="run only setups whose name has this")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="lakecast-bench-autoscaling-") as tmp:
+        root = Path(tmp)
+        registry, snapshot = served_model(root)
+        with broker(args.bootstrap) as bootstrap:
+            bench = Bench(bootstrap, registry, snapshot, root / "logs", args.partitions)
+            out(f"broker {bootstrap}; worker logs in {bench.log_dir} (removed at the end)")
+            try:
+                outcomes = run_all(args, bench, out)
+            except Exception:
+                show_worker_logs(bench.log_dir, out)
+                raise
+    print_table(outcomes, args.target_ms, args.seconds * args.days, out)
+    out(
+        "\nlatency: event record timestamp -> prediction, p99 per second of produce time; a "
+        "second with an unserved event counts as above. worker-s: live worker processes "
+        "integrated from the trace start to its last commit (the window). sim: the simulator "
+        "on the same trace with the capacity measured here."
+    )
     return outcomes
 
 

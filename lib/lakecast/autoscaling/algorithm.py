@@ -8,7 +8,9 @@ the Kubernetes HPA with several metrics:
   Scale-up fires above the up target, scale-down below the down target; with equal targets this
   is exactly the HPA, with a lower down target the gap between them is a band that holds;
 * the consumer lag (KEDA's Kafka scaler): ``ceil(total_lag / lag_threshold)``, at most one
-  replica per partition, since a consumer group leaves extra members idle.
+  replica per partition, since a consumer group leaves extra members idle;
+* with a ``predictive`` section and a forecast, ``ceil(forecast peak / records_per_replica)``
+  in place of the utilisation policies (:mod:`lakecast.autoscaling.predictive`).
 
 Then the bounds: ``[min_replicas, max_replicas]``, scale to zero when the group is idle and
 ``min_replicas`` is 0, and activation (0 -> 1 or more) when the lag exceeds the activation
@@ -38,6 +40,8 @@ class Observation:
         records_in_per_s: records consumed per second by all workers together.
         total_lag: consumer lag summed over the partitions of the group.
         partitions: partitions of the consumed topics (the cap of the lag rule).
+        forecast_records_in_per_s: the highest arrival rate the predictive policy's forecast
+            expects over its horizon; None without a forecast.
     """
 
     current: int
@@ -45,6 +49,7 @@ class Observation:
     records_in_per_s: float | None = None
     total_lag: float | None = None
     partitions: int | None = None
+    forecast_records_in_per_s: float | None = None
 
     def metric_value(self, metric_type: MetricType) -> float | None:
         """The per-replica value a utilisation policy compares with its target."""
@@ -158,6 +163,30 @@ def utilisation_recommendation(policy: AutoscalePolicy, obs: Observation) -> Rec
     return Recommendation(obs.current, held.metric, reason, value, held.target_value)
 
 
+def predictive_recommendation(policy: AutoscalePolicy, obs: Observation) -> Recommendation | None:
+    """The predictive rule: ``ceil(forecast peak / records_per_replica)``, with HPA's tolerance.
+
+    None when the policy has no ``predictive`` section or there is no forecast yet.
+    """
+    predictive = policy.predictive
+    forecast = obs.forecast_records_in_per_s
+    if predictive is None or forecast is None or obs.current <= 0:
+        return None
+    target = predictive.records_per_replica
+    per_replica = forecast / obs.current
+    if within_tolerance(per_replica / target, policy.tolerance):
+        replicas = obs.current
+        how = f"{_fmt(per_replica)} per replica within {policy.tolerance:.0%}: hold {replicas}"
+    else:
+        replicas = _ceil(forecast / target)
+        how = f"ceil({_fmt(forecast)} / {_fmt(target)}) = {replicas}"
+    reason = (
+        f"forecast records_in_per_s {_fmt(forecast)} over the next {predictive.horizon_s:g} s "
+        f"against records_per_replica {_fmt(target)}: {how}"
+    )
+    return Recommendation(replicas, "forecast", reason, forecast, target)
+
+
 def lag_recommendation(policy: AutoscalePolicy, obs: Observation) -> Recommendation | None:
     """KEDA's Kafka scaler rule, with the HPA tolerance; None when lag is off or unknown."""
     lag_policy = policy.consumer_lag
@@ -230,7 +259,10 @@ def recommend(policy: AutoscalePolicy, obs: Observation) -> Recommendation:
         best = Recommendation(0, "idle", reason, obs.total_lag, threshold)
         floor = 0
     else:
-        rules = (utilisation_recommendation(policy, obs), lag_recommendation(policy, obs))
+        # A forecast takes the utilisation rule's place: both ask how many replicas the load
+        # needs, the forecast before the load arrives.
+        load = predictive_recommendation(policy, obs) or utilisation_recommendation(policy, obs)
+        rules = (load, lag_recommendation(policy, obs))
         candidates = [r for r in rules if r is not None]
         if not candidates:
             reason = f"no metric values to act on: hold {obs.current}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import Gauge
@@ -34,11 +34,17 @@ from prometheus_client import Gauge
 from lakecast.autoscaling.algorithm import Observation, limit_step, recommend, stabilise
 from lakecast.autoscaling.decision import ScalingDecision, to_epoch
 from lakecast.autoscaling.policy import AutoscalePolicy
+from lakecast.autoscaling.predictive import LoadForecaster
 from lakecast.errors import DataError
 
 DESIRED_REPLICAS = Gauge(
     "lakecast_desired_replicas",
     "Replicas the autoscaler wants for a consumer group, after its window and step limits.",
+    ["group"],
+)
+FORECAST_RECORDS_IN = Gauge(
+    "lakecast_forecast_records_in_per_s",
+    "The predictive policy's forecast peak of the group's arrival rate over its horizon.",
     ["group"],
 )
 
@@ -167,6 +173,12 @@ class ScalingController:
     _anomalies: list[Anomaly] = field(default_factory=list, init=False, repr=False)
     _history: deque[tuple[float, int]] = field(default_factory=deque, init=False, repr=False)
     _last: ScalingDecision | None = field(default=None, init=False, repr=False)
+    _forecaster: LoadForecaster | None = field(default=None, init=False, repr=False)
+    _last_lag: tuple[float, float] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policy.predictive is not None:
+            self._forecaster = LoadForecaster(self.policy.predictive)
 
     @property
     def last_decision(self) -> ScalingDecision | None:
@@ -256,6 +268,8 @@ class ScalingController:
             raise ValueError(msg)
         policy = self.policy
         obs = self.observation(now, current, partitions=partitions, group_lag=group_lag)
+        if self._forecaster is not None:
+            obs = self._with_forecast(now, obs, self._forecaster)
         rec = recommend(policy, obs)
         window_s = policy.windows.scale_down_stabilization_s
         if not self._history:
@@ -299,6 +313,27 @@ class ScalingController:
         DESIRED_REPLICAS.labels(group=self.group).set(decision.desired)
         self._last = decision
         return decision
+
+    def _with_forecast(
+        self, now: float, obs: Observation, forecaster: LoadForecaster
+    ) -> Observation:
+        """Feed the arrival rate to the forecaster; the observation with its forecast peak.
+
+        The arrival rate is what the workers consumed plus the growth of the lag since the last
+        evaluation: a saturated or stalled group consumes less than arrives.
+        """
+        if obs.records_in_per_s is None and obs.current > 0:
+            return obs
+        arrival = obs.records_in_per_s or 0.0
+        if obs.total_lag is not None:
+            if self._last_lag is not None and now > self._last_lag[0]:
+                arrival += (obs.total_lag - self._last_lag[1]) / (now - self._last_lag[0])
+            self._last_lag = (now, obs.total_lag)
+        forecaster.observe(now, max(arrival, 0.0))
+        peak = forecaster.peak(now)
+        if peak is not None:
+            FORECAST_RECORDS_IN.labels(group=self.group).set(peak)
+        return replace(obs, forecast_records_in_per_s=peak)
 
 
 def _total_lag(samples: list[WorkerSample]) -> float | None:

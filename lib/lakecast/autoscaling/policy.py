@@ -2,7 +2,8 @@
 
 The file keeps the shape of the classic CPU scaling policy (``scale_up_policy`` /
 ``scale_down_policy``, each with ``metric_type``, ``target_value`` and ``action``) and adds the
-consumer-lag targets of KEDA's Kafka scaler, the replica bounds and the HPA windows. Anything
+consumer-lag targets of KEDA's Kafka scaler, the replica bounds, the HPA windows and, optionally,
+a ``predictive`` section that scales ahead of a forecast of the load. Anything
 unknown or ill-typed is refused with a :class:`ConfigError` that names the file and the field,
 because a typo in a scaling policy otherwise shows up only as a fleet that never scales.
 """
@@ -113,6 +114,30 @@ class AnomalyHold(_Model):
     metrics: tuple[str, ...] = ("records_in_per_s", "lag")
 
 
+class PredictivePolicy(_Model):
+    """Scale ahead of a forecast of the arrival rate (see :mod:`lakecast.autoscaling.predictive`).
+
+    Once the forecast has history, ``ceil(peak over the horizon / records_per_replica)`` takes
+    the place of the utilisation policies (which only see the load that has already arrived);
+    the lag rule stays the fast path for load nobody forecast, and the scale-down stabilisation
+    window stays the brake.
+    """
+
+    records_per_replica: float = Field(gt=0)
+    season_s: float = Field(default=86_400, gt=0)
+    seasons: int = Field(default=3, ge=1)
+    horizon_s: float = Field(default=120, gt=0)
+    level_window_s: float = Field(default=300, gt=0)
+    step_s: float = Field(default=15, gt=0)
+
+    @model_validator(mode="after")
+    def _step_within_horizon(self) -> PredictivePolicy:
+        if self.step_s > self.horizon_s:
+            msg = f"step_s ({self.step_s:g}) must not exceed horizon_s ({self.horizon_s:g})"
+            raise ValueError(msg)
+        return self
+
+
 def _default_up() -> ScalePolicy:
     return ScalePolicy(target_value=70)
 
@@ -133,6 +158,7 @@ class AutoscalePolicy(_Model):
     tolerance: float = Field(default=0.1, ge=0, lt=1)
     windows: ScalingWindows = Field(default_factory=ScalingWindows)
     anomalies: AnomalyHold = Field(default_factory=AnomalyHold)
+    predictive: PredictivePolicy | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> AutoscalePolicy:

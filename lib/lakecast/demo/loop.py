@@ -3,20 +3,32 @@
 Steady traffic, then a burst far above what one worker serves, then steady again. The
 monitor writes ``kind=anomaly`` records, the autoscaler ``kind=scaling`` records and starts
 real worker processes; both are read back from the metrics topic and printed.
+
+The load is sized from one worker's measured capacity (``capacity_per_worker`` in
+``conf/autoscale-workers.json``, measured by ``benchmarks/autoscaling_measure.py``): a worker
+serves some 10,000 events/s, so a spike of a fixed 30,000 events was drained by one worker in
+about a second, between two evaluations, and the autoscaler never changed the fleet. Now the
+steady phases run at 30 % of a worker and the spike is 25 s of one worker's work, sent as fast
+as the producer goes for at most 20 s (on a busy host the producer is slower than a worker, and
+the spike is then what it sent in 20 s); the day's events are replayed in a loop when the
+phases need more. The step waits for the scale-down after the load instead of a fixed time.
 """
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from lakecast.autoscaling.simulate import WORKER_MODEL, load_worker_model
 from lakecast.config import PROJECT_ROOT, Settings
 from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, decode_values, worker_command
@@ -29,13 +41,27 @@ class Phase:
     name: str
     rate: float | None  # None: as fast as the producer goes
     events: int
+    most_s: float | None = None  # stop early after this long (a slow producer on a busy host)
 
 
-DEFAULT_PHASES = (
-    Phase("steady", 150.0, 4_500),
-    Phase("spike", None, 30_000),
-    Phase("steady", 150.0, 9_000),
-)
+STEADY_SHARE = 0.3  # of one worker's capacity: one worker, CPU under the scale-down target
+STEADY_S = (20.0, 30.0)  # before and after the spike
+SPIKE_WORK_S = 25.0  # the spike holds this many seconds of one worker's work
+SPIKE_MOST_S = 20.0
+SCALE_DOWN_WAIT_S = 150.0  # the longest wait for the scale-down after the last phase
+
+
+def sized_phases(capacity: float) -> tuple[Phase, ...]:
+    """Steady, spike, steady for workers of ``capacity`` events/s each."""
+    if capacity <= 0:
+        msg = f"demo loop: a worker's capacity must be positive, got {capacity}"
+        raise ValueError(msg)
+    steady = STEADY_SHARE * capacity
+    return (
+        Phase("steady", steady, round(steady * STEADY_S[0])),
+        Phase("spike", None, round(capacity * SPIKE_WORK_S), SPIKE_MOST_S),
+        Phase("steady", steady, round(steady * STEADY_S[1])),
+    )
 
 
 def _service(name: str, topics: DemoTopics, log_dir: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -54,16 +80,63 @@ def _stop(process: subprocess.Popen[bytes], timeout_s: float = 40.0) -> None:
             process.wait()
 
 
+def _play(
+    producer: Any, topic: str, payloads: Iterator[tuple[bytes | None, bytes]], phase: Phase
+) -> tuple[int, float]:
+    """Send the phase's events, in chunks of a second or less; (events sent, seconds)."""
+    began = time.monotonic()
+    chunk_size = max(round(phase.rate), 1) if phase.rate else 2_000
+    sent = 0
+    while sent < phase.events:
+        elapsed = time.monotonic() - began
+        if phase.most_s is not None and elapsed >= phase.most_s:
+            break
+        if phase.rate:
+            # Pace by the schedule: event i is due at i / rate seconds into the phase.
+            time.sleep(max(sent / phase.rate - elapsed, 0.0))
+        chunk = list(itertools.islice(payloads, min(chunk_size, phase.events - sent)))
+        sent += replay(producer, topic, iter(chunk), rate=phase.rate).events
+    producer.flush()
+    return sent, max(time.monotonic() - began, 1e-9)
+
+
+def _wait_for_scale_down(settings: Settings, topics: DemoTopics, timeout_s: float) -> None:
+    """Until the autoscaler's latest change of the fleet is a scale-down after a scale-up,
+    or ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        records = decode_values(
+            read_committed(settings.kafka.bootstrap_servers, topics.metrics, at_least=0)
+        )
+        moves = [
+            r.get("direction")
+            for r in records
+            if r.get("kind") == "scaling" and r.get("direction") in ("up", "down")
+        ]
+        if "up" in moves and moves[-1] == "down":
+            return
+
+
 def run_loop_demo(
     settings: Settings,
     *,
     day: date | None,
     log_dir: Path,
-    phases: tuple[Phase, ...] = DEFAULT_PHASES,
+    phases: tuple[Phase, ...] | None = None,
     policy: Path = PROJECT_ROOT / "conf" / "autoscale-demo.json",
+    workers: Path = WORKER_MODEL,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run the phases through the loop; return the anomaly and scaling records."""
+    """Run the phases through the loop; return the anomaly and scaling records.
+
+    Args:
+        phases: the load; default: :func:`sized_phases` of the measured capacity in ``workers``.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
+    if phases is None:
+        capacity = load_worker_model(workers).capacity
+        phases = sized_phases(capacity)
+        print(f"  one worker serves ~{capacity:,.0f} events/s ({workers.name}): load sized from it")
     topics = DemoTopics()
     topics.create(settings)
     worker = shlex.join(worker_command(topics, "--metrics-port", "0", "--sample-interval", "2"))
@@ -78,15 +151,16 @@ def run_loop_demo(
         "--worker-command", worker, "--worker-log-dir", str(log_dir),
     )  # fmt: skip
     events = read_events(settings.lake.table("events"), day, day)
-    payloads = event_payloads(events)
+    # A day of the demo lake holds fewer events than the load needs: replay it in a loop.
+    payloads = itertools.cycle(list(event_payloads(events)))
     producer = build_producer(settings.kafka, mode="at_least_once", client_id="demo-loop")
     try:
         time.sleep(10)  # the autoscaler brings the first worker up (min_replicas)
         for phase in phases:
-            chunk = [p for p in (next(payloads, None) for _ in range(phase.events)) if p]
-            result = replay(producer, topics.events, iter(chunk), rate=phase.rate)
-            print(f"  phase {phase.name:<7} {result.events:>7,} events at {result.rate:,.0f}/s")
-        time.sleep(45)  # the lag drains, the stabilisation window passes, it scales down
+            sent, began = _play(producer, topics.events, payloads, phase)
+            print(f"  phase {phase.name:<7} {sent:>7,} events at {sent / began:,.0f}/s")
+        # The lag drains, the anomaly hold and the stabilisation window pass, it scales down.
+        _wait_for_scale_down(settings, topics, SCALE_DOWN_WAIT_S)
     finally:
         producer.close()
         _stop(autoscaler)
