@@ -163,6 +163,8 @@ def start(
         reason=reason,
     )
     registry = _registry()
+    # An unknown model or version is named before the journal dials Kafka (which may be away).
+    registry.resolve(f"{name}:{version}")
     who = current_user()
     record, report = start_rollout(
         registry, _store(registry), request, _journal(registry, who), who=who
@@ -208,6 +210,7 @@ def status(
     registry = _registry()
     record = _store(registry).record(name)
     if record is None:
+        registry.resolve(name)  # an unknown model is named as such, not as one without rollout
         msg = f"status {name!r}: the model has no rollout"
         raise RolloutError(msg)
     decisions = audit_decisions(registry, name)[-history:] if history > 0 else []
@@ -280,6 +283,8 @@ def _drive(
     registry = _registry()
     store = _store(registry)
     record = store.record(name)
+    if record is None:
+        registry.resolve(name)
     if record is None or record.state.status != "running":
         found = "no rollout" if record is None else f"a {record.state.status} rollout"
         msg = f"run-controller {name!r}: nothing to drive, the model has {found}"

@@ -138,8 +138,12 @@ def rollback(
 @app.command("audit")
 def audit(name: str | None = typer.Argument(None, help="One model; all when left out.")) -> None:
     """The audit log: registrations, promotions and rollbacks, oldest first."""
+    registry = _registry()
+    entries = registry.audit(name)
+    if name is not None and not entries:
+        registry.resolve(name)  # every registered model has a registration: name the unknown one
     table = Table("at", "who", "action", "model", "version", "alias", "previous", "reason")
-    for entry in _registry().audit(name):
+    for entry in entries:
         row = asdict(entry)
         table.add_row(
             entry.at.isoformat(timespec="seconds"),

@@ -15,6 +15,11 @@ app = typer.Typer(
     help="Streaming services: replay, worker, monitor, autoscaler.", no_args_is_help=True
 )
 
+# A replay is a command someone waits on: an unreachable broker should be an error within
+# seconds, not after kafka-python's 30 s of bootstrap retries. The services keep the 30 s,
+# as they may start alongside their broker.
+REPLAY_BOOTSTRAP_TIMEOUT_MS = 8_000
+
 
 def _parse_date(value: str | None, option: str) -> date | None:
     if value is None:
@@ -47,10 +52,15 @@ def replay(
         table or cfg.lake.table("events"), _parse_date(start, "--start"), _parse_date(end, "--end")
     )
     total = events.num_rows if limit is None else min(limit, events.num_rows)
-    admin = build_admin(cfg.kafka)
+    admin = build_admin(cfg.kafka, bootstrap_timeout_ms=REPLAY_BOOTSTRAP_TIMEOUT_MS)
     ensure_topics(admin, standard_topics(cfg.kafka))
     admin.close()
-    producer = build_producer(cfg.kafka, mode="at_least_once", client_id="lakecast-replay")
+    producer = build_producer(
+        cfg.kafka,
+        mode="at_least_once",
+        client_id="lakecast-replay",
+        bootstrap_timeout_ms=REPLAY_BOOTSTRAP_TIMEOUT_MS,
+    )
     target = topic or cfg.kafka.topics.events
     columns = (TextColumn("replay"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     with Progress(*columns, TimeElapsedColumn(), transient=False) as progress:
@@ -268,6 +278,9 @@ def _serve_one(port: int, stop: threading.Event, **options: str | int | float | 
         overrides=options,
     )
     config = built.config
+    # An unknown model, version or alias is named before the broker is dialled (30 s away
+    # when it is down); the worker resolves it again when it starts serving.
+    built.models.registry.resolve(built.models.reference)
     admin = build_admin(cfg.kafka)
     try:
         ensure_topics(
