@@ -22,7 +22,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from lakecast.config import KafkaSettings
-from lakecast.errors import DataError, StreamError
+from lakecast.errors import DataError
 from lakecast.kafka import dlq, serde
 from lakecast.kafka.clients import (
     DeliveryMode,
@@ -363,9 +363,11 @@ def test_two_workers_share_the_partitions_exactly_once(
     assert all(s.records > 0 for s in stats), "both workers should have owned partitions"
 
 
-def test_a_batch_that_cannot_commit_is_aborted_then_redone_once(
+def test_a_batch_that_cannot_commit_is_split_and_only_the_input_at_fault_is_dead(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
+    # Issue 13: this batch used to abort on every retry until the loop exited, and a
+    # restarted loop stalled on it again. Now its halves commit alone until the input is found.
     source, out, dead = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
     produce(bootstrap, source, [_event(i) for i in range(400)])
     ends = end_offsets(bootstrap, source)
@@ -374,28 +376,26 @@ def test_a_batch_that_cannot_commit_is_aborted_then_redone_once(
     def oversized_at_250(records: list[ConsumerRecord]) -> BatchResult:
         result = upper(records)
         if any(r.offset == 250 for r in records):
-            # Larger than the producer's max_request_size: the send fails, the batch aborts.
+            # Larger than the producer's max_request_size, and without its source: the send
+            # fails, the transaction aborts, and the batch is split to find the input.
             result.outputs.append(OutputRecord(out, b"x" * 2_000_000))
         return result
 
-    broken = Worker(
+    worker = Worker(
         bootstrap, consumer_group, oversized_at_250, topic=source, dlq_topic=dead, max_batch=100
     )
-    broken.thread.join(TIMEOUT_S)
-    assert isinstance(broken.error, StreamError)
-    assert "failed 3 times" in str(broken.error)
-    stuck_at = committed(admin, consumer_group)[TopicPartition(source, 0)]
-    assert 0 <= stuck_at <= 250
-    # Only the committed batches are visible; the aborted attempts left nothing behind.
-    visible = output_ids(read_committed(bootstrap, out, at_least=stuck_at))
-    assert visible == Counter(f"e-{i}" for i in range(stuck_at))
-
-    fixed = Worker(bootstrap, consumer_group, upper, topic=source, dlq_topic=dead)
-    wait_committed(admin, consumer_group, ends, fixed)
-    fixed.join()
-    assert output_ids(read_committed(bootstrap, out, at_least=400)) == Counter(
-        f"e-{i}" for i in range(400)
+    wait_committed(admin, consumer_group, ends, worker)
+    stats = worker.join()
+    assert stats.split >= 1
+    # The aborted attempts left nothing behind: every other input has exactly one output.
+    assert output_ids(read_committed(bootstrap, out, at_least=399)) == Counter(
+        f"e-{i}" for i in range(400) if i != 250
     )
+    [letter] = [
+        dlq.decode_dead_letter(r.value) for r in read_committed(bootstrap, dead, at_least=1)
+    ]
+    assert (letter.offset, letter.kind) == (250, "output_too_large")
+    assert "max_request_size" in letter.message
 
 
 def test_ensure_topics_creates_once(bootstrap: str, admin: KafkaAdminClient) -> None:
