@@ -41,10 +41,9 @@ def exit_process(code: int) -> NoReturn:
     pyspark stops a gateway it started, logging flushes), all before any native thread pool
     can meet a finalizing interpreter; the standard streams are flushed, then ``os._exit``.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    # What Py_FinalizeEx does first: threading's exit hooks (concurrent.futures stops its
+    # workers), then every non-daemon thread joined, then the atexit handlers.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()  # reports a failing handler itself, as the interpreter's exit does
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -94,12 +93,14 @@ def describe_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
+    # A library's first line says what happened; the rest is detail (py4j adds a Java trace).
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
     module = type(exc).__module__.split(".")[0]
     if module == "kafka":
-        return f"Kafka: {type(exc).__name__}: {exc}"
+        return f"Kafka: {type(exc).__name__}: {first}"
     if module == "deltalake":
-        return f"Delta table: {type(exc).__name__}: {exc}"
-    detail = f": {exc}" if str(exc) else ""
+        return f"Delta table: {type(exc).__name__}: {first}"
+    detail = f": {first}" if first else ""
     hint = "" if os.environ.get(TRACEBACK_ENV) == "1" else f" ({TRACEBACK_ENV}=1 for the traceback)"
     return f"unexpected {type(exc).__name__}{detail}{hint}"
 
