@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lakecast.errors import ConfigError
+from lakecast.monitoring.detectors import DEFAULT_DETECTOR
 from lakecast.monitoring.monitor import AnomalyMonitor, MonitorConfig
 from lakecast.monitoring.series import parse_sample
 from lakecast.monitoring.testing import Incident, synthetic_fleet
@@ -79,6 +80,25 @@ def test_flags_a_latency_spike_and_a_throughput_drop_within_a_few_samples() -> N
 def test_stays_quiet_on_steady_noisy_traffic(seed: int) -> None:
     records = list(synthetic_fleet(3, 80, t0=T0, seed=seed, noise=0.08))
     assert run(records) == []
+
+
+def test_the_default_detector_finds_a_spike_and_a_drop_after_its_warm_up_and_nothing_else() -> None:
+    # The registry's default detector at the monitor's default threshold, on a steady fleet
+    # long enough for its warm-up (novelty_likelihood: 200 points to learn the range).
+    spike = Incident("latency_p99_ms", start=700, steps=3, factor=10.0, workers=("w-1",))
+    drop = Incident("records_in_per_s", start=760, steps=15, factor=0.3)
+    config = MonitorConfig(cooldown_s=30.0, fleet_window_s=1.0, fleet_max_age_s=3.0)
+    assert config.detector == DEFAULT_DETECTOR
+    records = list(synthetic_fleet(2, 800, t0=T0, incidents=(spike, drop), seed=1))
+    found = run(records, config)
+    assert all(epoch(a) >= T0 + spike.start for a in found), "an alarm on the steady fleet"
+    first: dict[str, float] = {}
+    for anomaly in sorted(found, key=epoch):
+        first.setdefault(anomaly["series"], epoch(anomaly) - T0)
+    assert 700 <= first["w-1/latency_p99_ms"] < 703
+    assert 700 <= first["all/latency_p99_ms"] <= 703
+    assert 760 <= first["all/records_in_per_s"] <= 763
+    assert "w-0/latency_p99_ms" not in first
 
 
 def test_an_unknown_detector_is_refused_when_configured() -> None:

@@ -109,3 +109,37 @@ def test_window_rows_match_timestamps() -> None:
         stamps.astype("datetime64[ns]"), [("2024-01-01 00:20:00.000000", "2024-01-01 00:50:00")]
     )
     assert rows == [(2, 5)]
+
+
+def test_cross_validation_tunes_on_the_other_groups_and_pools_the_held_out_raw_scores() -> None:
+    # Group "a": the window start scores 0.8 and a false alarm 0.9; group "b": the window
+    # start scores 0.6. Tuned on "b", the threshold 0.6 takes both of "a"'s detections.
+    a = one_window()
+    b = nab.label_rows("b.csv", N, [(LEFT, RIGHT)])
+    scores_a = np.zeros(N)
+    scores_a[20], scores_a[LEFT] = 0.9, 0.8
+    scores_b = np.zeros(N)
+    scores_b[LEFT] = 0.6
+    result = nab.cross_validate([a, b], {"only": [scores_a, scores_b]}, STANDARD, ["a", "b"])
+    fold_a, fold_b = result.folds
+    assert (fold_a.held_out, fold_a.threshold) == ("a", pytest.approx(0.6))
+    assert fold_a.raw == pytest.approx(1.0 - STANDARD.a_fp)
+    # Tuned on "a", the best threshold is 0.8, over "b"'s 0.6: its window is missed.
+    assert (fold_b.held_out, fold_b.threshold) == ("b", pytest.approx(0.8))
+    assert fold_b.raw == pytest.approx(-1.0)
+    assert result.n_windows == 2
+    assert result.score == pytest.approx(nab.normalised(-STANDARD.a_fp, 2, STANDARD))
+
+
+def test_cross_validation_chooses_the_setting_from_the_training_groups_only() -> None:
+    a = one_window()
+    b = nab.label_rows("b.csv", N, [(LEFT, RIGHT)])
+    hit = detections_at(LEFT)
+    miss = np.zeros(N)
+    # "good" finds b's window and misses a's; "bad" the reverse. Each fold picks the
+    # setting that was right on the other group, so both held-out windows are missed.
+    candidates = {"good": [miss, hit], "bad": [hit, miss]}
+    result = nab.cross_validate([a, b], candidates, STANDARD, ["a", "b"])
+    assert [f.setting for f in result.folds] == ["good", "bad"]
+    assert [f.raw for f in result.folds] == [pytest.approx(-1.0), pytest.approx(-1.0)]
+    assert result.score == pytest.approx(0.0)
