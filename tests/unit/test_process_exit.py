@@ -1,0 +1,85 @@
+"""lakecast.process: how an entry point ends, checked on small scripts run as processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PRELUDE = """
+import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from lakecast.errors import ModelNotFoundError
+from lakecast.process import run_main
+
+pool = ThreadPoolExecutor(2)
+pool.submit(time.sleep, 0.05)
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined"))).start()
+atexit.register(lambda: print("atexit ran"))
+"""
+
+
+def _run(body: str, **env: str) -> subprocess.CompletedProcess[str]:
+    script = PRELUDE + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "stderr"),
+    [
+        ("run_main(lambda: None)", 0, ""),
+        ("run_main(lambda: 3)", 3, ""),
+        ("run_main(lambda: sys.exit(2))", 2, ""),
+        ("run_main(lambda: sys.exit('stopped: no input'))", 1, "stopped: no input\n"),
+        (
+            "def main():\n    raise ModelNotFoundError(\"model 'x' is not registered\")\n"
+            "run_main(main, prog='score_batch')",
+            1,
+            "score_batch: error: model 'x' is not registered\n",
+        ),
+        (
+            "def main():\n    raise FileNotFoundError(2, 'No such file or directory', 'in.csv')\n"
+            "run_main(main)",
+            1,
+            "error: in.csv: No such file or directory\n",
+        ),
+        (
+            "def main():\n    raise ValueError('first line\\n  detail')\nrun_main(main)",
+            1,
+            "error: unexpected ValueError: first line (LAKECAST_TRACEBACK=1 for the traceback)\n",
+        ),
+        ("def main():\n    raise KeyboardInterrupt\nrun_main(main)", 130, ""),
+    ],
+    ids=["none", "int", "exit-int", "exit-text", "ours", "os-error", "unexpected", "ctrl-c"],
+)
+def test_run_main_ends_with_the_status_and_one_line_after_a_normal_exits_python_part(
+    body: str, status: int, stderr: str
+) -> None:
+    done = _run(body)
+    assert (done.returncode, done.stderr) == (status, stderr)
+    # Threads joined, then atexit handlers, then the streams flushed: as the interpreter does.
+    assert done.stdout == "thread joined\natexit ran\n"
+
+
+def test_a_multi_line_error_of_ours_is_one_line() -> None:
+    done = _run(
+        "def main():\n    raise ModelNotFoundError('not valid YAML: at\\n  line 2\\n')\n"
+        "run_main(main)"
+    )
+    assert (done.returncode, done.stderr) == (1, "error: not valid YAML: at line 2\n")
+
+
+def test_the_traceback_is_there_when_asked_for() -> None:
+    done = _run("def main():\n    raise ValueError('boom')\nrun_main(main)", LAKECAST_TRACEBACK="1")
+    first, *rest = done.stderr.splitlines()
+    assert (done.returncode, first) == (1, "error: unexpected ValueError: boom")
+    assert rest[0] == "Traceback (most recent call last):"
