@@ -174,8 +174,8 @@ class Big:
 
 @dataclass(frozen=True, slots=True)
 class Tag:
-    """The record's tag as its ``event_id``, then ``suffix``, an escaped JSON fragment
-    ``raw_suffix`` and padding up to ``size`` bytes."""
+    """The record's tag as its ``event_id``, then (after a ``|``) ``suffix``, an escaped JSON
+    fragment ``raw_suffix`` and padding up to ``size`` bytes."""
 
     suffix: str = ""
     raw_suffix: str = ""
@@ -488,7 +488,8 @@ def _encode(value: Any, tag: str, large: bool) -> tuple[bytes, str | None]:
         return orjson.dumps(_sized(value.unit, size)), None
     if isinstance(value, Tag):
         size = value.size if large else min(value.size, SMALL_SIZE)
-        text = tag + value.suffix
+        # "|" ends the tag: "fz-1" + "0" would be "fz-10", another record's event id.
+        text = f"{tag}|{value.suffix}" if value.suffix or value.raw_suffix or size else tag
         if size:
             text += _sized(value.suffix or "x", size - len(text.encode()))
         if value.raw_suffix:

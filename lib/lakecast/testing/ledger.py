@@ -150,6 +150,13 @@ def account(
             continue
         ledger.records[(where.partition, where.offset)] = record
         if record.event_id is not None:
+            if record.event_id in by_event_id:
+                first = by_event_id[record.event_id].index
+                msg = (
+                    f"account: inputs #{first} and #{record.index} share the event_id "
+                    f"{record.event_id[:80]!r}: their predictions cannot be told apart"
+                )
+                raise ValueError(msg)
             by_event_id[record.event_id] = record
     for output in predictions:
         ledger.predictions += 1
