@@ -435,3 +435,21 @@ def test_check_sent_names_the_refused_record_not_its_batch_neighbours() -> None:
     with pytest.raises(KafkaError) as other:
         check_sent([Future(None), Future(KafkaTimeoutError("slow"))])
     assert not isinstance(other.value, OutputRejectedError)
+
+
+def test_outputs_with_bad_or_large_headers_are_judged_with_them() -> None:
+    [first, second, third] = _batch(3)
+    result = BatchResult(
+        [
+            OutputRecord("out", b"v", None, (("h", b"x" * 2_000),), first),
+            OutputRecord("out", b"v", None, ((1, b"x"),), second),  # type: ignore[arg-type]
+            OutputRecord("out", b"v", b"k", (("h", b"small"),), third),
+        ]
+    )
+    found = {
+        source.offset: (kind, message) for source, kind, message in unproducible(result, 1_000)
+    }
+    assert found[10][0] == OUTPUT_TOO_LARGE
+    assert "headers 2001" in found[10][1]
+    assert found[11] == (OUTPUT_REJECTED, "output to 'out': headers must be (str, bytes) pairs")
+    assert 12 not in found

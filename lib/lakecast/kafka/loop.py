@@ -355,7 +355,10 @@ def _refusal(out: OutputRecord, room: int, max_request_size: int) -> tuple[str, 
         return OUTPUT_REJECTED, f"{where}: value is {type(out.value).__name__}, not bytes"
     if out.key is not None and not isinstance(out.key, bytes | bytearray | memoryview):
         return OUTPUT_REJECTED, f"{where}: key is {type(out.key).__name__}, not bytes"
-    headers = sum(len(name.encode()) + len(value) for name, value in out.headers)
+    try:
+        headers = sum(len(name.encode()) + len(value) for name, value in out.headers)
+    except (AttributeError, TypeError, ValueError):
+        return OUTPUT_REJECTED, f"{where}: headers must be (str, bytes) pairs"
     size = len(out.value) + len(out.key or b"") + headers
     if size > room:
         message = (

@@ -8,8 +8,11 @@ dead letter per bad one. :func:`lakecast.kafka.loop.run_loop` makes each batch's
 its offsets durable together (exactly once by default).
 
 A record for which the model fails alone is dead-lettered (``model_error``); the rest of its
-batch is still scored. The model, the routing state and the snapshot are read once at the
-start of a batch, so an alias switch takes effect between two batches.
+batch is still scored. Each prediction names its event as its source, so one the producer
+cannot send (the contract's bounds leave none: a safeguard) dead-letters that event alone
+(``output_too_large``, see :mod:`lakecast.kafka.loop`). The model, the routing state and
+the snapshot are read once at the start of a batch, so an alias switch takes effect between
+two batches.
 
 ``latency_ms`` on a prediction is the time from the event record's Kafka timestamp to the
 prediction being made; the end-to-end histogram measures to the commit.
