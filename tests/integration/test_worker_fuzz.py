@@ -60,11 +60,11 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 def test_every_fuzzed_record_becomes_exactly_one_prediction_or_dead_letter(
     bootstrap: str, lake: Lake, topic_factory: Callable[..., str], consumer_group: str
 ) -> None:
-    # Up to 12 records over 64 KB per family: among them every field at 600 KB. A user id of
-    # 600 KB is known to break the invariant at 90ac776: its prediction carries the id as key
-    # and in the value (1.2 MB, over the producer's 1 MiB max_request_size), the transaction
-    # aborts 8 times in a row and the worker dies (StreamError), the rest of the topic unread.
-    # The fix (bounded ids, serde / loop) is another change's; the test asserts the invariant.
+    # Up to 12 records over 64 KB per family: among them every field at 600 KB. Before
+    # a1d3092 bounded the contract's strings, a 600 KB user id broke the invariant: its
+    # prediction carried the id as key and in the value (1.2 MB, over the producer's 1 MiB
+    # max_request_size), the transaction aborted 8 times in a row and the worker died
+    # (StreamError) with 633 of these 800 records unread.
     records = generate(RECORDS, seed_value=SEED, large_budget=12)
     assert {r.family for r in records} >= {CONTROL, "huge", "unicode", "raw_bytes", "tombstone"}
     topics = worker_topics(topic_factory)
