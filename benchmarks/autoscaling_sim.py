@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autoscaling_policies import Setup, Windows, predictive_section, setups
+from autoscaling_policies import TUNED_PREDICTIVE, Setup, Windows, predictive_section, setups
 from autoscaling_traces import NAB_DAY_S, Trace, daily_trace, nab_traces, peak_rate
 
 from lakecast.autoscaling.simulate import (
@@ -50,8 +50,6 @@ TUNED = frozenset(
         "realTraffic/speed_6005",
     }
 )
-# Chosen with --tune on the TUNED traces (see main's docstring).
-PREDICTIVE = {"utilisation": 0.6, "horizon_s": 20.0, "level_window_s": 15.0, "seasons": 3}
 WINDOWS = Windows(evaluation_s=3.0, stabilisation_s=30.0, max_step=3)
 
 
@@ -82,7 +80,7 @@ def traces(workers: WorkerModel) -> list[Trace]:
 
 
 def the_setups(workers: WorkerModel, **predictive: float) -> list[Setup]:
-    options = {**PREDICTIVE, **predictive}
+    options = {**TUNED_PREDICTIVE, **predictive}
     utilisation = options.pop("utilisation")
     horizon = options.pop("horizon_s")
     section = predictive_section(

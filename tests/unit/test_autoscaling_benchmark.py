@@ -97,7 +97,7 @@ def test_policies_differ_only_in_their_rules(policies: ModuleType) -> None:
         update={"consumer_lag": None}
     )
     assert ahead.policy.model_copy(update={"predictive": None}) == both.policy
-    assert ahead.policy.predictive.records_per_replica == 750
+    assert ahead.policy.predictive.records_per_replica == 600  # 60 % of 1,000
     assert cpu.policy.max_replicas == both.policy.max_replicas == 3
     assert "forecast 15 s ahead" in ahead.describe()
     assert len(policies.setups(3, 4000.0)) == 3
