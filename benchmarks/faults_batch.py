@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -157,11 +158,14 @@ def batch_campaigns(args: argparse.Namespace) -> list[CampaignRow]:
     """Run the batch and registry campaigns; their rows of the fault table."""
     scratch = Path(tempfile.mkdtemp(prefix="lakecast-batch-faults-"))
     try:
-        return [
-            *_job_rows(args, scratch),
-            *_writer_rows(args, scratch),
-            *_refusal_rows(args, scratch),
-        ]
+        rows: list[CampaignRow] = []
+        # The registry's rows first: seconds, where the jobs' take minutes.
+        for campaigns in (_writer_rows, _refusal_rows, _job_rows):
+            done = campaigns(args, scratch)
+            for row in done:
+                print(f"done: {row}", file=sys.stderr, flush=True)
+            rows += done
+        return rows
     finally:
         if args.keep:
             print(f"scratch kept in {scratch}")
@@ -172,7 +176,8 @@ def batch_campaigns(args: argparse.Namespace) -> list[CampaignRow]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    print(format_table(batch_campaigns(parser.parse_args())))
+    rows = batch_campaigns(parser.parse_args())
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> BatchLake:
     return batch_faults.build_lake(root, rows=2000, days=2, generate=False)
 
 
+@pytest.mark.timeout(5400)  # five spark-submits: about 2 minutes idle, 40 at load average 20
 def test_killed_jobs_rerun_to_one_row_per_key(lake: BatchLake) -> None:
     expected = batch_faults.expected_keys(lake)
     trials = [
