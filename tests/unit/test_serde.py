@@ -274,3 +274,12 @@ def test_the_one_pass_check_agrees_with_the_field_by_field_one(changes: dict[str
     assert serde._well_formed_event(_event(), latest) is not None
     with pytest.raises(InvalidRecordError):
         serde.event_from_dict(_event(**changes), latest=latest)
+
+
+@pytest.mark.parametrize(
+    "ts", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-00:31"]
+)
+def test_a_ts_that_overflows_in_utc_is_an_invalid_field_not_a_crash(ts: str) -> None:
+    with pytest.raises(InvalidRecordError, match="out of range in UTC") as info:
+        serde.event_from_dict(_event(ts=ts))
+    assert info.value.field == "ts"

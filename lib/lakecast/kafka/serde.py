@@ -177,7 +177,11 @@ def parse_utc(value: Any, name: str = "ts", where: str = "decode record") -> dat
     if parsed.tzinfo is None:
         msg = f"{where}: field {name!r} has no UTC offset: {value[:64]!r}"
         raise InvalidRecordError(msg, field=name)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59-01:00 is past datetime.max in UTC
+        msg = f"{where}: field {name!r} is out of range in UTC: {value[:64]!r}"
+        raise InvalidRecordError(msg, field=name) from exc
 
 
 def latest_event_ts(now: datetime | None = None) -> datetime:
