@@ -114,7 +114,7 @@ def run(trace: Trace, chosen: list[Setup], workers: WorkerModel, target_s: float
 
 def print_rows(rows: list[Row], out: Callable[[str], None]) -> None:
     head = (
-        f"{'trace':<34}{'policy':<19}{'s above target':>20}{'worker-s':>18}"
+        f"{'trace':<42}{'policy':<19}{'s above target':>20}{'worker-s':>18}"
         f"{'actions':>9}{'worst lag':>12}{'target':>8}{'least worker-s':>16}"
     )
     out(head)
@@ -124,7 +124,7 @@ def print_rows(rows: list[Row], out: Callable[[str], None]) -> None:
         for row in group:
             o = row.outcome
             out(
-                f"{trace + mark:<34}{row.policy:<19}"
+                f"{trace + mark:<42}{row.policy:<19}"
                 f"{f'{o.seconds_above:,} ({o.share_above:.2%})':>20}"
                 f"{f'{o.worker_seconds:,.0f} ({row.worker_share:.0%})':>18}"
                 f"{o.actions:>9,}{o.worst_lag:>12,.0f}{'met' if row.meets_target else 'MISSED':>8}"

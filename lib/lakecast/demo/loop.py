@@ -8,10 +8,11 @@ The load is sized from one worker's measured capacity (``capacity_per_worker`` i
 ``conf/autoscale-workers.json``, measured by ``benchmarks/autoscaling_measure.py``): a worker
 serves some 10,000 events/s, so a spike of a fixed 30,000 events was drained by one worker in
 about a second, between two evaluations, and the autoscaler never changed the fleet. Now the
-steady phases run at 30 % of a worker and the spike is 25 s of one worker's work, sent as fast
+steady phases run at 10 % of a worker and the spike is 25 s of one worker's work, sent as fast
 as the producer goes for at most 20 s (on a busy host the producer is slower than a worker, and
 the spike is then what it sent in 20 s); the day's events are replayed in a loop when the
-phases need more. The step waits for the scale-down after the load instead of a fixed time.
+phases need more. The step waits until the fleet is back at its size before the spike (the
+stabilisation window passes once per step down) instead of a fixed time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lakecast.config import PROJECT_ROOT, Settings
 from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, decode_values, worker_command
 from lakecast.kafka.clients import build_producer
+from lakecast.kafka.groups import wait_for_stable_members
 from lakecast.serving.testing import read_committed
 
 
@@ -44,11 +46,13 @@ class Phase:
     most_s: float | None = None  # stop early after this long (a slow producer on a busy host)
 
 
-STEADY_SHARE = 0.3  # of one worker's capacity: one worker, CPU under the scale-down target
-STEADY_S = (20.0, 30.0)  # before and after the spike
+# Of one worker's capacity: one worker, far under the scale-down target, and little enough in
+# flight that the lag stays under the demo policy's lag_threshold (500) between batches.
+STEADY_SHARE = 0.1
+STEADY_S = (40.0, 30.0)  # before (the monitor's detectors warm up: 8 samples of 2 s) and after
 SPIKE_WORK_S = 25.0  # the spike holds this many seconds of one worker's work
 SPIKE_MOST_S = 20.0
-SCALE_DOWN_WAIT_S = 150.0  # the longest wait for the scale-down after the last phase
+SCALE_DOWN_WAIT_S = 180.0  # the longest wait for the fleet to be back after the last phase
 
 
 def sized_phases(capacity: float) -> tuple[Phase, ...]:
@@ -65,7 +69,7 @@ def sized_phases(capacity: float) -> tuple[Phase, ...]:
 
 
 def _service(name: str, topics: DemoTopics, log_dir: Path, *args: str) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}-{topics.run}.log").open("wb")
+    log = (log_dir / f"{name}-{topics.run}.log").open("ab")  # a restart keeps the first log
     command = [sys.executable, "-m", "lakecast.cli.main", "stream", name, *args]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -101,21 +105,23 @@ def _play(
 
 
 def _wait_for_scale_down(settings: Settings, topics: DemoTopics, timeout_s: float) -> None:
-    """Until the autoscaler's latest change of the fleet is a scale-down after a scale-up,
-    or ``timeout_s``."""
+    """Until the fleet is back at its size before the first scale-up, or ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(5)
         records = decode_values(
             read_committed(settings.kafka.bootstrap_servers, topics.metrics, at_least=0)
         )
-        moves = [
-            r.get("direction")
+        changes = [
+            r
             for r in records
-            if r.get("kind") == "scaling" and r.get("direction") in ("up", "down")
+            if r.get("kind") == "scaling" and r.get("current") != r.get("desired")
         ]
-        if "up" in moves and moves[-1] == "down":
-            return
+        ups = [r for r in changes if r.get("direction") == "up"]
+        if ups and changes[-1].get("direction") == "down":
+            before = ups[0].get("current")
+            if isinstance(before, int) and changes[-1].get("desired") == max(before, 1):
+                return
 
 
 def run_loop_demo(
@@ -140,11 +146,12 @@ def run_loop_demo(
     topics = DemoTopics()
     topics.create(settings)
     worker = shlex.join(worker_command(topics, "--metrics-port", "0", "--sample-interval", "2"))
-    monitor = _service(
-        "monitor", topics, log_dir, "--topic", topics.metrics, "--metrics-port", "0",
+    monitor_args = (
+        "--topic", topics.metrics, "--metrics-port", "0",
         "--detector", "gaussian_tail", "--param", "warmup=8", "--threshold", "0.5",
         "--cooldown", "20", "--fleet-window", "2", "--group", f"demo-{topics.run}-monitor",
     )  # fmt: skip
+    monitor = _service("monitor", topics, log_dir, *monitor_args)
     autoscaler = _service(
         "autoscaler", topics, log_dir, "--topic", topics.metrics, "--metrics-port", "0",
         "--policy", str(policy), "--group", topics.group, "--input-topic", topics.events,
@@ -155,7 +162,14 @@ def run_loop_demo(
     payloads = itertools.cycle(list(event_payloads(events)))
     producer = build_producer(settings.kafka, mode="at_least_once", client_id="demo-loop")
     try:
-        time.sleep(10)  # the autoscaler brings the first worker up (min_replicas)
+        # The autoscaler brings the first worker up (min_replicas): traffic sent before it has
+        # joined would wait in the topic as lag and scale the fleet up before the spike.
+        wait_for_stable_members(settings.kafka.bootstrap_servers, topics.group, 1)
+        if monitor.poll() is not None:
+            # On a broker whose first consumer group this is, the monitor's first offset commit
+            # can meet its group's rebalance and the service exits; once is enough to retry.
+            print(f"  the monitor exited with status {monitor.returncode} at start: restarted")
+            monitor = _service("monitor", topics, log_dir, *monitor_args)
         for phase in phases:
             sent, began = _play(producer, topics.events, payloads, phase)
             print(f"  phase {phase.name:<7} {sent:>7,} events at {sent / began:,.0f}/s")
