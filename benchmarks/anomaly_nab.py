@@ -11,9 +11,11 @@ fold's own normalised score is printed where it has windows (artificialNoAnomaly
 its raw score is its false alarms). The in-sample figure is the same tuning (grid and
 threshold) on all 34 files, so the two columns differ only by what the tuning saw.
 
-Per-file scores are cached (``--cache``), keyed by the setting and the detectors' source,
-so a rerun after a change rescoring only what changed. Cost per point is the scoring time
-of the registered defaults (microseconds per row, one process).
+Per-file scores are cached (``--cache``), keyed by the setting, the file and the
+detectors' code (comments and docstrings aside): a rerun scores only the settings not yet
+scored, and a change to a detector rescores everything. Cost per point is the registered
+default's scoring time per row (microseconds, one process), as measured when its scores
+were cached: on a loaded machine it is inflated (compare rows of one run, not runs).
 
     nice -n 10 .venv/bin/python benchmarks/anomaly_nab.py --cv    # all registered detectors
     .venv/bin/python benchmarks/anomaly_nab.py -d knn_cad -d "knn_cad:dim=20,k=3" --per-category

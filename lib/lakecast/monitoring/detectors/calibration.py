@@ -4,7 +4,8 @@ A raw surprise (a distance, a z-score) means different things on different serie
 threshold for every series needs scores on one scale. ``ConformalCalibrator`` ranks the new
 surprise among the trailing ones (a conformal p-value), so ``1 - p`` is uniform on normal
 data whatever the raw scale. (A Numenta-style anomaly likelihood over the Gaussian tail
-surprise was measured on NAB too and scored lower, 32 standard; it is not kept.)
+surprise scored 32 standard on NAB; over contextual novelty, the kind of raw score HTM
+feeds it, it is the default detector: see likelihood.py.)
 
 ``RestPeriod`` wraps a detector so that after an alarm the following points report only a
 higher surprise: an anomaly raises one alarm, not hundreds.

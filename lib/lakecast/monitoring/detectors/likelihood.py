@@ -26,6 +26,11 @@ here, by leave-one-category-out cross-validation on the NAB subset
 (benchmarks/anomaly_nab.py --cv): the first ``learn`` points set the novelty's range and
 arm the spatial check, and the likelihood speaks after ``2 learn`` points (``learn`` to
 learn, ``learn`` to estimate, as HTM's learning and estimation periods).
+
+Measured on the NAB subset (standard / low FP / low FN): 75.0 / 69.9 / 78.9 in sample,
+73.7 / 66.0 / 77.5 cross-validated (every fold chose ``learn=200``, at thresholds 0.517 to
+0.525, i.e. the first red); HTM's own learning period, half NAB's probation (375 on long
+files), scored 66.8 in sample: the short NAB files have anomalies before point 750.
 """
 
 from __future__ import annotations
