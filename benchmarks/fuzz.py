@@ -25,8 +25,8 @@ import orjson
 from streaming import PipeContext, broker, build_inference_worker  # benchmarks/streaming.py
 
 from lakecast.config import KafkaSettings, settings
+from lakecast.kafka.batch import BatchReport
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
-from lakecast.kafka.loop import BatchReport
 from lakecast.serving.testing import event_value, produce, read_committed
 from lakecast.testing.fuzz import CONTROL, generate
 from lakecast.testing.ledger import account, send_records

@@ -34,6 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.config import KafkaSettings, settings
+from lakecast.kafka.batch import BatchReport, BatchResult, OutputRecord
 from lakecast.kafka.clients import (
     BATCH_BYTES,
     TopicSpec,
@@ -43,7 +44,7 @@ from lakecast.kafka.clients import (
     ensure_topics,
     transactional_id_for,
 )
-from lakecast.kafka.loop import BatchReport, BatchResult, OutputRecord, run_loop
+from lakecast.kafka.loop import run_loop
 from lakecast.local.jars import resolve_jars
 
 MAX_POLL = 500

@@ -24,6 +24,7 @@ from kafka.structs import TopicPartition
 from lakecast.config import KafkaSettings
 from lakecast.errors import DataError
 from lakecast.kafka import dlq, serde
+from lakecast.kafka.batch import BatchReport, BatchResult, OutputRecord
 from lakecast.kafka.clients import (
     DeliveryMode,
     TopicSpec,
@@ -33,7 +34,7 @@ from lakecast.kafka.clients import (
     ensure_topics,
     transactional_id_for,
 )
-from lakecast.kafka.loop import BatchReport, BatchResult, LoopStats, OutputRecord, run_loop
+from lakecast.kafka.loop import LoopStats, run_loop
 
 TIMEOUT_S = 25.0
 

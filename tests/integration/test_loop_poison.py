@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
+from lakecast.kafka.batch import BatchResult, OutputRecord
 from lakecast.kafka.dlq import decode_dead_letter
-from lakecast.kafka.loop import BatchResult, OutputRecord
 from lakecast.serving.testing import committed_total, produce, read_committed, wait_for
 from tests.integration.test_kafka_loop import TIMEOUT_S, Worker
 

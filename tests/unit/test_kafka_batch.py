@@ -15,21 +15,11 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import MemberState, OffsetAndMetadata, TopicPartition
 
 from lakecast.errors import StreamError
+from lakecast.kafka.batch import BatchResult, OutputRecord, first_offsets, next_offsets
 from lakecast.kafka.delivery import OutputRejectedError, check_sent, rejected
 from lakecast.kafka.dlq import OUTPUT_REJECTED, OUTPUT_TOO_LARGE, DeadLetter
-from lakecast.kafka.loop import (
-    BatchLimit,
-    BatchResult,
-    OutputRecord,
-    _Buffer,
-    _collect,
-    _run_batch,
-    first_offsets,
-    next_offsets,
-    process_isolating,
-    run_splitting,
-    unproducible,
-)
+from lakecast.kafka.loop import BatchLimit, _Buffer, _collect
+from lakecast.kafka.poison import _run_batch, process_isolating, run_splitting, unproducible
 from lakecast.kafka.shutdown import install_stop_handlers
 
 

@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from lakecast.kafka.loop import BatchResult, OutputRecord, _run_batch
+from lakecast.kafka.batch import BatchResult, OutputRecord
+from lakecast.kafka.poison import _run_batch
 from lakecast.kafka.serde import MAX_KEY_BYTES
 from lakecast.serving import decoding
 from lakecast.serving.decoding import (

@@ -37,8 +37,9 @@ from threadpoolctl import threadpool_limits
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.spec import FEATURES_VERSION
 from lakecast.features.transforms import validate_event_batch
+from lakecast.kafka.batch import BatchReport, BatchResult, OutputRecord
 from lakecast.kafka.dlq import DeadLetter
-from lakecast.kafka.loop import BatchReport, BatchResult, LoopStats, OutputRecord, run_loop
+from lakecast.kafka.loop import LoopStats, run_loop
 from lakecast.kafka.serde import Event, PredictionEncoder
 from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
 from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
