@@ -193,6 +193,22 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_the_rest_is_scored
     ]
 
 
+def test_a_batch_of_only_gated_events_dead_letters_each_with_its_own_kind(
+    bootstrap: str, topics: dict[str, str], consumer_group: str, serve: Any
+) -> None:
+    # Alone in its batch (a quiet topic, or a batch redone record by record), an event the
+    # feature gate refuses left no event to score: pyarrow's take([]) raised, and the record
+    # got the exception's class as its kind instead of unknown_category.
+    produce(bootstrap, topics["events"], [(b"u-gated", bad_inputs()["unknown_category"])])
+    worker = serve()
+    drain(bootstrap, consumer_group, topics["events"], 1, worker)
+    worker.stop()
+    letters = read_committed(bootstrap, topics["dlq"], at_least=1)
+    (letter,) = [decode_dead_letter(r.value) for r in letters]
+    assert letter.kind == "unknown_category"
+    assert read_committed(bootstrap, topics["predictions"], at_least=0, quiet_s=0.5) == []
+
+
 def test_an_alias_switch_is_picked_up_without_loss_or_duplicates(
     bootstrap: str,
     lake: Lake,

@@ -443,3 +443,35 @@ def test_outputs_with_bad_or_large_headers_are_judged_with_them() -> None:
     assert "headers 2001" in found[10][1]
     assert found[11] == (OUTPUT_REJECTED, "output to 'out': headers must be (str, bytes) pairs")
     assert 12 not in found
+
+
+class _RefusingProducer:
+    """kafka-python after the broker refused a record of the open transaction: every later
+    send raises a plain KafkaError that carries the refusal."""
+
+    def __init__(self, cause: object) -> None:
+        self.cause = cause
+
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        msg = "Cannot perform send because at least one previous transactional request failed"
+        raise KafkaError(msg, self.cause)
+
+
+@pytest.mark.parametrize("cause", [MessageSizeTooLargeError("too big"), MessageSizeTooLargeError])
+def test_a_send_refused_for_an_earlier_refusal_is_about_a_record(cause: object) -> None:
+    from lakecast.kafka.poison import _send
+
+    result = BatchResult(outputs=[OutputRecord("out", b"v")])
+    with pytest.raises(OutputRejectedError) as info:
+        _send(_RefusingProducer(cause), result, "dlq")  # type: ignore[arg-type]
+    assert info.value.by_broker
+    assert info.value.too_large
+
+
+def test_a_send_refused_for_a_broker_fault_stays_a_broker_fault() -> None:
+    from lakecast.kafka.poison import _send
+
+    result = BatchResult(outputs=[OutputRecord("out", b"v")])
+    with pytest.raises(KafkaError) as info:
+        _send(_RefusingProducer(KafkaTimeoutError("late")), result, "dlq")  # type: ignore[arg-type]
+    assert not isinstance(info.value, OutputRejectedError)

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from lakecast.errors import StreamError
@@ -88,6 +89,16 @@ def _send(
     except (TypeError, ValueError) as exc:  # a key or value that is not bytes, or both None
         msg = f"output record refused: {exc!r}"
         raise OutputRejectedError(msg, too_large=False) from exc
+    except KafkaError as exc:
+        # The broker refused an earlier record of this transaction while we were still
+        # sending: kafka-python then refuses every send with a plain KafkaError carrying that
+        # refusal, which is about one record, not about the broker.
+        cause = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(cause, RECORD_ERRORS):
+            raise rejected(cause, by_broker=True) from exc
+        if isinstance(cause, type) and issubclass(cause, RECORD_ERRORS):
+            raise rejected(cause(), by_broker=True) from exc
+        raise
     return sent
 
 

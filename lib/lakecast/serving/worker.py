@@ -10,7 +10,7 @@ its offsets durable together (exactly once by default).
 A record for which the model fails alone is dead-lettered (``model_error``); the rest of its
 batch is still scored. Each prediction names its event as its source, so one the producer
 cannot send (the contract's bounds leave none: a safeguard) dead-letters that event alone
-(``output_too_large``, see :mod:`lakecast.kafka.loop`). The model, the routing state and
+(``output_too_large``, see :mod:`lakecast.kafka.poison`). The model, the routing state and
 the snapshot are read once at the start of a batch, so an alias switch takes effect between
 two batches.
 
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 from kafka.consumer.fetcher import ConsumerRecord
 from threadpoolctl import threadpool_limits
 
@@ -177,7 +178,8 @@ class InferenceWorker:
                 if problem is not None:
                     result.dead_letters.append(DeadLetter(kept[i], problem.kind, problem.message))
             if len(good) < len(events):
-                table = table.take(good)
+                # Typed: take([]) on a list pyarrow infers as null-typed has no kernel.
+                table = table.take(pa.array(good, type=pa.int64()))
                 kept = [kept[i] for i in good]
                 events = [events[i] for i in good]
             if events:
