@@ -169,3 +169,29 @@ def test_idle_series_are_forgotten_with_their_gauges() -> None:
 def test_series_limits_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="max_series"):
         dataclasses.replace(CONFIG, max_series=0)
+
+
+class _Committing:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def commit(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def test_a_commit_refused_by_a_rebalance_does_not_stop_a_metrics_service() -> None:
+    from kafka.errors import (
+        CommitFailedError,
+        KafkaTimeoutError,
+        RebalanceInProgressError,
+        TopicAuthorizationFailedError,
+    )
+
+    from lakecast.monitoring.monitor import commit_read
+
+    assert commit_read(_Committing(None), "monitor")  # type: ignore[arg-type]
+    for moved in (RebalanceInProgressError(), CommitFailedError(), KafkaTimeoutError()):
+        assert not commit_read(_Committing(moved), "monitor")  # type: ignore[arg-type]
+    with pytest.raises(TopicAuthorizationFailedError):  # not about the group: still fatal
+        commit_read(_Committing(TopicAuthorizationFailedError()), "monitor")  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from lakecast.kafka.clients import build_admin, build_consumer, build_producer
 from lakecast.kafka.serde import encode_json, encode_key
 from lakecast.monitoring.monitor import (
     ServiceStats,
+    commit_read,
     read_metric_record,
     report_bad_record,
     subscribe_when_ready,
@@ -208,7 +209,7 @@ class AutoscalerService:
                     for message in messages:
                         self.handle(message)
                 if batches:
-                    consumer.commit()
+                    commit_read(consumer, self.name)
                 now = self.clock()
                 if self.controller.due(now):
                     self.decide(now, probe, producer)

@@ -24,6 +24,13 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from lakecast.autoscaling.decision import to_iso
 from lakecast.config import KafkaSettings
@@ -52,6 +59,14 @@ from lakecast.monitoring.series import (
 log = logging.getLogger(__name__)
 
 ANOMALY_KIND = "anomaly"
+
+# A commit refused because the group moved on: the next poll rejoins (not retriable as such).
+GROUP_MOVED_ERRORS = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 
 DIRECTIONS = ("high", "low", "both")
 # Which side of normal is news, by metric: a latency, lag or DLQ rate below its baseline is
@@ -289,6 +304,24 @@ def subscribe_when_ready(consumer: KafkaConsumer, topic: str, timeout_s: float =
     consumer.subscribe([topic])
 
 
+def commit_read(consumer: KafkaConsumer, service: str) -> bool:
+    """Commit what a metrics-topic service has read; a commit the group refuses is not fatal.
+
+    A commit meets a rebalance (``RebalanceInProgressError``, ``CommitFailedError``: a fresh
+    broker, a member joining) or a coordinator moving: the next ``poll`` rejoins, and the
+    records since the last commit are read again (at least once, as these services are).
+    Seen: a monitor on a fresh broker exited about a second after starting on its first commit.
+    """
+    try:
+        consumer.commit()
+    except KafkaError as exc:
+        if not (isinstance(exc, GROUP_MOVED_ERRORS) or exc.retriable):
+            raise
+        log.warning("%s: commit refused, reading on (%r)", service, exc)
+        return False
+    return True
+
+
 def read_metric_record(
     message: ConsumerRecord, service: str, stats: ServiceStats
 ) -> dict[str, Any] | None:
@@ -402,7 +435,7 @@ class MonitorService:
                     anomalies += self.monitor.close_fleet_window()
                 self._write(producer, anomalies)
                 if batches:
-                    consumer.commit()
+                    commit_read(consumer, self.name)
         finally:
             producer.flush(timeout=10)
             producer.close(timeout=10)
