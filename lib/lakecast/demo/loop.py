@@ -146,12 +146,12 @@ def run_loop_demo(
     topics = DemoTopics()
     topics.create(settings)
     worker = shlex.join(worker_command(topics, "--metrics-port", "0", "--sample-interval", "2"))
-    monitor_args = (
+    monitor = _service(
+        "monitor", topics, log_dir,
         "--topic", topics.metrics, "--metrics-port", "0",
         "--detector", "gaussian_tail", "--param", "warmup=8", "--threshold", "0.5",
         "--cooldown", "20", "--fleet-window", "2", "--group", f"demo-{topics.run}-monitor",
     )  # fmt: skip
-    monitor = _service("monitor", topics, log_dir, *monitor_args)
     autoscaler = _service(
         "autoscaler", topics, log_dir, "--topic", topics.metrics, "--metrics-port", "0",
         "--policy", str(policy), "--group", topics.group, "--input-topic", topics.events,
@@ -165,11 +165,6 @@ def run_loop_demo(
         # The autoscaler brings the first worker up (min_replicas): traffic sent before it has
         # joined would wait in the topic as lag and scale the fleet up before the spike.
         wait_for_stable_members(settings.kafka.bootstrap_servers, topics.group, 1)
-        if monitor.poll() is not None:
-            # On a broker whose first consumer group this is, the monitor's first offset commit
-            # can meet its group's rebalance and the service exits; once is enough to retry.
-            print(f"  the monitor exited with status {monitor.returncode} at start: restarted")
-            monitor = _service("monitor", topics, log_dir, *monitor_args)
         for phase in phases:
             sent, began = _play(producer, topics.events, payloads, phase)
             print(f"  phase {phase.name:<7} {sent:>7,} events at {sent / began:,.0f}/s")
