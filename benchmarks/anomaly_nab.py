@@ -76,7 +76,9 @@ def grid(default: dict[str, Any], **axes: list[Any]) -> list[str]:
 # always a candidate): the knobs its author tuned on these files. A detector not listed is
 # tuned on its threshold only.
 CV_GRID: dict[str, list[str]] = {
-    "novelty_likelihood": grid({"learn": 200}, learn=[100, 150, 200, 375]),
+    "novelty_likelihood": grid(
+        {"learn": 200, "levels": 8}, learn=[100, 150, 200, 375], levels=[6, 8, 12]
+    ),
     "hybrid": grid({"rest": 150, "alarm": 0.75}, rest=[50, 150, 300], alarm=[0.6, 0.75, 0.9]),
     "context_novelty": grid({"levels": 8, "order": 3}, levels=[6, 8, 12], order=[2, 3, 5]),
     "gaussian_tail": grid({"window": 6400, "alarm": 0.5}, window=[2000, 6400], alarm=[0.5, 0.7]),

@@ -21,15 +21,18 @@ found a 10x latency spike and a 70 % throughput drop.
 
 The raw novelty is ``ContextNoveltyDetector`` (levels, order) with no rest of its own.
 The likelihood's constants are HTM's published ones (average 10, history 8640, re-fit
-every 100 points, mean floor 0.03, variance floor 0.0003); only ``learn`` was chosen
-here, by leave-one-category-out cross-validation on the NAB subset
-(benchmarks/anomaly_nab.py --cv): the first ``learn`` points set the novelty's range and
-arm the spatial check, and the likelihood speaks after ``2 learn`` points (``learn`` to
-learn, ``learn`` to estimate, as HTM's learning and estimation periods).
+every 100 points, mean floor 0.03, variance floor 0.0003), and ``tolerance`` is HTM's
+spatial tolerance. ``learn`` and the novelty's ``levels`` were chosen by leave-one-category-
+out cross-validation on the NAB subset (benchmarks/anomaly_nab.py --cv, learn 100 / 150 /
+200 / 375 by levels 6 / 8 / 12; ``order`` stays the novelty's 3): in the standard profile
+every fold chose ``learn=200, levels=8`` (low FP: two folds chose learn 100). The first
+``learn`` points set the novelty's range and arm the spatial check, and the likelihood
+speaks after ``2 learn`` points (``learn`` to learn, ``learn`` to estimate, as HTM's
+learning and estimation periods).
 
 Measured on the NAB subset (standard / low FP / low FN): 75.0 / 69.9 / 78.9 in sample,
-73.7 / 66.0 / 77.5 cross-validated (every fold chose ``learn=200``, at thresholds 0.517 to
-0.525, i.e. the first red); HTM's own learning period, half NAB's probation (375 on long
+73.7 / 66.0 / 77.5 cross-validated (standard profile: thresholds 0.517 to 0.525 in every
+fold, i.e. the first red); HTM's own learning period, half NAB's probation (375 on long
 files), scored 66.8 in sample: the short NAB files have anomalies before point 750.
 """
 
