@@ -347,6 +347,19 @@ def _drain(group: WorkerGroup, load: PacedLoad, watch: OutputWatch) -> int:
     return unasked
 
 
+def _tear_down(group: WorkerGroup, paced: PacedLoad, watch: OutputWatch) -> None:
+    """Stop the load, the workers and the reader; the workers even if the load fails."""
+    try:
+        if paced.is_alive():
+            paced.stop()
+    finally:
+        try:
+            group.stop()
+        finally:
+            if watch.is_alive():
+                watch.stop()
+
+
 def worker_kill_trial(
     bootstrap: str,
     lake: Mapping[str, str],
@@ -396,11 +409,7 @@ def worker_kill_trial(
         unasked = _drain(group, paced, watch)
         ready = group.ready_at(victim)
     finally:
-        if paced.is_alive():
-            paced.stop()
-        group.stop()
-        if watch.is_alive():
-            watch.stop()
+        _tear_down(group, paced, watch)
     return _measure(
         f"kill -9 {victim}",
         paced,
@@ -453,13 +462,11 @@ def broker_restart_trial(
         time.sleep(load.after_s)
         unasked += _drain(group, paced, watch)
     finally:
-        if not broker.is_running():
-            broker.start()
-        if paced.is_alive():
-            paced.stop()
-        group.stop()
-        if watch.is_alive():
-            watch.stop()
+        try:
+            if not broker.is_running():
+                broker.start()
+        finally:
+            _tear_down(group, paced, watch)
     return _measure(
         "broker kill -9" if crash else "broker SIGTERM",
         paced,
