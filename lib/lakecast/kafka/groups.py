@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
@@ -72,3 +73,18 @@ def wait_for_stable_members(
             msg = f"group {group!r}: {view.members} member(s), {view.state}, after {timeout_s:g} s"
             raise TimeoutError(msg)
         time.sleep(every_s)
+
+
+def leave_on_close(consumer: KafkaConsumer) -> None:
+    """Make ``consumer.close()`` leave its group at once, static member or not.
+
+    A static member (``group_instance_id``, set per worker slot so that a process killed and
+    restarted takes its partitions back without a rebalance) never sends LeaveGroup: its
+    partitions wait out the session timeout. A clean stop (SIGTERM: a scale-down, a stop of
+    the fleet) means the member is not coming back, so it leaves, as Kafka's
+    ``CloseOptions.GroupMembershipOperation.LEAVE_GROUP`` (KIP-1092) does for Java clients.
+    """
+    coordinator = consumer._coordinator  # kafka-python has no public option for this
+    # kafka-python leaves only when the member is dynamic; the request it then sends names
+    # the member's group_instance_id, which is what the broker needs to remove a static one.
+    coordinator.is_dynamic_member = lambda: True

@@ -38,6 +38,7 @@ from lakecast.kafka.delivery import (
     FatalDeliveryError,
     make_delivery,
 )
+from lakecast.kafka.groups import leave_on_close
 from lakecast.kafka.poison import run_splitting
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,7 @@ def _shut_down(
         log.exception("abort on shutdown failed")
     if close:
         try:
+            leave_on_close(consumer)
             consumer.close()
         finally:
             producer.close()
