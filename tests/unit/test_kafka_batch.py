@@ -475,3 +475,77 @@ def test_a_send_refused_for_a_broker_fault_stays_a_broker_fault() -> None:
     with pytest.raises(KafkaError) as info:
         _send(_RefusingProducer(KafkaTimeoutError("late")), result, "dlq")  # type: ignore[arg-type]
     assert not isinstance(info.value, OutputRejectedError)
+
+
+class _Manager:
+    def __init__(self, state: object, epoch: int) -> None:
+        from kafka.producer.transaction_manager import ProducerIdAndEpoch
+
+        self._current_state = state
+        self.producer_id_and_epoch = ProducerIdAndEpoch(7, epoch)
+
+    def is_bumping_epoch(self) -> bool:
+        return False
+
+
+class _TransactionalProducer:
+    """What ExactlyOnce reads of kafka-python's transactional producer, after an error."""
+
+    def __init__(self) -> None:
+        from kafka.producer.transaction_manager import TransactionState
+
+        self.config = {"transactional_id": "t-1", "request_timeout_ms": 1000}
+        self._transaction_manager = _Manager(TransactionState.IN_TRANSACTION, epoch=3)
+        self.aborted = 0
+        self.undrained_aborted = 0
+        outer = self
+
+        class _Accumulator:
+            def abort_undrained_batches(self, error: BaseException) -> None:
+                outer.undrained_aborted += 1
+
+        self._accumulator = _Accumulator()
+
+    def begin_transaction(self) -> None:
+        return None
+
+    def abort_transaction(self) -> None:
+        self.aborted += 1
+
+    def end_as(self, state_name: str, epoch: int) -> None:
+        from kafka.producer.transaction_manager import TransactionState
+
+        self._transaction_manager = _Manager(getattr(TransactionState, state_name), epoch)
+
+
+def _delivery(producer: _TransactionalProducer) -> Any:
+    from lakecast.kafka.delivery import ExactlyOnce
+
+    delivery = ExactlyOnce(producer, consumer=None)  # type: ignore[arg-type]
+    delivery.begin()
+    return delivery
+
+
+def test_an_open_transaction_is_aborted() -> None:
+    producer = _TransactionalProducer()
+    _delivery(producer).abort()
+    assert producer.aborted == 1
+
+
+def test_a_transaction_an_epoch_bump_ended_is_not_aborted_again() -> None:
+    producer = _TransactionalProducer()
+    delivery = _delivery(producer)
+    producer.end_as("READY", epoch=4)  # kafka-python bumped the epoch: the broker aborted it
+    delivery.abort()
+    assert (producer.aborted, producer.undrained_aborted) == (0, 1)
+
+
+def test_a_transaction_that_committed_after_its_commit_raised_is_never_redone() -> None:
+    from lakecast.kafka.delivery import FatalDeliveryError
+
+    producer = _TransactionalProducer()
+    delivery = _delivery(producer)
+    producer.end_as("READY", epoch=3)  # same epoch, no transaction open: it was committed
+    with pytest.raises(FatalDeliveryError, match="committed after its commit raised"):
+        delivery.abort()
+    assert producer.aborted == 0

@@ -179,6 +179,7 @@ class ExactlyOnce(Delivery):
             raise ValueError(msg)
         super().__init__(producer, consumer)
         self.in_transaction = False
+        self._epoch: tuple[int, int] | None = None  # (producer id, epoch) at begin
 
     def start(self) -> None:
         try:
@@ -193,6 +194,7 @@ class ExactlyOnce(Delivery):
     def begin(self) -> None:
         self.producer.begin_transaction()
         self.in_transaction = True
+        self._epoch = _producer_epoch(self.producer)
 
     def commit(self, offsets: Offsets, sent: Iterable[FutureRecordMetadata]) -> None:
         flush(self.producer)
@@ -206,7 +208,7 @@ class ExactlyOnce(Delivery):
         if not self.in_transaction:
             return
         try:
-            if not _ended_by_epoch_bump(self.producer):
+            if not _ended_by_epoch_bump(self.producer, self._epoch):
                 self.producer.abort_transaction()
         except KafkaError as exc:
             msg = f"abort transaction: the producer cannot go on ({exc!r})"
@@ -238,13 +240,27 @@ def _await_epoch_bump(producer: KafkaProducer) -> None:
         time.sleep(0.005)
 
 
-def _ended_by_epoch_bump(producer: KafkaProducer) -> bool:
+def _producer_epoch(producer: KafkaProducer) -> tuple[int, int] | None:
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None:
+        return None
+    current = manager.producer_id_and_epoch
+    return (current.producer_id, current.epoch)
+
+
+def _ended_by_epoch_bump(producer: KafkaProducer, began_at: tuple[int, int] | None) -> bool:
     """Whether the open transaction was ended by a producer epoch bump (waiting for one).
 
     kafka-python 3.0 bumps the epoch (KIP-360) after a sequence error, which follows its
     splitting of a batch the broker refused as too large. The broker aborts the open
     transaction as part of the bump, and ``abort_transaction()`` during or after it is an
     invalid transition that would end the producer. kafka-python has no public view of this.
+
+    Raises:
+        FatalDeliveryError: the transaction ended with no bump: it was committed after all
+            (kafka-python finished a commit that had raised, e.g. across a broker restart).
+            Its outputs and offsets are durable; redoing the batch would double it, so the
+            process restarts and reads on from the committed offsets.
     """
     manager = getattr(producer, "_transaction_manager", None)
     if manager is None:
@@ -252,6 +268,12 @@ def _ended_by_epoch_bump(producer: KafkaProducer) -> bool:
     _await_epoch_bump(producer)
     if manager._current_state != TransactionState.READY:
         return False
+    if began_at is not None and _producer_epoch(producer) == began_at:
+        msg = (
+            "the batch's transaction was committed after its commit raised (no epoch bump "
+            "ended it); restart to read on from the committed offsets instead of doubling it"
+        )
+        raise FatalDeliveryError(msg)
     # What the aborted transaction left unsent must not go out under the new epoch.
     producer._accumulator.abort_undrained_batches(TransactionAbortedError())
     return True
