@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import orjson
 import psutil
 
 from lakecast.autoscaling.pool import WorkerPool
-from lakecast.config import KafkaSettings, settings
+from lakecast.config import KafkaSettings
 from lakecast.data.replay import replay
 from lakecast.demo.fleet import DemoTopics, worker_command
 from lakecast.kafka.clients import TopicSpec, build_admin, build_producer, ensure_topics
@@ -35,34 +34,15 @@ from lakecast.serving.testing import (
     wait_for,
     write_snapshot,
 )
+from lakecast.testing.brokers import broker_or_temporary
 
 WARMUP_EVENTS = 60
 SAMPLE_INTERVAL_S = 2
 
 
-@contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
+def broker(bootstrap: str | None) -> AbstractContextManager[str]:
     """The given cluster, or a LocalBroker on free ports in a temporary folder."""
-    if bootstrap:
-        yield bootstrap
-        return
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
-    from lakecast.local.ports import free_port
-
-    with tempfile.TemporaryDirectory(prefix="lakecast-bench-") as state:
-        local = LocalBroker(
-            Path(state),
-            port=free_port(),
-            controller_port=free_port(),
-            classpath=resolve_jars(settings()).kafka_classpath,
-            heap="1g",
-        )
-        local.start()
-        try:
-            yield local.bootstrap_servers
-        finally:
-            local.stop()
+    return broker_or_temporary(bootstrap, heap="1g")
 
 
 @dataclass(frozen=True)

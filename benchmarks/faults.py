@@ -27,6 +27,7 @@ from pathlib import Path
 
 from fault_table import CampaignRow, format_table
 
+from lakecast.testing.brokers import temporary_broker
 from lakecast.testing.faults import (
     Campaign,
     Load,
@@ -34,7 +35,6 @@ from lakecast.testing.faults import (
     broker_restart_trial,
     scratch_dir,
     served_lake,
-    temporary_broker,
     worker_kill_trial,
 )
 

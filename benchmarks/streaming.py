@@ -24,8 +24,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from lakecast.kafka.clients import (
 )
 from lakecast.kafka.loop import run_loop
 from lakecast.local.jars import resolve_jars
+from lakecast.testing.brokers import broker_or_temporary
 
 MAX_POLL = 500
 WORKER_PIPE = "inference worker, exactly-once, sklearn"
@@ -66,28 +67,9 @@ class PipeContext:
 Pipe = Callable[[PipeContext], int]
 
 
-@contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
+def broker(bootstrap: str | None) -> AbstractContextManager[str]:
     """The given cluster, or a LocalBroker on free ports in a temporary folder."""
-    if bootstrap:
-        yield bootstrap
-        return
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.ports import free_port
-
-    with tempfile.TemporaryDirectory(prefix="lakecast-bench-") as state:
-        local = LocalBroker(
-            Path(state),
-            port=free_port(),
-            controller_port=free_port(),
-            classpath=resolve_jars(settings()).kafka_classpath,
-            heap="1g",
-        )
-        local.start()
-        try:
-            yield local.bootstrap_servers
-        finally:
-            local.stop()
+    return broker_or_temporary(bootstrap, heap="1g")
 
 
 def key(i: int) -> bytes:

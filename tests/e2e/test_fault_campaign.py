@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from lakecast.local.broker import LocalBroker
+from lakecast.testing.brokers import temporary_broker
 from lakecast.testing.faults import (
     Load,
     TrialResult,
     broker_restart_trial,
     served_lake,
-    temporary_broker,
     worker_kill_trial,
 )
 

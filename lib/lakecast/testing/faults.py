@@ -508,20 +508,5 @@ class Campaign:
         return float(np.percentile(stalls, 99)) if stalls else None
 
 
-def temporary_broker(state: Path) -> LocalBroker:
-    """A :class:`~lakecast.local.broker.LocalBroker` of its own on free ports (not started)."""
-    from lakecast.config import settings
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
-    from lakecast.local.ports import free_port
-
-    return LocalBroker(
-        state,
-        port=free_port(),
-        controller_port=free_port(),
-        classpath=resolve_jars(settings()).kafka_classpath,
-    )
-
-
 def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
