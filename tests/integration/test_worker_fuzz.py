@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 
 import orjson
 import pytest
@@ -27,13 +26,11 @@ from lakecast.serving.testing import (
     event_value,
     produce,
     read_committed,
-    register_model,
     wait_for,
-    write_snapshot,
 )
 from lakecast.testing.fuzz import CONTROL, generate
 from lakecast.testing.ledger import account, send_records
-from tests.integration.worker_fixtures import ThreadedWorker, worker_topics
+from tests.integration.worker_fixtures import Lake, ThreadedWorker, served_lake, worker_topics
 
 RECORDS = 800
 SEED = 13
@@ -43,18 +40,9 @@ MAX_RECORD_BYTES = 1_000_000
 DRAIN_S = 45.0
 
 
-class Lake:
-    def __init__(self, root: Path) -> None:
-        self.registry = str(root / "registry")
-        self.snapshot = str(root / "entity_features")
-
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    paths = Lake(tmp_path_factory.mktemp("fuzz"))
-    register_model(paths.registry, seed=0)
-    write_snapshot(paths.snapshot)
-    return paths
+    return served_lake(tmp_path_factory.mktemp("fuzz"))
 
 
 def test_every_fuzzed_record_becomes_exactly_one_prediction_or_dead_letter(

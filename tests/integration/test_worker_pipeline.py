@@ -47,25 +47,18 @@ from lakecast.serving.testing import (
 from tests.integration.worker_fixtures import (
     MAX_RECORD_BYTES,
     TIMEOUT_S,
+    Lake,
     ThreadedWorker,
     drain,
+    served_lake,
     worker_topics,
 )
-
-
-class Lake:
-    def __init__(self, root: Path) -> None:
-        self.registry = str(root / "registry")
-        self.snapshot = str(root / "entity_features")
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     """A registry with ``purchase@champion`` (1.0.0) and an entity snapshot, once per module."""
-    paths = Lake(tmp_path_factory.mktemp("served"))
-    register_model(paths.registry, seed=0)
-    write_snapshot(paths.snapshot)
-    return paths
+    return served_lake(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,10 +23,15 @@ from lakecast.serving.testing import (
     event_value,
     produce,
     read_committed,
-    register_model,
-    write_snapshot,
 )
-from tests.integration.worker_fixtures import TIMEOUT_S, ThreadedWorker, drain, worker_topics
+from tests.integration.worker_fixtures import (
+    TIMEOUT_S,
+    Lake,
+    ThreadedWorker,
+    drain,
+    served_lake,
+    worker_topics,
+)
 
 # The worker's own default limit on an input value (serving.max_record_bytes): the poison
 # events are under it, so they pass the size check and reach the contract's field checks.
@@ -37,18 +41,9 @@ WORKER_MAX_RECORD_BYTES = 1_000_000
 PREDICTIONS_MAX_MESSAGE_BYTES = 200_000
 
 
-class Lake:
-    def __init__(self, root: Path) -> None:
-        self.registry = str(root / "registry")
-        self.snapshot = str(root / "entity_features")
-
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    paths = Lake(tmp_path_factory.mktemp("poison"))
-    register_model(paths.registry, seed=0)
-    write_snapshot(paths.snapshot)
-    return paths
+    return served_lake(tmp_path_factory.mktemp("poison"))
 
 
 @pytest.fixture

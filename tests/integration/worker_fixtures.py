@@ -9,17 +9,34 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from lakecast.config import KafkaSettings
 from lakecast.registry import Registry
 from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
 from lakecast.serving.routing import RoutingSource
-from lakecast.serving.testing import committed_total, wait_for
+from lakecast.serving.testing import committed_total, register_model, wait_for, write_snapshot
 from lakecast.serving.worker import InferenceWorker, WorkerConfig
 
 TIMEOUT_S = 60.0
 MAX_RECORD_BYTES = 64_000  # below the broker's own limit, so an oversized record can be sent
+
+
+class Lake:
+    """A served lake's paths: the registry and the entity snapshot."""
+
+    def __init__(self, root: Path) -> None:
+        self.registry = str(root / "registry")
+        self.snapshot = str(root / "entity_features")
+
+
+def served_lake(root: Path) -> Lake:
+    """A registry with ``purchase@champion`` (1.0.0) and an entity snapshot under ``root``."""
+    paths = Lake(root)
+    register_model(paths.registry, seed=0)
+    write_snapshot(paths.snapshot)
+    return paths
 
 
 class ServedLake(Protocol):
