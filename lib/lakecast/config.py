@@ -1,13 +1,16 @@
 """The one typed configuration of lakecast.
 
-Loaded from ``conf/lakecast.yaml`` (or the file named by ``LAKECAST_CONFIG``), then overridden
-by environment variables ``LAKECAST__SECTION__FIELD=value`` (double underscores separate the
-levels, as in pydantic-settings). Unknown keys are refused; an invalid file is a
-:class:`ConfigError` that names the file, the field and what was wrong.
+Loaded from ``conf/lakecast.yaml`` (or the file named by ``LAKECAST_CONFIG``), merged with the
+overlay files named by ``LAKECAST_CONFIG_OVERLAY`` (``lakecast local up --secure`` writes one per
+Kafka principal), then overridden by environment variables ``LAKECAST__SECTION__FIELD=value``
+(double underscores separate the levels, as in pydantic-settings). Unknown keys are refused; an
+invalid file is a :class:`ConfigError` that names the file, the field and what was wrong, never
+the value of a secret-looking or unknown key.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -18,8 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from lakecast.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "LAKECAST__"
 CONFIG_ENV = "LAKECAST_CONFIG"
+# YAML files (separated by os.pathsep) merged over the config file, before the environment.
+OVERLAY_ENV = "LAKECAST_CONFIG_OVERLAY"
+# A config error shows no value of a key whose name holds one of these (nor of an unknown key:
+# a typo of `sasl_password` is still a password).
+SECRET_WORDS = ("password", "secret", "token", "key")
 # Under spark-submit the package is imported from a zip in --py-files, so the project root is
 # passed explicitly (spark-submit.sh exports LAKECAST_HOME); otherwise it is the source tree.
 PROJECT_ROOT = Path(os.environ.get("LAKECAST_HOME") or Path(__file__).resolve().parents[2])
@@ -41,12 +51,20 @@ class LakeSettings(_Section):
 
 
 class KafkaSecurity(_Section):
-    """Passed through to kafka-python (``security_protocol``, ``sasl_*``, ``ssl_*``)."""
+    """Passed through to kafka-python (``security_protocol``, ``sasl_*``, ``ssl_*``).
+
+    The password is given inline (``sasl_password``) or, better, as a file that only the
+    service's user can read (``sasl_password_file``), read each time a client is built: child
+    processes and Spark jobs then find it through the config, never on a command line.
+    """
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: str | None = None  # relative paths are under the project root
+    # SASL/PLAIN over a plaintext listener sends the password in clear: refused unless asked.
+    allow_plaintext_sasl: bool = False
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -57,12 +75,56 @@ class KafkaSecurity(_Section):
         if self.protocol.startswith("SASL") and self.sasl_mechanism is None:
             msg = f"security.protocol {self.protocol} needs security.sasl_mechanism"
             raise ValueError(msg)
-        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and not (
-            self.sasl_username and self.sasl_password
-        ):
-            msg = f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password"
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            msg = "give sasl_password or sasl_password_file, not both"
             raise ValueError(msg)
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and not (
+            self.sasl_username and (self.sasl_password or self.sasl_password_file)
+        ):
+            msg = (
+                f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and "
+                "sasl_password or sasl_password_file"
+            )
+            raise ValueError(msg)
+        if (
+            self.protocol == "SASL_PLAINTEXT"
+            and self.sasl_mechanism == "PLAIN"
+            and not self.allow_plaintext_sasl
+        ):
+            msg = (
+                "SASL_PLAINTEXT with sasl_mechanism PLAIN sends the password in clear: use "
+                "SASL_SSL (or SCRAM), or set allow_plaintext_sasl: true to accept that"
+            )
+            raise ValueError(msg)
+        if self.protocol.endswith("SSL") and not self.ssl_check_hostname:
+            log.warning(
+                "kafka.security.ssl_check_hostname is false: the broker's certificate is not "
+                "matched against its host name, so anyone with a certificate from the same CA "
+                "can pose as the broker"
+            )
         return self
+
+    def password(self) -> str | None:
+        """The SASL password, from ``sasl_password`` or read from ``sasl_password_file``.
+
+        Raises:
+            ConfigError: the password file cannot be read or is empty (its content is not shown).
+        """
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is None:
+            return None
+        path = Path(self.sasl_password_file)
+        path = path if path.is_absolute() else PROJECT_ROOT / path
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            msg = f"kafka.security.sasl_password_file {path}: cannot read it ({exc.strerror})"
+            raise ConfigError(msg) from exc
+        if not secret:
+            msg = f"kafka.security.sasl_password_file {path} is empty"
+            raise ConfigError(msg)
+        return secret
 
     def client_options(self) -> dict[str, Any]:
         """The keyword arguments kafka-python's clients take for these settings."""
@@ -71,8 +133,9 @@ class KafkaSecurity(_Section):
             options["sasl_mechanism"] = self.sasl_mechanism
         if self.sasl_username:
             options["sasl_plain_username"] = self.sasl_username
-        if self.sasl_password:
-            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        password = self.password()
+        if password is not None:
+            options["sasl_plain_password"] = password
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, name):
                 options[name] = getattr(self, name)
@@ -257,15 +320,52 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a config key's name says its value is a secret (``sasl_password``, ``token``)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
 def describe_validation_error(error: ValidationError, what: str) -> str:
-    """One line naming every invalid field, its problem and the value found."""
+    """One line naming every invalid field, its problem and the value found.
+
+    The value is left out where the key looks like a secret or is unknown (a misspelt
+    ``sasl_pasword: hunter2`` must not print the password it holds).
+    """
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or "<root>"
         found = item.get("input")
-        shown = "" if isinstance(found, dict) else f" (found {found!r})"
+        hidden = item["type"] == "extra_forbidden" or any(
+            looks_secret(str(part)) for part in item["loc"]
+        )
+        if isinstance(found, dict):
+            shown = ""
+        elif hidden:
+            shown = " (value not shown)"
+        else:
+            shown = f" (found {found!r})"
         problems.append(f"{field}: {item['msg']}{shown}")
     return f"invalid {what}: " + "; ".join(problems)
+
+
+def _read_mapping(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        msg = f"config file {file} does not exist (set {CONFIG_ENV} or create it)"
+        raise ConfigError(msg)
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        # PyYAML's own message quotes the offending line, which may hold a password.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        msg = f"config file {file} is not valid YAML: {problem}{where}"
+        raise ConfigError(msg) from exc
+    if not isinstance(raw, dict):
+        msg = f"config file {file} must hold a mapping at the top, found {type(raw).__name__}"
+        raise ConfigError(msg)
+    return raw
 
 
 def load_settings(
@@ -275,6 +375,7 @@ def load_settings(
 
     Args:
         path: the YAML file; defaults to ``$LAKECAST_CONFIG`` or ``conf/lakecast.yaml``.
+            The files of ``$LAKECAST_CONFIG_OVERLAY`` are merged over it, in order.
         environ: the environment to take ``LAKECAST__...`` overrides from (``os.environ``).
 
     Raises:
@@ -282,22 +383,16 @@ def load_settings(
     """
     env = dict(os.environ if environ is None else environ)
     file = Path(path or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    if not file.is_file():
-        msg = f"config file {file} does not exist (set {CONFIG_ENV} or create it)"
-        raise ConfigError(msg)
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        msg = f"config file {file} is not valid YAML: {exc}"
-        raise ConfigError(msg) from exc
-    if not isinstance(raw, dict):
-        msg = f"config file {file} must hold a mapping at the top, found {type(raw).__name__}"
-        raise ConfigError(msg)
+    raw = _read_mapping(file)
+    overlays = [Path(part) for part in env.get(OVERLAY_ENV, "").split(os.pathsep) if part]
+    for overlay in overlays:
+        raw = _merge(raw, _read_mapping(overlay))
     data = _merge(raw, _env_overrides(env))
+    what = f"config {file}" + "".join(f" + overlay {overlay}" for overlay in overlays)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, f"config {file}")) from exc
+        raise ConfigError(describe_validation_error(exc, what)) from exc
     lake = settings.lake.model_copy(update={"root": _resolve_lake_root(settings.lake.root)})
     return settings.model_copy(update={"lake": lake, "source": str(file)})
 

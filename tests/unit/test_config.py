@@ -101,3 +101,102 @@ def test_a_group_instance_id_kafka_would_refuse_is_refused_here(tmp_path: Path) 
     path = write(tmp_path, "kafka:\n  group_instance_id: worker 0\n")
     with pytest.raises(ConfigError, match=r"kafka\.group_instance_id"):
         load_settings(path, environ={})
+
+
+def test_plain_sasl_without_tls_is_refused_unless_allowed(tmp_path: Path) -> None:
+    base = (
+        "kafka:\n  security:\n    protocol: SASL_PLAINTEXT\n    sasl_mechanism: PLAIN\n"
+        "    sasl_username: svc\n    sasl_password: s3cret\n"
+    )
+    with pytest.raises(ConfigError, match="sends the password in clear") as caught:
+        load_settings(write(tmp_path, base), environ={})
+    assert "s3cret" not in str(caught.value)
+    cfg = load_settings(write(tmp_path, base + "    allow_plaintext_sasl: true\n"), environ={})
+    assert cfg.kafka.client_options()["security_protocol"] == "SASL_PLAINTEXT"
+    # SCRAM never sends the password itself: it needs no such consent.
+    scram = base.replace("PLAIN\n", "SCRAM-SHA-512\n", 1)
+    assert load_settings(write(tmp_path, scram), environ={}).kafka.security.sasl_mechanism == (
+        "SCRAM-SHA-512"
+    )
+
+
+def test_no_hostname_check_logs_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = "kafka:\n  security:\n    protocol: SSL\n    ssl_check_hostname: false\n"
+    path = write(tmp_path, text)
+    with caplog.at_level("WARNING", logger="lakecast.config"):
+        cfg = load_settings(path, environ={})
+    assert cfg.kafka.client_options()["ssl_check_hostname"] is False
+    assert [r.getMessage() for r in caplog.records if "ssl_check_hostname is false" in r.message]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("kafka:\n  security:\n    sasl_pasword: hunter2\n", "kafka.security.sasl_pasword"),
+        ("kafka:\n  security:\n    sasl_password: [hunter2]\n", "kafka.security.sasl_password"),
+        ("kafka:\n  api_token: hunter2\n", "kafka.api_token"),
+        ("kafka:\n  security:\n    ssl_keyfile: [hunter2]\n", "kafka.security.ssl_keyfile"),
+        ("serving:\n  client_secret: hunter2\n", "serving.client_secret"),
+    ],
+)
+def test_a_config_error_never_shows_a_secret_or_unknown_value(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert field in message
+    assert "hunter2" not in message
+    assert "value not shown" in message
+
+
+def test_a_secret_from_the_environment_is_not_shown_either(tmp_path: Path) -> None:
+    env = {"LAKECAST__KAFKA__SECURITY__SASL_PASSWROD": "hunter2"}
+    with pytest.raises(ConfigError, match=r"sasl_passwrod") as caught:
+        load_settings(write(tmp_path, "{}\n"), environ=env)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_invalid_yaml_does_not_quote_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  security:\n    sasl_password: 'hunter2\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML: .* at line \d+") as caught:
+        load_settings(path, environ={})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_password_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "svc.password"
+    secret.write_text("s3cret\n")
+    text = (
+        "kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA-512\n"
+        f"    sasl_username: svc\n    sasl_password_file: {secret}\n"
+    )
+    cfg = load_settings(write(tmp_path, text), environ={})
+    assert cfg.kafka.client_options()["sasl_plain_password"] == "s3cret"
+    assert "s3cret" not in repr(cfg)
+    secret.unlink()
+    with pytest.raises(ConfigError, match=r"sasl_password_file .*svc\.password: cannot read"):
+        cfg.kafka.client_options()
+
+
+def test_a_password_and_a_password_file_are_not_both_given(tmp_path: Path) -> None:
+    text = (
+        "kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA-512\n"
+        "    sasl_username: svc\n    sasl_password: a\n    sasl_password_file: /x\n"
+    )
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_overlays_are_merged_over_the_config_file(tmp_path: Path) -> None:
+    base = write(tmp_path, "kafka:\n  bootstrap_servers: a:1\n  partitions: 3\n")
+    overlay = tmp_path / "worker.yaml"
+    overlay.write_text("kafka:\n  bootstrap_servers: b:2\n  security:\n    protocol: SSL\n")
+    env = {"LAKECAST_CONFIG_OVERLAY": str(overlay)}
+    cfg = load_settings(base, environ=env)
+    assert cfg.kafka.bootstrap_servers == "b:2"
+    assert cfg.kafka.partitions == 3
+    assert cfg.kafka.security.protocol == "SSL"
+    overlay.write_text("kafka:\n  partitions: zero\n")
+    with pytest.raises(ConfigError, match=f"overlay {overlay}"):
+        load_settings(base, environ=env)
