@@ -12,8 +12,10 @@ from pathlib import Path
 import typer
 
 from lakecast.config import Settings, settings
+from lakecast.local import processes
 from lakecast.local.broker import LocalBroker
 from lakecast.local.spark_cluster import SparkStandaloneCluster
+from lakecast.local.state import private_dir
 
 app = typer.Typer(
     help="Start, inspect and stop the local Kafka broker and Spark standalone cluster.",
@@ -22,7 +24,8 @@ app = typer.Typer(
 
 
 def _state_dir(config: Settings) -> Path:
-    return config.project_path(config.local.state_dir)
+    """The state folder, created 0700 (or tightened to it): it holds pid files and secrets."""
+    return private_dir(config.project_path(config.local.state_dir))
 
 
 def _broker(config: Settings, classpath: str = "") -> LocalBroker:
@@ -114,8 +117,16 @@ def status() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop everything `up` started (Spark workers, master, then the broker), by pid."""
+    """Stop everything `up` started (Spark workers, master, then the broker), by pid.
+
+    A pid file that names a process lakecast did not start (its command line, owner or start
+    time differ) is dropped and that process left running, with a note saying so.
+    """
     config = settings()
+    for pid_file in sorted(_state_dir(config).rglob("*.pid")):
+        check = processes.check_pid_file(pid_file)
+        if check.verdict == "foreign":
+            typer.secho(f"left alone: {check.describe()}", fg=typer.colors.YELLOW)
     stopped_spark = _spark(config).stop()
     if stopped_spark:
         typer.echo(f"spark cluster  stopped  pids {', '.join(str(pid) for pid in stopped_spark)}")
