@@ -260,12 +260,41 @@ class ServingSettings(_Section):
     max_record_bytes: int = Field(default=1_000_000, ge=1_024)
     # An open transaction of a crashed worker is aborted by the broker after this long.
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
-    metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics endpoint
     sample_interval_s: float = Field(default=5.0, gt=0)
     registry_poll_s: float = Field(default=2.0, gt=0)
     snapshot_poll_s: float = Field(default=30.0, gt=0)
     entity_features: str | None = None  # default: <lake root>/entity_features
+
+
+class MetricsEndpointSettings(_Section):
+    """Every service's Prometheus ``/metrics`` endpoint (worker, monitor, autoscaler).
+
+    Bound to 127.0.0.1 unless ``host`` says otherwise; TLS when a certificate and key are
+    given (``tls_client_cafile`` then also requires a client certificate it signed); HTTP
+    basic auth when a username is given, with the password read from a file (never argv).
+    Each service keeps its own port (``serving.metrics_port``, ``--metrics-port``).
+    """
+
+    host: str = "127.0.0.1"
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    tls_client_cafile: str | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pairs_are_complete(self) -> MetricsEndpointSettings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            msg = "tls_certfile and tls_keyfile go together: set both or neither"
+            raise ValueError(msg)
+        if self.tls_client_cafile and not self.tls_certfile:
+            msg = "tls_client_cafile needs TLS: set tls_certfile and tls_keyfile too"
+            raise ValueError(msg)
+        if bool(self.basic_auth_username) != bool(self.basic_auth_password_file):
+            msg = "basic_auth_username and basic_auth_password_file go together"
+            raise ValueError(msg)
+        return self
 
 
 class Settings(_Section):
@@ -277,6 +306,7 @@ class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property

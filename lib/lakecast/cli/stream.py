@@ -101,11 +101,11 @@ def _run_until_signal(
 ) -> None:
     """JSON logs, /metrics, SIGTERM/SIGINT -> stop event, then ``run(stop)``."""
     from lakecast.kafka.shutdown import install_stop_handlers
+    from lakecast.monitoring.endpoint import serve_metrics
     from lakecast.monitoring.logging import configure_json_logging
-    from lakecast.monitoring.prometheus import serve_metrics
 
     configure_json_logging(service_name)
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, settings().metrics)
     stop = threading.Event()
     restore = install_stop_handlers(stop)
     try:
@@ -263,9 +263,8 @@ def worker(
 
 def _serve_one(port: int, stop: threading.Event, **options: str | int | float | None) -> None:
     """One worker in this process: topics ensured, /metrics served, run until stopped."""
-    from prometheus_client import start_http_server
-
     from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
+    from lakecast.monitoring.endpoint import serve_metrics
     from lakecast.serving.worker import build_worker
 
     cfg = settings()
@@ -294,6 +293,5 @@ def _serve_one(port: int, stop: threading.Event, **options: str | int | float | 
         )
     finally:
         admin.close()
-    if port:
-        start_http_server(port, addr=cfg.serving.metrics_host)
+    serve_metrics(port, cfg.metrics)
     built.run(cfg.kafka, stop)

@@ -2,16 +2,13 @@
 
 Label values stay few: a series label is ``source/metric`` (workers times six metrics), a
 service label is the service's name. ``lakecast_desired_replicas`` lives with the controller
-that sets it (:mod:`lakecast.autoscaling.controller`).
+that sets it (:mod:`lakecast.autoscaling.controller`). The endpoint that serves them is
+:mod:`lakecast.monitoring.endpoint`.
 """
 
 from __future__ import annotations
 
-import logging
-
-from prometheus_client import Counter, Gauge, start_http_server
-
-log = logging.getLogger(__name__)
+from prometheus_client import Counter, Gauge
 
 ANOMALY_SCORE = Gauge(
     "lakecast_anomaly_score",
@@ -57,11 +54,3 @@ SCALING_DECISIONS = Counter(
     "Decisions of the autoscaler, by direction (up, down, hold).",
     ["group", "direction"],
 )
-
-
-def serve_metrics(port: int | None, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port``; ``None`` or 0 turns the endpoint off."""
-    if not port:
-        return
-    start_http_server(port, addr=addr)
-    log.info("prometheus metrics on http://%s:%d/metrics", addr, port, extra={"port": port})
