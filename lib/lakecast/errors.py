@@ -73,6 +73,15 @@ class StreamError(LakecastError):
     retriable = True
 
 
+class KafkaAccessError(StreamError):
+    """The broker refused this principal: a wrong password, or an ACL that does not allow it.
+
+    Not worth retrying: the same credentials meet the same refusal.
+    """
+
+    retriable = False
+
+
 class InvalidRecordError(DataError):
     """A Kafka record breaks its topic's contract; ``field`` names the offending field."""
 
