@@ -12,6 +12,9 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "numpy.dtype",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
+        # A dict with attribute access (stacking and voting ensembles' named_estimators_);
+        # the tree check walks into it as into any dict.
+        "sklearn.utils._bunch.Bunch",
     }
 )
 

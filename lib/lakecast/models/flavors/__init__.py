@@ -53,7 +53,9 @@ def build_predictor(
     if flavor == "sklearn":
         from lakecast.models.flavors import sklearn_flavor
 
-        model = sklearn_flavor.load(data, where, sha256_verified=sha256_verified)
+        model = sklearn_flavor.load(
+            data, where, sha256_verified=sha256_verified, width=len(signature.inputs)
+        )
         return sklearn_flavor.SklearnPredictor(model, signature, nan_policy)
     msg = f"{where}: unknown flavor {flavor!r}; known are keras, sklearn"
     raise RegistryError(msg)

@@ -2,7 +2,8 @@
 
 Loading asks skops which types the artifact needs, refuses any that is neither trusted by
 skops nor on lakecast's list (UnsafeArtifactError names them), and bounds-checks tree
-ensembles before the first predict. Classifiers score ``predict_proba[:, 1]``.
+ensembles (anywhere in the model's object graph, against the signature's width) before the
+first predict. Classifiers score ``predict_proba[:, 1]``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def save(model: Any, directory: Path) -> Path:
     return path
 
 
-def load(data: bytes, where: str, *, sha256_verified: bool) -> Any:
+def load(data: bytes, where: str, *, sha256_verified: bool, width: int) -> Any:
     """Build the estimator from verified artifact bytes.
 
     Args:
@@ -38,6 +39,7 @@ def load(data: bytes, where: str, *, sha256_verified: bool) -> Any:
         where: ``model 'x' version 1.0.0``, for messages.
         sha256_verified: whether ``data`` matched a recorded sha256; tree predictors are
             trusted only then.
+        width: the registered signature's number of inputs: no tree may index past it.
 
     Raises:
         UnsafeArtifactError: the artifact needs a type we do not trust, or a tree is malformed.
@@ -59,7 +61,7 @@ def load(data: bytes, where: str, *, sha256_verified: bool) -> Any:
     except Exception as exc:
         msg = f"{where}: skops artifact failed to load: {type(exc).__name__}: {exc}"
         raise UnsafeArtifactError(msg) from exc
-    check_estimator_trees(model, where)
+    check_estimator_trees(model, where, width=width)
     return model
 
 
