@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +31,29 @@ def local_path(uri: str) -> Path:
         msg = f"registry artifacts: {uri!r} is not on a local filesystem (only paths and file:)"
         raise RegistryError(msg)
     return Path(uri)
+
+
+def stored_artifact_path(root: Path, stored: str, model: str, version: str) -> Path:
+    """The path a ``versions`` row's ``artifact_path`` names, refused unless it stays under the
+    registry root: the rows are data anyone with write access to the table can change, and a
+    tampered one must not make a loader read ``/etc/passwd`` or ``../../x``.
+
+    Raises:
+        ModelIntegrityError: the stored path is empty, absolute (``/x``, ``C:\\x``, ``file:``,
+            any URI) or has a ``..`` part.
+    """
+    where = f"model {model!r} version {version}: the registry row's artifact_path {stored!r}"
+    if not stored:
+        msg = f"{where} is empty"
+        raise ModelIntegrityError(msg)
+    parts = re.split(r"[\\/]", stored)
+    if stored.startswith(("/", "\\")) or ":" in parts[0]:  # a drive, file:, any URI
+        msg = f"{where} is absolute; it must be relative to the registry root {root}"
+        raise ModelIntegrityError(msg)
+    if ".." in parts:
+        msg = f"{where} climbs out of the registry root {root} ('..')"
+        raise ModelIntegrityError(msg)
+    return root / stored
 
 
 def sha256_file(path: Path) -> str:

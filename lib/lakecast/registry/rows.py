@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from lakecast.models.predictor import check_nan_policy
+from lakecast.registry.artifacts import stored_artifact_path
 from lakecast.registry.cards import ModelCard
 from lakecast.registry.records import AliasState, AuditEntry, Lineage, ModelVersion
 from lakecast.registry.signature import Signature
@@ -40,7 +41,8 @@ def version_row(record: ModelVersion, artifacts_root: Path) -> dict[str, Any]:
 
 
 def version_from_row(row: dict[str, Any], artifacts_root: Path) -> ModelVersion:
-    """The record of a ``versions`` row; the artifact path comes back absolute."""
+    """The record of a ``versions`` row; the artifact path comes back under the root (a row
+    whose path is absolute or climbs out with ``..`` is refused: ModelIntegrityError)."""
     return ModelVersion(
         name=row["name"],
         version=row["version"],
@@ -51,7 +53,11 @@ def version_from_row(row: dict[str, Any], artifacts_root: Path) -> ModelVersion:
         card=ModelCard.from_json(row["card"]),
         nan_policy=check_nan_policy(row["nan_policy"]),
         sha256=row["sha256"],
-        artifact_path=str(artifacts_root / row["artifact_path"]),
+        artifact_path=str(
+            stored_artifact_path(
+                artifacts_root, row["artifact_path"] or "", row["name"], row["version"]
+            )
+        ),
         created_at=row["created_at"],
         created_by=row["created_by"] or "",
         status=row["status"] or "registered",
