@@ -3,6 +3,11 @@
 Bootstrap servers and security come from :meth:`KafkaSettings.client_options`; the role adds
 what exactly-once (or at-least-once) delivery requires, so that no service can build a
 consumer that auto-commits or reads uncommitted output by accident.
+
+On a secured cluster a refused principal is one clear :class:`KafkaAccessError` naming the
+broker and the principal: a wrong password is found by one authentication attempt before the
+client is built (kafka-python itself would retry it until its bootstrap timeout and then say
+only that it could not bootstrap), and a send or poll the ACLs refuse says who was refused what.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 from kafka.record import util as record_util
 
 from lakecast.config import KafkaSettings
-from lakecast.errors import StreamError
+from lakecast.errors import KafkaAccessError, StreamError
 from lakecast.kafka.partitioner import CachedKeyPartitioner
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,10 @@ DeliveryMode = Literal["exactly_once", "at_least_once"]
 DELIVERY_MODES: tuple[DeliveryMode, ...] = ("exactly_once", "at_least_once")
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
+# One authentication attempt before a SASL client is built: long enough for a TLS handshake
+# and SCRAM's round trips on a loaded machine.
+AUTH_PROBE_TIMEOUT_MS = 10_000
 TXN_RETRY_BACKOFF_MS = 5
 # A producer batch (per partition) may grow to this before a second one is started; it fits
 # Kafka's default max.message.bytes and max.request.size (1 MiB). Why so large: kafka-python
@@ -129,17 +138,117 @@ def producer_options(
     return options
 
 
+def principal(settings: KafkaSettings) -> str:
+    """Who the broker takes these settings' clients for, for messages (never the secret)."""
+    security = settings.security
+    if security.sasl_username:
+        return f"User:{security.sasl_username} ({security.sasl_mechanism})"
+    if security.ssl_certfile:
+        return f"the certificate {security.ssl_certfile}"
+    return "User:ANONYMOUS"
+
+
+def access_error(settings: KafkaSettings, what: str, exc: BaseException) -> KafkaAccessError:
+    """A :class:`KafkaAccessError` saying that the broker refused ``what`` to our principal."""
+    if isinstance(exc, SaslAuthenticationFailedError):
+        reason = "authentication failed (wrong user name or password?)"
+    else:
+        reason = f"not authorized ({type(exc).__name__}: {exc}): the ACLs do not allow it"
+    msg = f"{what} at {settings.bootstrap_servers} as {principal(settings)}: {reason}"
+    return KafkaAccessError(msg)
+
+
+@functools.cache
+def _authentication_failure(options: tuple[tuple[str, Any], ...]) -> Exception | None:
+    """Authenticate once to the first bootstrap server; the broker's refusal, if it refused.
+
+    Kafka answers a wrong SCRAM proof by closing the connection (over TLS kafka-python then
+    sees only "socket disconnected"): a connection whose ApiVersions request was answered,
+    so the broker is up and TLS is fine, and that is then lost in the SASL exchange is
+    taken for a refusal. A broker that cannot be reached is not one: the client's own
+    bootstrap deals with it. Cached per process and options: one handshake per service.
+    """
+    from kafka.net.compat import KafkaNetClient
+
+    client = KafkaNetClient(**dict(options))
+    try:
+        node = client.cluster.bootstrap_brokers()[0]
+        conn = client._manager.get_connection(
+            node.node_id, pop_on_close=False, refresh_metadata_on_err=False
+        )
+        client._net.poll(timeout_ms=AUTH_PROBE_TIMEOUT_MS, future=conn.init_future)
+        failure = conn.init_future.exception if conn.init_future.is_done else None
+        if failure is None or isinstance(failure, SaslAuthenticationFailedError):
+            return failure
+        if getattr(conn, "broker_version_data", None) is not None:
+            return SaslAuthenticationFailedError(
+                f"the broker closed the connection during SASL authentication ({failure})"
+            )
+        return None
+    except KafkaError:
+        return None
+    finally:
+        client.close()
+
+
+def check_credentials(settings: KafkaSettings) -> None:
+    """Raise :class:`KafkaAccessError` at once if the broker refuses our SASL credentials."""
+    if not settings.security.sasl_mechanism:
+        return
+    options = settings.client_options()
+    hashable = tuple(
+        (key, tuple(value) if isinstance(value, list) else value)
+        for key, value in sorted(options.items())
+    )
+    failure = _authentication_failure(hashable)
+    if failure is not None:
+        raise access_error(settings, "connect", failure)
+
+
+class _Consumer(KafkaConsumer):
+    """A KafkaConsumer whose refusals by the ACLs name the broker and the principal."""
+
+    lakecast_settings: KafkaSettings
+
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().poll(*args, **kwargs)
+        except AuthorizationError as exc:
+            group = self.config.get("group_id")
+            raise access_error(self.lakecast_settings, f"read (group {group!r})", exc) from exc
+
+
+class _Producer(KafkaProducer):
+    """A KafkaProducer whose refusals by the ACLs name the broker, principal and topic."""
+
+    lakecast_settings: KafkaSettings
+
+    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            future = super().send(topic, *args, **kwargs)
+        except AuthorizationError as exc:
+            raise access_error(self.lakecast_settings, f"write to {topic!r}", exc) from exc
+        # kafka-python returns a refused topic's metadata as an already failed future, which
+        # a caller that only flushes (the replay) would never look at.
+        if future.is_done and isinstance(future.exception, AuthorizationError):
+            raise access_error(self.lakecast_settings, f"write to {topic!r}", future.exception)
+        return future
+
+
 def build_consumer(
     settings: KafkaSettings, *, group_id: str, client_id: str | None = None, **overrides: Any
 ) -> KafkaConsumer:
     """A consumer that is not yet subscribed (the loop subscribes with its rebalance listener)."""
     _warn_if_crc32c_is_slow()
+    check_credentials(settings)
     options = {**consumer_options(settings, group_id=group_id, client_id=client_id), **overrides}
     try:
-        return KafkaConsumer(**options)
+        consumer = _Consumer(**options)
     except KafkaError as exc:
         msg = f"build consumer for group {group_id!r} at {settings.bootstrap_servers}: {exc!r}"
         raise StreamError(msg) from exc
+    consumer.lakecast_settings = settings
+    return consumer
 
 
 def await_topics(consumer: KafkaConsumer, topics: Iterable[str], timeout_s: float = 30.0) -> bool:
@@ -167,17 +276,21 @@ def build_producer(
 ) -> KafkaProducer:
     """A producer for ``mode``; a transactional one still needs ``init_transactions()``."""
     _warn_if_crc32c_is_slow()
+    check_credentials(settings)
     options = producer_options(
         settings, mode=mode, transactional_id=transactional_id, client_id=client_id
     )
     try:
-        return KafkaProducer(**{**options, **overrides})
+        producer = _Producer(**{**options, **overrides})
     except KafkaError as exc:
         msg = f"build {mode} producer at {settings.bootstrap_servers}: {exc!r}"
         raise StreamError(msg) from exc
+    producer.lakecast_settings = settings
+    return producer
 
 
 def build_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    check_credentials(settings)
     options = {**settings.client_options(), "client_id": "lakecast-admin", **overrides}
     try:
         return KafkaAdminClient(**options)
@@ -199,13 +312,24 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until they have leaders.
 
+    On a secured cluster the topics are the admin principal's to create: a topic this
+    principal may not create is left alone (logged), and a client that uses one that is
+    missing meets its own clear refusal.
+
     Returns:
         The names of the topics this call created (existing ones are left as they are).
 
     Raises:
         StreamError: the broker refused a topic for another reason than that it exists.
     """
-    specs = list(topics)
+    try:
+        # Only what is missing: a principal that may use a topic may not create it.
+        existing = set(admin.list_topics())
+    except KafkaError as exc:
+        msg = f"list topics: {exc!r}"
+        raise StreamError(msg) from exc
+    wanted = list(topics)
+    specs = [spec for spec in wanted if spec.name not in existing]
     if not specs:
         return []
     request = {
@@ -221,20 +345,28 @@ def ensure_topics(
     except KafkaError as exc:
         msg = f"create topics {sorted(request)}: {exc!r}"
         raise StreamError(msg) from exc
-    created, problems = [], []
+    created, refused, problems = [], set(), []
     for topic in response["topics"]:
         code = topic.get("error_code", 0)
         if code == 0:
             created.append(topic["name"])
+        elif code == _TOPIC_AUTHORIZATION_FAILED:
+            refused.add(topic["name"])
+            log.warning(
+                "topic %s is not ours to create (not authorized): left to the admin",
+                topic["name"],
+                extra={"topic": topic["name"]},
+            )
         elif code != _TOPIC_ALREADY_EXISTS:
             problems.append(f"{topic['name']}: error {code} {topic.get('error_message')}")
     if problems:
         msg = "create topics: " + "; ".join(problems)
         raise StreamError(msg)
+    ready = sorted({spec.name for spec in wanted} - refused)
     try:
-        admin.wait_for_topics(sorted(request), timeout_ms=timeout_ms)
+        admin.wait_for_topics(ready, timeout_ms=timeout_ms)
     except KafkaError as exc:
-        msg = f"create topics {sorted(request)}: not ready after {timeout_ms} ms ({exc!r})"
+        msg = f"create topics {ready}: not ready after {timeout_ms} ms ({exc!r})"
         raise StreamError(msg) from exc
     return created
 

@@ -5,12 +5,15 @@ The same class serves ``lakecast local up`` and the test fixtures: the storage i
 detached in its own session, logging under the state folder, tracked by a pid file. ``start``
 returns only once the broker answers a DescribeCluster request, so a caller can produce at once;
 ``stop`` then ``start`` reuses the formatted storage, as a broker restart in production would.
+Given :class:`~lakecast.local.security.SecureBrokerFiles`, the broker listens with SASL_SSL
+(SCRAM-SHA-512) and authorizes with ACLs instead (see :mod:`lakecast.local.security`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 import string
@@ -19,11 +22,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lakecast.config import PROJECT_ROOT
 from lakecast.errors import EnvironmentSetupError, LocalStackError
 from lakecast.local import processes
 from lakecast.local.ports import require_free_ports
+from lakecast.local.security import ADMIN_USER, SecureBrokerFiles, write_private
 
 SERVER_TEMPLATE = PROJECT_ROOT / "conf" / "kafka" / "server.properties"
 LOG4J_CONFIG = PROJECT_ROOT / "conf" / "kafka" / "log4j2.properties"
@@ -62,6 +67,7 @@ class LocalBroker:
         extra_properties: Mapping[str, str] | None = None,
         template: Path = SERVER_TEMPLATE,
         log4j_config: Path = LOG4J_CONFIG,
+        security: SecureBrokerFiles | None = None,
     ) -> None:
         if port == controller_port:
             msg = f"the Kafka broker and controller need two ports, both are {port}"
@@ -76,6 +82,7 @@ class LocalBroker:
         self.extra_properties = dict(extra_properties or {})
         self.template = template
         self.log4j_config = log4j_config
+        self.security = security
         self.last_start_s: float | None = None
 
     # -- where things are -------------------------------------------------------------------
@@ -109,6 +116,10 @@ class LocalBroker:
         return self.state_dir / "server.properties"
 
     @property
+    def storage_stamp(self) -> Path:
+        return self.state_dir / "storage.json"
+
+    @property
     def pid(self) -> int | None:
         process = processes.live_process(self.pid_file)
         return process.pid if process else None
@@ -133,6 +144,7 @@ class LocalBroker:
                 client_id="lakecast-local-probe",
                 request_timeout_ms=timeout_ms,
                 bootstrap_timeout_ms=timeout_ms,
+                **self.admin_security_options(),
             )
         except (KafkaError, OSError):
             return False
@@ -143,6 +155,12 @@ class LocalBroker:
         finally:
             admin.close()
         return any(not broker.get("is_fenced", False) for broker in brokers)
+
+    def admin_security_options(self) -> dict[str, Any]:
+        """kafka-python security options of the admin principal (none for a PLAINTEXT broker)."""
+        if self.security is None:
+            return {}
+        return self.security.client_security(ADMIN_USER).client_options()
 
     def start(self) -> None:
         """Start the broker (formatting the storage on the first start) and wait until it answers.
@@ -164,6 +182,8 @@ class LocalBroker:
             self.host, {"Kafka broker": self.port, "Kafka controller": self.controller_port}
         )
         java = self._java()
+        if self.security is not None:
+            self.security.ensure()
         self._write_config()
         self._format_storage(java)
         argv = [
@@ -233,16 +253,22 @@ class LocalBroker:
         except (OSError, KeyError, ValueError) as exc:
             msg = f"could not render the broker config template {self.template}: {exc}"
             raise LocalStackError(msg) from exc
-        extra = "".join(f"{key}={value}\n" for key, value in self.extra_properties.items())
-        self.config_file.write_text(text + ("\n# extra properties\n" + extra if extra else ""))
+        properties = dict(self.extra_properties)
+        if self.security is not None:
+            secured = self.security.broker_properties(self.host, self.port, self.controller_port)
+            properties = {**secured, **properties}
+        # Later keys win in a properties file: these replace the template's listeners.
+        extra = "".join(f"{key}={value}\n" for key, value in properties.items())
+        # 0600: a secured broker's file holds its own SCRAM password (its JAAS line).
+        write_private(self.config_file, text + ("\n# extra properties\n" + extra if extra else ""))
 
     def _format_storage(self, java: str) -> None:
-        stamp = self.state_dir / "storage.json"
+        stamp = self.storage_stamp
         controller = f"{self.host}:{self.controller_port}"
+        secure = self.security is not None
         if (self.data_dir / "meta.properties").is_file():
-            formatted_for = (
-                json.loads(stamp.read_text()).get("controller") if stamp.is_file() else None
-            )
+            recorded = _read_stamp(stamp)
+            formatted_for = recorded.get("controller")
             if formatted_for not in (None, controller):
                 msg = (
                     f"the Kafka storage in {self.data_dir} was formatted for controller "
@@ -250,13 +276,28 @@ class LocalBroker:
                     f"{self.state_dir} to start with an empty broker"
                 )
                 raise LocalStackError(msg)
+            if bool(recorded.get("secure", False)) != secure:
+                kind = "a secured (SASL_SSL)" if recorded.get("secure") else "a PLAINTEXT"
+                hint = "" if recorded.get("secure") else "out"
+                msg = (
+                    f"the Kafka storage in {self.data_dir} was formatted for {kind} broker: "
+                    f"start it with{hint} --secure, or delete {self.state_dir} to start anew"
+                )
+                raise LocalStackError(msg)
             return
         cluster_id = new_cluster_id()
+        tool = ["kafka.tools.StorageTool", "format", "--standalone",
+                "-t", cluster_id, "-c", str(self.config_file)]  # fmt: skip
+        argfile = self.state_dir / "format.args"
+        if self.security is not None:
+            # The SCRAM passwords go in a java @argfile (0600, removed after), not on argv,
+            # where any local user could read them in /proc while the tool runs.
+            tool += self.security.format_arguments()
+            write_private(argfile, "".join(_argfile_line(arg) for arg in tool))
+            tool = [f"@{argfile}"]
         argv = [
             java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.log4j_config}",
-            f"-Dkafka.logs.dir={self.logs_dir}", "-cp", self.classpath,
-            "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", cluster_id, "-c", str(self.config_file),
+            f"-Dkafka.logs.dir={self.logs_dir}", "-cp", self.classpath, *tool,
         ]  # fmt: skip
         try:
             result = subprocess.run(
@@ -265,6 +306,8 @@ class LocalBroker:
         except subprocess.TimeoutExpired as exc:
             msg = f"formatting the Kafka storage in {self.data_dir} took over {exc.timeout:.0f} s"
             raise LocalStackError(msg) from exc
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
             msg = (
@@ -272,7 +315,8 @@ class LocalBroker:
                 f"(exit {result.returncode}):\n{output}"
             )
             raise LocalStackError(msg)
-        stamp.write_text(json.dumps({"cluster_id": cluster_id, "controller": controller}))
+        record = {"cluster_id": cluster_id, "controller": controller, "secure": secure}
+        stamp.write_text(json.dumps(record))
 
     def _accepts_connections(self) -> bool:
         try:
@@ -317,10 +361,21 @@ class LocalBroker:
         return f"LocalBroker({self.bootstrap_servers}, state_dir={self.state_dir})"
 
 
-def _formatted_controller(stamp: Path) -> str | None:
-    """The controller address recorded when the storage was formatted, if it was recorded."""
+def _read_stamp(stamp: Path) -> dict[str, Any]:
+    """What was recorded when the storage was formatted (controller, secure), if recorded."""
     try:
-        controller = json.loads(stamp.read_text()).get("controller")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(controller) if controller else None
+        recorded = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def formatted_secure(state_dir: Path) -> bool:
+    """Whether the broker storage in ``state_dir`` was formatted for a secured broker."""
+    return bool(_read_stamp(Path(state_dir) / "storage.json").get("secure", False))
+
+
+def _argfile_line(argument: str) -> str:
+    # A java @argfile: one argument a line, quoted, backslashes and quotes escaped.
+    escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"{os.linesep}'
