@@ -297,6 +297,21 @@ class MetricsEndpointSettings(_Section):
         return self
 
 
+class OptimizationSettings(_Section):
+    """Parity tolerances of ``lakecast models optimize``: the largest |score difference| from
+    its source, over the source's holdout, an optimised version may show and be registered.
+
+    ``exact`` is for conversions meant to compute the same function (``onnx``): float
+    rounding only. ``int8`` is for ONNX Runtime's dynamic quantisation (``onnx-int8``):
+    weights and activations in 8 bits move a probability by a few hundredths (max 0.03 and
+    0.04 measured on MLPs of the demo's shape over synthetic rows), so 0.05 refuses a
+    conversion that went wrong, not one that merely quantised.
+    """
+
+    exact_tolerance: float = Field(default=1e-6, gt=0, le=1)
+    int8_tolerance: float = Field(default=0.05, gt=0, le=1)
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -307,6 +322,7 @@ class Settings(_Section):
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
+    optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property

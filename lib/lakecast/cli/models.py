@@ -1,4 +1,4 @@
-"""`lakecast models ...`: list, show, card, verify, promote, rollback and audit.
+"""`lakecast models ...`: list, show, card, verify, promote, rollback, audit and optimize.
 
 Reads and writes the registry with delta-rs, so no JVM starts. The registry root is
 ``settings().registry_root`` unless ``--root`` names another.
@@ -155,4 +155,31 @@ def audit(name: str | None = typer.Argument(None, help="One model; all when left
             row["previous_version"] or "",
             entry.reason,
         )
+    Console().print(table)
+
+
+@app.command("optimize")
+def optimize(
+    reference: str = typer.Argument(..., help="NAME:VERSION (or NAME@ALIAS) to optimise."),
+    to: str = typer.Option(..., "--to", help="The kind: onnx or onnx-int8."),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="Max |score diff| accepted (default: the kind's configured)."
+    ),
+) -> None:
+    """Convert a version for ONNX Runtime, check parity on its holdout, register it as the next
+    MINOR version; refused (exit status 1) when the scores differ beyond the tolerance."""
+    from lakecast.models.optimize import optimize_version
+
+    done = optimize_version(_registry(), reference, to, tolerance=tolerance)
+    report = done.report
+    typer.echo(
+        f"{done.record.ref} ({to} of {done.record.lineage.optimized_from}): {report.describe()}"
+    )
+    table = Table("holdout metric", "source", "optimised")
+    source, optimized = report.source.as_dict(""), report.optimized.as_dict("")
+    for key in source:
+        table.add_row(key, f"{source[key]:.6g}", f"{optimized[key]:.6g}")
+    table.add_row(
+        "ms per 1,000 rows", f"{report.source_ms_per_1k:.3g}", f"{report.optimized_ms_per_1k:.3g}"
+    )
     Console().print(table)

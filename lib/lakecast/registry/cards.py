@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "quantitative_analyses": "Quantitative analyses",
     "ethical_considerations": "Ethical considerations",
     "caveats_and_recommendations": "Caveats and recommendations",
+    "optimization": "Optimization and parity",
 }
 # Quantitative analyses are filled from the recorded metrics when left blank; ethical
 # considerations are asked for but a blank one does not block a rollout.
@@ -54,6 +55,8 @@ class ModelCard:
     quantitative_analyses: str = ""
     ethical_considerations: str = ""
     caveats_and_recommendations: str = ""
+    # Only an optimised version has it: how it was made from its source and the parity check.
+    optimization: str = ""
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -94,6 +97,8 @@ def render_card(version: ModelVersion) -> str:
     ]
     for name, title in SECTION_TITLES.items():
         text = getattr(card, name).strip()
+        if name == "optimization" and not text:
+            continue
         if name == "quantitative_analyses" and not text:
             text = _metrics_table(version.metrics)
         lines += [f"## {title}", "", text or "_not provided_", ""]
@@ -112,6 +117,8 @@ def render_card(version: ModelVersion) -> str:
         f"- lakecast: {lineage.lakecast_version}",
         f"- parameters: `{orjson.dumps(lineage.parameters, option=orjson.OPT_SORT_KEYS).decode()}`",
     ]
+    if lineage.optimized_from:
+        lines.append(f"- optimized from: `{lineage.optimized_from}`")
     missing = card.missing_sections()
     if missing:
         lines += ["", f"> Incomplete card: missing {', '.join(missing)}."]

@@ -17,8 +17,8 @@ from lakecast.registry.cards import ModelCard
 from lakecast.registry.semver import SemVer
 from lakecast.registry.signature import Signature
 
-Flavor = Literal["keras", "sklearn"]
-FLAVORS: tuple[Flavor, ...] = ("keras", "sklearn")
+Flavor = Literal["keras", "sklearn", "onnx"]
+FLAVORS: tuple[Flavor, ...] = ("keras", "sklearn", "onnx")
 
 
 def lakecast_version() -> str:
@@ -51,6 +51,10 @@ class Lineage:
     lakecast_version: str = field(default_factory=lakecast_version)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     holdout: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"from": ..., "to": ...}
+    # An optimised version (lakecast models optimize): its source NAME:VERSION, and the kind,
+    # tolerance and parity figures of the conversion.
+    optimized_from: str | None = None
+    optimization: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -61,6 +65,8 @@ class Lineage:
                 "lakecast_version": self.lakecast_version,
                 "parameters": dict(self.parameters),
                 "holdout": dict(self.holdout),
+                "optimized_from": self.optimized_from,
+                "optimization": dict(self.optimization),
             },
             option=orjson.OPT_SORT_KEYS,
             default=str,
@@ -76,6 +82,8 @@ class Lineage:
             lakecast_version=data.get("lakecast_version", "unknown"),
             parameters=data.get("parameters") or {},
             holdout=data.get("holdout") or {},
+            optimized_from=data.get("optimized_from"),
+            optimization=data.get("optimization") or {},
         )
 
 

@@ -46,7 +46,7 @@ from lakecast.registry.versioning import check_bump, target_version
 if TYPE_CHECKING:
     from lakecast.models.predictor import Predictor
 
-_SUFFIX_FLAVORS: dict[str, Flavor] = {".keras": "keras", ".skops": "sklearn"}
+_SUFFIX_FLAVORS: dict[str, Flavor] = {".keras": "keras", ".skops": "sklearn", ".onnx": "onnx"}
 
 
 def current_user() -> str:

@@ -1,4 +1,8 @@
-"""Model flavors: how each kind of model is saved to, and safely loaded from, an artifact."""
+"""Model flavors: how each kind of model is saved to, and safely loaded from, an artifact.
+
+``onnx`` is the flavor of optimised versions (:mod:`lakecast.models.optimize`): its files are
+made by the converters there and registered as artifacts, never saved from a model object.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,12 @@ def build_predictor(
             data, where, sha256_verified=sha256_verified, width=len(signature.inputs)
         )
         return sklearn_flavor.SklearnPredictor(model, signature, nan_policy)
-    msg = f"{where}: unknown flavor {flavor!r}; known are keras, sklearn"
+    if flavor == "onnx":
+        from lakecast.models.flavors import onnx_flavor
+
+        session = onnx_flavor.load(data, where)
+        return onnx_flavor.OnnxPredictor(session, signature, nan_policy)
+    msg = f"{where}: unknown flavor {flavor!r}; known are keras, sklearn, onnx"
     raise RegistryError(msg)
 
 

@@ -1,0 +1,169 @@
+"""ONNX graphs run by ONNX Runtime: the flavor of every optimised version (``lakecast models
+optimize``), loaded safely.
+
+An ONNX file is a graph of operators, not code, so loading one runs nothing of the artifact's
+choosing, with three exceptions this module closes before a session exists:
+
+- custom operators: a graph may name an operator domain that only a native library registered
+  at run time implements; lakecast registers none, and refuses any domain outside the standard
+  ones (``ai.onnx``, ``ai.onnx.ml``) and ONNX Runtime's own built-in contrib ops
+  (``com.microsoft``, which its quantiser emits);
+- external data: a tensor may point at a file beside the model, read at load; refused, the
+  artifact must be self-contained (what was hashed is all that is loaded);
+- devices: the session runs on the CPU unless a GPU is both configured for this process
+  (``CUDA_VISIBLE_DEVICES`` names one, as :mod:`lakecast.scoring.placement` sets it) and
+  present in this ONNX Runtime build; a process given no GPU never touches one.
+
+The session's threads are the serving setting ``model_threads`` (workers scale by processes;
+Spark by tasks): ONNX Runtime's own thread pool does not obey threadpoolctl.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from lakecast.errors import SchemaError, UnsafeArtifactError
+from lakecast.models.predictor import MatrixPredictor, NanPolicy
+from lakecast.registry.signature import Signature
+
+FILE_NAME = "model.onnx"
+# Operator domains a graph may use: ONNX's own, its ML operators, and the contrib operators
+# built into ONNX Runtime (no library is loaded for them).
+ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def check_graph(model: Any, where: str) -> None:
+    """Refuse a graph with custom-op domains, local functions or external tensor data.
+
+    Raises:
+        UnsafeArtifactError: naming the first offending domain, operator or tensor.
+    """
+    from onnx import TensorProto
+
+    domains = {opset.domain for opset in model.opset_import}
+    if model.functions:
+        names = sorted(f"{f.domain}.{f.name}" for f in model.functions)
+        msg = f"{where}: onnx graph defines local functions {names}; lakecast runs none"
+        raise UnsafeArtifactError(msg)
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            domains.add(node.domain)
+        for tensor in graph.initializer:
+            if tensor.data_location == TensorProto.EXTERNAL:
+                msg = f"{where}: onnx tensor {tensor.name!r} reads external data; refused"
+                raise UnsafeArtifactError(msg)
+    custom = sorted(domains - ALLOWED_DOMAINS)
+    if custom:
+        msg = (
+            f"{where}: onnx graph uses custom operator domains {custom}; "
+            f"only {sorted(ALLOWED_DOMAINS)} are run"
+        )
+        raise UnsafeArtifactError(msg)
+
+
+def _graphs(graph: Any) -> list[Any]:
+    """``graph`` and every subgraph of its nodes (If/Loop/Scan bodies)."""
+    from onnx import AttributeProto
+
+    found = [graph]
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                found += _graphs(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for sub in attribute.graphs:
+                    found += _graphs(sub)
+    return found
+
+
+def providers() -> list[str]:
+    """ONNX Runtime's providers for this process: CUDA first only where a GPU is configured
+    (``CUDA_VISIBLE_DEVICES`` names one) and this build has it; the CPU always."""
+    import onnxruntime as ort
+
+    configured = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+    if configured and CUDA in ort.get_available_providers():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def session_threads() -> int:
+    """The serving setting ``model_threads``: how many threads a model scores a batch with."""
+    from lakecast.config import settings
+
+    return settings().serving.model_threads
+
+
+def load(data: bytes, where: str, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime session over verified artifact bytes, after :func:`check_graph`.
+
+    Raises:
+        UnsafeArtifactError: the bytes are not an ONNX model, or the graph is refused.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        msg = f"{where}: onnx artifact cannot be parsed: {type(exc).__name__}: {exc}"
+        raise UnsafeArtifactError(msg) from exc
+    check_graph(model, where)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or session_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: its warnings are not JSON log lines
+    try:
+        return ort.InferenceSession(data, options, providers=providers())
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented
+        msg = f"{where}: onnx runtime refused the graph: {type(exc).__name__}: {exc}"
+        raise UnsafeArtifactError(msg) from exc
+
+
+class OnnxPredictor(MatrixPredictor):
+    """An ONNX Runtime session behind the Predictor protocol.
+
+    The graph has one input of shape (rows, inputs) in float32 or float64, and its first
+    output gives one score per row: (rows,), (rows, 1), or (rows, 2) whose column 1 is taken.
+    """
+
+    def __init__(self, session: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+        super().__init__(session, signature, nan_policy)
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            names = [i.name for i in inputs]
+            msg = f"onnx graph has inputs {names}; lakecast feeds exactly one feature matrix"
+            raise SchemaError(msg)
+        shape = inputs[0].shape
+        width = len(signature.inputs)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+            msg = f"onnx graph input has shape {shape}; the signature has {width} inputs"
+            raise SchemaError(msg)
+        dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64}.get(inputs[0].type)
+        if dtype is None:
+            msg = f"onnx graph input is {inputs[0].type}; lakecast feeds float or double"
+            raise SchemaError(msg)
+        self.dtype = dtype
+        self._input = inputs[0].name
+        self._output = session.get_outputs()[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, in order."""
+        providers: list[str] = self.model.get_providers()
+        return providers
+
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.model.run([self._output], {self._input: matrix})[0])
+        if scores.ndim == 2 and scores.shape[1] == 2:
+            return scores[:, 1]
+        if scores.ndim == 2 and scores.shape[1] != 1:
+            msg = f"onnx model output has shape {scores.shape}; expected one score per row"
+            raise SchemaError(msg)
+        return scores

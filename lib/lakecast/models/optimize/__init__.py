@@ -1,0 +1,182 @@
+"""Optimised versions: a registered model converted for ONNX Runtime, checked against its source
+on the source's holdout, and registered as the next MINOR version of the same model.
+
+    optimize_version(registry, "purchase:1.0.0", "onnx")
+
+Kinds:
+
+- ``onnx``: the same function in ONNX (exact: float rounding only);
+- ``onnx-int8``: ``onnx`` with its matrix products dynamically quantised to int8 (Keras
+  models; a tree ensemble has none).
+
+The new version keeps the source's signature, NaN policy and card, with lineage
+``optimized_from`` / ``optimization`` and a card section giving the parity check. The gate
+(:class:`~lakecast.models.optimize.parity.ParityError`) refuses registration when the largest
+|score difference| exceeds the kind's tolerance (``optimization`` in ``conf/lakecast.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from lakecast.models.optimize.converters import (
+    ConversionError,
+    keras_to_onnx,
+    quantize_int8,
+    sklearn_to_onnx,
+)
+from lakecast.models.optimize.parity import (
+    ParityError,
+    ParityReport,
+    compare,
+    holdout_rows,
+    parity_markdown,
+)
+
+if TYPE_CHECKING:
+    from lakecast.registry import ModelVersion, Registry
+
+Kind = Literal["onnx", "onnx-int8"]
+KINDS: tuple[Kind, ...] = ("onnx", "onnx-int8")
+
+
+@dataclass(frozen=True)
+class OptimizedVersion:
+    """The registered version and the parity check that let it in."""
+
+    record: ModelVersion
+    report: ParityReport
+
+
+def check_kind(kind: str) -> Kind:
+    for known in KINDS:
+        if kind == known:
+            return known
+    msg = f"optimization kind {kind!r} is not one of {KINDS}"
+    raise ConversionError(msg)
+
+
+def tolerance_of(kind: Kind) -> float:
+    """The configured parity tolerance of ``kind``."""
+    from lakecast.config import settings
+
+    tolerances = settings().optimization
+    return tolerances.int8_tolerance if kind == "onnx-int8" else tolerances.exact_tolerance
+
+
+def convert(source: ModelVersion, model: object, kind: Kind, where: str) -> tuple[bytes, str]:
+    """The ONNX bytes of ``model`` (the source's loaded estimator or network) and how."""
+    width = len(source.signature.inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf2onnx and skl2onnx warn about numpy and opsets
+        if source.flavor == "sklearn":
+            data = sklearn_to_onnx(model, width, where)
+            how = f"{type(model).__name__} converted to ONNX (float64 input)"
+        elif source.flavor == "keras":
+            data = keras_to_onnx(model, width, where)
+            how = "Keras forward pass converted by tf2onnx (float32)"
+        else:
+            msg = f"{where}: a {source.flavor} version is optimised already; start from its source"
+            raise ConversionError(msg)
+        if kind == "onnx-int8":
+            data = quantize_int8(data, where)
+            how += ", matrix products dynamically quantised to int8 by ONNX Runtime"
+    import onnxruntime
+
+    return data, f"{how}; run by ONNX Runtime {onnxruntime.__version__}"
+
+
+def next_minor(registry: Registry, source: ModelVersion) -> str:
+    """The next free MINOR version in the source's major line."""
+    major = source.semver.major
+    minors = [v.semver.minor for v in registry.versions(source.name) if v.semver.major == major]
+    return f"{major}.{max(minors) + 1}.0"
+
+
+def optimize_version(
+    registry: Registry,
+    reference: str,
+    kind: str,
+    *,
+    tolerance: float | None = None,
+    created_by: str | None = None,
+    tamper: Callable[[bytes], bytes] | None = None,
+) -> OptimizedVersion:
+    """Convert ``reference`` to ``kind``, check parity on its holdout, register it.
+
+    Args:
+        registry: where the source is and the new version goes.
+        reference: ``NAME:VERSION`` (or ``NAME@ALIAS``) of the source.
+        kind: one of :data:`KINDS`.
+        tolerance: the largest max |score difference| accepted; default the kind's configured.
+        created_by: who registers; default the current user.
+        tamper: a test hook, applied to the converted bytes before the check (a broken
+            conversion must be refused).
+
+    Raises:
+        ConversionError: the kind or the model cannot be converted.
+        ParityError: no holdout in the lineage, or the scores differ beyond the tolerance.
+    """
+    from lakecast.models import load_model
+    from lakecast.models.flavors import build_predictor
+
+    chosen = check_kind(kind)
+    source = registry.resolve(reference)
+    where = f"optimize {source.ref} --to {chosen}"
+    rows = holdout_rows(source)
+    predictor = load_model(source)
+    data, how = convert(source, getattr(predictor, "model", None), chosen, where)
+    if tamper is not None:
+        data = tamper(data)
+    optimized = build_predictor(
+        data, "onnx", source.signature, source.nan_policy, where, sha256_verified=True
+    )
+    limit = tolerance_of(chosen) if tolerance is None else tolerance
+    report = compare(predictor, optimized, rows, chosen, limit)
+    report.check(where)
+    lineage = dataclasses.replace(
+        source.lineage,
+        optimized_from=source.ref,
+        optimization={**report.as_dict(), "how": how, "source_flavor": source.flavor},
+    )
+    card = dataclasses.replace(source.card, optimization=parity_markdown(report, source.ref, how))
+    metrics = {
+        **report.optimized.as_dict(),
+        "batch_latency_ms": report.optimized_ms_per_1k,
+        "parity_max_abs_diff": report.max_abs_diff,
+        "parity_p999_abs_diff": report.p999_abs_diff,
+    }
+    with tempfile.TemporaryDirectory(prefix="lakecast-optimize-") as tmp:
+        artifact = Path(tmp) / "model.onnx"
+        artifact.write_bytes(data)
+        record = registry.register(
+            source.name,
+            artifact=artifact,
+            flavor="onnx",
+            signature=source.signature,
+            metrics=metrics,
+            lineage=lineage,
+            card=card,
+            nan_policy=source.nan_policy,
+            version=next_minor(registry, source),
+            created_by=created_by,
+            description=f"{source.description or source.name} ({chosen} of {source.version})",
+        )
+    return OptimizedVersion(record, report)
+
+
+__all__ = [
+    "KINDS",
+    "ConversionError",
+    "Kind",
+    "OptimizedVersion",
+    "ParityError",
+    "ParityReport",
+    "optimize_version",
+]

@@ -1,0 +1,244 @@
+"""Conversions of a loaded model to ONNX bytes, one function per source kind.
+
+- HistGradientBoosting (the demo champion): lakecast's own converter to ONNX-ML's
+  ``TreeEnsembleRegressor`` with float64 thresholds, leaf values and input, then a sigmoid.
+  skl2onnx 1.20 cannot do it here: its tree converter hands a Python bool to an int attribute,
+  which protobuf 7 refuses, and its float32 thresholds move a row that sits on a threshold to
+  the other branch (max |score diff| 0.008 over 500k rows measured: not the same function).
+- other scikit-learn classifiers: skl2onnx with a float64 input, keeping ``probabilities``.
+- Keras on TensorFlow: tf2onnx on the model's forward pass as a ``tf.function``. Keras 3's
+  own ``export(format="onnx")`` is the same call, but its graph takes the constants a
+  ``Normalization(mean=..., variance=...)`` layer captures as extra graph inputs, which no
+  caller feeds; here the captured values become initializers.
+- ``int8``: ONNX Runtime's dynamic quantisation of the matrix products of an ONNX graph.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lakecast.errors import RegistryError
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "score"
+OPSET = 17
+ML_OPSET = 3  # TreeEnsembleRegressor with float64 thresholds (nodes_values_as_tensor)
+_MATRIX_OPS = frozenset({"MatMul", "Gemm"})
+
+
+class ConversionError(RegistryError):
+    """A model that lakecast cannot convert to the asked kind; the message says why."""
+
+
+def sklearn_to_onnx(model: Any, width: int, where: str) -> bytes:
+    """ONNX bytes computing ``predict_proba(x)[:, 1]`` (or ``predict``) of a fitted estimator.
+
+    Raises:
+        ConversionError: the estimator is of a kind no converter here handles.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if isinstance(model, HistGradientBoostingClassifier):
+        return hist_gradient_boosting_to_onnx(model, width, where)
+    return _skl2onnx(model, width, where)
+
+
+def hist_gradient_boosting_to_onnx(model: Any, width: int, where: str) -> bytes:
+    """A binary HistGradientBoostingClassifier as one float64 tree ensemble and a sigmoid.
+
+    Each node keeps its split exactly: ``x <= threshold`` goes to the left child, a missing
+    value to the side the tree learned (``missing_go_to_left``), as scikit-learn walks it.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    if getattr(model, "n_trees_per_iteration_", 1) != 1:
+        msg = f"{where}: only a binary HistGradientBoostingClassifier converts (one tree a step)"
+        raise ConversionError(msg)
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in _TREE_FIELDS}
+    for tree_id, trees in enumerate(model._predictors):
+        nodes = trees[0].nodes
+        if nodes["is_categorical"].any():
+            msg = f"{where}: tree {tree_id} has categorical splits; no exact converter for those"
+            raise ConversionError(msg)
+        _add_tree(columns, tree_id, nodes)
+    joined = {key: np.concatenate(parts) for key, parts in columns.items()}
+    leaves = joined["is_leaf"]
+    modes = np.where(leaves, "LEAF", "BRANCH_LEQ")
+    base = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    ensemble = helper.make_node(
+        "TreeEnsembleRegressor",
+        [INPUT_NAME],
+        ["raw"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        aggregate_function="SUM",
+        post_transform="NONE",
+        nodes_treeids=joined["tree"].tolist(),
+        nodes_nodeids=joined["node"].tolist(),
+        nodes_featureids=np.where(leaves, 0, joined["feature"]).tolist(),
+        nodes_modes=modes.tolist(),
+        nodes_truenodeids=np.where(leaves, 0, joined["left"]).tolist(),
+        nodes_falsenodeids=np.where(leaves, 0, joined["right"]).tolist(),
+        nodes_missing_value_tracks_true=np.where(leaves, 0, joined["missing_left"]).tolist(),
+        nodes_values_as_tensor=numpy_helper.from_array(
+            np.where(leaves, 0.0, joined["threshold"]).astype(np.float64)
+        ),
+        target_treeids=joined["tree"][leaves].tolist(),
+        target_nodeids=joined["node"][leaves].tolist(),
+        target_ids=[0] * int(leaves.sum()),
+        target_weights_as_tensor=numpy_helper.from_array(
+            joined["value"][leaves].astype(np.float64)
+        ),
+        base_values_as_tensor=numpy_helper.from_array(base),
+    )
+    sigmoid = helper.make_node("Sigmoid", ["raw"], [OUTPUT_NAME])
+    graph = helper.make_graph(
+        [ensemble, sigmoid],
+        "hist_gradient_boosting",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, [None, width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])],
+    )
+    return _finish(graph, where)
+
+
+_TREE_FIELDS = (
+    "tree",
+    "node",
+    "feature",
+    "threshold",
+    "left",
+    "right",
+    "missing_left",
+    "is_leaf",
+    "value",
+)
+
+
+def _add_tree(columns: dict[str, list[np.ndarray]], tree_id: int, nodes: np.ndarray) -> None:
+    count = nodes.shape[0]
+    columns["tree"].append(np.full(count, tree_id, dtype=np.int64))
+    columns["node"].append(np.arange(count, dtype=np.int64))
+    columns["feature"].append(nodes["feature_idx"].astype(np.int64))
+    columns["threshold"].append(nodes["num_threshold"].astype(np.float64))
+    columns["left"].append(nodes["left"].astype(np.int64))
+    columns["right"].append(nodes["right"].astype(np.int64))
+    columns["missing_left"].append(nodes["missing_go_to_left"].astype(np.int64))
+    columns["is_leaf"].append(nodes["is_leaf"].astype(bool))
+    columns["value"].append(nodes["value"].astype(np.float64))
+
+
+def _finish(graph: Any, where: str) -> bytes:
+    from onnx import checker, helper
+
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", 3)],
+        producer_name="lakecast",
+    )
+    model.ir_version = 8  # what ONNX Runtime 1.16 and later read
+    try:
+        checker.check_model(model)
+    except Exception as exc:  # onnx.checker.ValidationError
+        msg = f"{where}: the converted graph is not valid ONNX: {exc}"
+        raise ConversionError(msg) from exc
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def _skl2onnx(model: Any, width: int, where: str) -> bytes:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType
+    from skl2onnx.helpers.onnx_helper import select_model_inputs_outputs
+
+    proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+    try:
+        converted = convert_sklearn(
+            model,
+            initial_types=[(INPUT_NAME, DoubleTensorType([None, width]))],
+            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+            options={id(model): {"zipmap": False}} if proba else None,
+        )
+    except Exception as exc:  # skl2onnx raises many kinds for what it cannot convert
+        kind = type(model).__name__
+        msg = f"{where}: skl2onnx cannot convert a {kind}: {type(exc).__name__}: {exc}"
+        raise ConversionError(msg) from exc
+    wanted = "probabilities" if proba else converted.graph.output[0].name
+    data: bytes = select_model_inputs_outputs(converted, outputs=[wanted]).SerializeToString()
+    return data
+
+
+def keras_to_onnx(model: Any, width: int, where: str) -> bytes:
+    """ONNX bytes of a Keras model's inference pass (TensorFlow backend), float32 input.
+
+    Raises:
+        ConversionError: another Keras backend, or tf2onnx failed.
+    """
+    from lakecast.models.flavors.keras_flavor import import_keras
+
+    backend = import_keras().backend.backend()
+    if backend != "tensorflow":
+        msg = f"{where}: Keras on {backend}: only the TensorFlow backend converts to ONNX here"
+        raise ConversionError(msg)
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    from onnx import numpy_helper
+
+    patch_tf2onnx()  # Keras's own fix of tf2onnx 1.17 for numpy 2, as its export applies it
+    spec = tf.TensorSpec((None, width), tf.float32, name=INPUT_NAME)
+    forward = tf.function(lambda features: model(features, training=False))
+    concrete = forward.get_concrete_function(spec)
+    try:
+        proto, _ = tf2onnx.convert.from_function(forward, [spec], opset=OPSET)
+    except Exception as exc:
+        msg = f"{where}: tf2onnx failed: {type(exc).__name__}: {exc}"
+        raise ConversionError(msg) from exc
+    placeholders = concrete.inputs[len(concrete.inputs) - len(concrete.captured_inputs) :]
+    captured = {
+        tensor.name: value.numpy()
+        for tensor, value in zip(placeholders, concrete.captured_inputs, strict=True)
+        if tensor.dtype != tf.resource
+    }
+    for graph_input in list(proto.graph.input):
+        if graph_input.name in captured:
+            value = captured[graph_input.name]
+            proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
+            proto.graph.input.remove(graph_input)
+    proto.graph.output[0].name = _rename_output(proto, OUTPUT_NAME)
+    data: bytes = proto.SerializeToString()
+    return data
+
+
+def _rename_output(proto: Any, name: str) -> str:
+    """Give the graph's first output ``name`` (tf2onnx calls it ``Identity:0``)."""
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [name if out == old else out for out in node.output]
+        node.input[:] = [name if inp == old else inp for inp in node.input]
+    return name
+
+
+def quantize_int8(data: bytes, where: str) -> bytes:
+    """``data``'s graph with its matrix products dynamically quantised to int8 (weights per
+    tensor, activations per batch), by ONNX Runtime's quantiser.
+
+    Raises:
+        ConversionError: the graph has no matrix product (a tree ensemble) to quantise.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ops = {node.op_type for node in onnx.load_model_from_string(data).graph.node}
+    if not ops & _MATRIX_OPS:
+        msg = f"{where}: the graph has no matrix products to quantise (its ops: {sorted(ops)})"
+        raise ConversionError(msg)
+    with tempfile.TemporaryDirectory(prefix="lakecast-int8-") as tmp:
+        source, target = Path(tmp) / "source.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(data)
+        quantize_dynamic(os.fspath(source), os.fspath(target), weight_type=QuantType.QInt8)
+        return target.read_bytes()

@@ -1,0 +1,108 @@
+"""Registered model versions with a holdout, made fast, for tests of optimised versions.
+
+``jobs/train.py`` records in each version's lineage the training table, its Delta version and
+the holdout dates, which is what ``lakecast models optimize`` checks parity on. These helpers
+make such a version without Spark: synthetic ``features`` rows written with delta-rs, a small
+model of either demo flavor trained on the days before the holdout, registered as the job
+registers it. And :func:`perturb_first_tensor`, to break a converted graph on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lakecast.features.spec import FEATURE_COLUMNS, LABEL_COLUMN
+from lakecast.models.evaluation import evaluate
+from lakecast.models.training import (
+    GradientBoostingRecipe,
+    MlpRecipe,
+    time_holdout_split,
+    training_rows,
+)
+from lakecast.models.training_run import model_signature, predict_scores
+from lakecast.registry import Lineage, ModelCard, ModelVersion, Registry
+from lakecast.registry.records import Flavor
+from lakecast.scoring.testing import synthetic_features
+
+SMALL_RECIPES: dict[Flavor, GradientBoostingRecipe | MlpRecipe] = {
+    "sklearn": GradientBoostingRecipe(max_iter=30, seed=1),
+    "keras": MlpRecipe(hidden=(16, 8), epochs=2, batch_size=256, seed=1),
+}
+
+
+def write_features_table(path: str, rows: int = 3_000, seed: int = 3, days: int = 3) -> int:
+    """Synthetic ``features`` rows over ``days`` dates as a Delta table; its version."""
+    from deltalake import DeltaTable, write_deltalake
+
+    write_deltalake(path, synthetic_features(rows, seed=seed, days=days), partition_by=["date"])
+    return int(DeltaTable(path).version())
+
+
+def register_with_holdout(
+    registry: Registry,
+    features_path: str,
+    flavor: Flavor,
+    *,
+    name: str = "purchase",
+    alias: str | None = None,
+) -> ModelVersion:
+    """Train ``flavor``'s small recipe on ``features_path`` (last date held out) and register
+    it with the lineage and a card as ``jobs/train.py`` would."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(features_path)
+    version = int(table.version())
+    split = time_holdout_split(
+        training_rows(table.to_pyarrow_table(), FEATURE_COLUMNS, LABEL_COLUMN), holdout_days=1
+    )
+    recipe = SMALL_RECIPES[flavor]
+    model = recipe.fit(split.train.features, split.train.labels)
+    metrics = evaluate(split.holdout.labels, predict_scores(model, flavor, split.holdout))
+    record = registry.register(
+        name,
+        model,
+        flavor=flavor,
+        signature=model_signature(),
+        metrics=metrics.as_dict(),
+        lineage=Lineage(
+            training_table=features_path,
+            training_table_version=version,
+            parameters=recipe.params(),
+            holdout=split.describe(),
+        ),
+        card=ModelCard(model_details=f"test {flavor} model", intended_use="tests"),
+        nan_policy="propagate",
+        description=f"test {flavor} model",
+    )
+    if alias is not None:
+        registry.promote(name, record.version, alias, why="test fixture")
+    return record
+
+
+def perturb_first_tensor(data: bytes, delta: float = 1e-3) -> bytes:
+    """The ONNX graph ``data`` with ``delta`` added to the first value of its first float
+    tensor (an initializer, else a node's tensor attribute): a conversion gone subtly wrong."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model_from_string(data)
+    tensors: list[Any] = list(model.graph.initializer)
+    tensors += [a.t for node in model.graph.node for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        values = numpy_helper.to_array(tensor)
+        if values.dtype.kind == "f" and values.size:
+            changed = values.copy()
+            changed.flat[0] += delta
+            tensor.CopyFrom(numpy_helper.from_array(changed.astype(values.dtype), tensor.name))
+            changed_bytes: bytes = model.SerializeToString()
+            return changed_bytes
+    msg = "perturb_first_tensor: the graph has no float tensor"
+    raise ValueError(msg)
+
+
+__all__ = [
+    "SMALL_RECIPES",
+    "perturb_first_tensor",
+    "register_with_holdout",
+    "write_features_table",
+]

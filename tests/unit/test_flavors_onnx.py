@@ -1,0 +1,122 @@
+"""The ONNX flavor: scores through the Predictor protocol, loads only safe graphs (no custom
+operator domains, no external data, no local functions), runs on the CPU unless a GPU is
+configured and present, with the configured number of threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lakecast.config import settings
+from lakecast.errors import ModelIntegrityError, UnsafeArtifactError
+from lakecast.models.flavors import build_predictor
+from lakecast.models.flavors.onnx_flavor import CPU, load, providers
+from lakecast.registry import Registry, Signature
+
+SIGNATURE = Signature.of(["a", "b", "c"], dtype="float64")
+WEIGHTS = np.array([[0.5], [-1.0], [2.0]])
+
+
+def _logistic_graph(*, domain: str = "", external: bool = False) -> bytes:
+    """sigmoid(x @ WEIGHTS) on a (rows, 3) float64 input."""
+    weights = numpy_helper.from_array(WEIGHTS, "weights")
+    if external:
+        weights.data_location = TensorProto.EXTERNAL
+        weights.ClearField("raw_data")
+        weights.external_data.add(key="location", value="/etc/passwd")
+    nodes = [
+        helper.make_node("MatMul", ["features", "weights"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"], domain=domain),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "logistic",
+        [helper.make_tensor_value_info("features", TensorProto.DOUBLE, [None, 3])],
+        [helper.make_tensor_value_info("score", TensorProto.DOUBLE, [None, 1])],
+        initializer=[weights],
+    )
+    opsets = [helper.make_opsetid("", 17)]
+    if domain:
+        opsets.append(helper.make_opsetid(domain, 1))
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def _predictor(data: bytes, policy: str = "propagate"):  # type: ignore[no-untyped-def]
+    return build_predictor(data, "onnx", SIGNATURE, policy, "test", sha256_verified=True)  # type: ignore[arg-type]
+
+
+def test_scores_like_numpy_with_the_nan_policy() -> None:
+    x = np.array([[1.0, 2.0, 3.0], [0.0, np.nan, 1.0], [-1.0, 0.5, 0.0]])
+    scores = _predictor(_logistic_graph()).predict(x)
+    expected = 1 / (1 + np.exp(-(np.nan_to_num(x) @ WEIGHTS).reshape(-1)))
+    assert scores[1] != scores[1]  # propagate: the NaN row scores NaN
+    np.testing.assert_allclose(scores[[0, 2]], expected[[0, 2]], rtol=0, atol=1e-15)
+    columns = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]}
+    np.testing.assert_array_equal(
+        _predictor(_logistic_graph(), "impute_zero").predict(columns), expected
+    )
+
+
+def test_a_session_runs_on_the_cpu_only_when_no_gpu_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert providers() == [CPU]
+    assert _predictor(_logistic_graph()).providers == [CPU]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _predictor(_logistic_graph()).providers == [CPU]
+
+
+def test_a_configured_gpu_is_used_only_where_the_build_has_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert providers() == (["CUDAExecutionProvider", CPU] if has_cuda else [CPU])
+
+
+def test_session_threads_come_from_model_threads() -> None:
+    default = load(_logistic_graph(), "test")
+    assert default.get_session_options().intra_op_num_threads == settings().serving.model_threads
+    assert (
+        load(_logistic_graph(), "test", threads=3).get_session_options().intra_op_num_threads == 3
+    )
+
+
+def test_a_custom_operator_domain_is_refused() -> None:
+    with pytest.raises(
+        UnsafeArtifactError, match=r"custom operator domains \['com.example.evil'\]"
+    ):
+        load(_logistic_graph(domain="com.example.evil"), "model 'x' version 1.0.0")
+
+
+def test_external_tensor_data_is_refused() -> None:
+    with pytest.raises(UnsafeArtifactError, match="'weights' reads external data"):
+        load(_logistic_graph(external=True), "model 'x' version 1.0.0")
+
+
+def test_bytes_that_are_no_onnx_model_are_refused() -> None:
+    with pytest.raises(UnsafeArtifactError, match=r"model 'x' version 1\.0\.0: onnx"):
+        load(b"\x08\x01garbage" * 10, "model 'x' version 1.0.0")
+
+
+def test_a_registered_onnx_artifact_is_sha256_verified(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_logistic_graph())
+    registry = Registry(tmp_path / "registry")
+    record = registry.register("logit", artifact=path, signature=SIGNATURE, nan_policy="error")
+    assert record.flavor == "onnx"
+    _, predictor = registry.load(record.ref)
+    assert predictor.predict(np.zeros((2, 3))).tolist() == [0.5, 0.5]
+    stored = Path(record.artifact_path)
+    stored.write_bytes(_logistic_graph().replace(WEIGHTS.tobytes(), (WEIGHTS * 2).tobytes()))
+    with pytest.raises(ModelIntegrityError, match="has sha256"):
+        registry.load(record.ref)

@@ -1,0 +1,143 @@
+"""``lakecast models optimize``: sklearn and Keras versions to ONNX (and int8), parity on the
+source's holdout recorded in the card and lineage, and the gate refusing a broken conversion.
+
+Real registry (delta-rs), real models, real ONNX Runtime; no Spark, no broker.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lakecast.cli.models import app
+from lakecast.models.optimize import ConversionError, ParityError, optimize_version
+from lakecast.models.optimize.parity import holdout_rows
+from lakecast.registry import Registry, render_card
+from lakecast.testing.models import (
+    perturb_first_tensor,
+    register_with_holdout,
+    write_features_table,
+)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A features table and ``purchase`` 1.0.0 (sklearn) and 1.1.0 (Keras) trained on it."""
+    root = tmp_path_factory.mktemp("optimize")
+    features = str(root / "features")
+    write_features_table(features)
+    registry = Registry(root / "registry")
+    sklearn = register_with_holdout(registry, features, "sklearn", alias="champion")
+    keras = register_with_holdout(registry, features, "keras", alias="challenger")
+    return {"registry": registry, "sklearn": sklearn, "keras": keras, "root": root}
+
+
+def _holdout_scores(registry: Registry, reference: str, source: Any) -> np.ndarray:
+    _, predictor = registry.load(reference)
+    return predictor.predict(holdout_rows(source).features)
+
+
+@pytest.mark.parametrize("flavor", ["sklearn", "keras"])
+def test_onnx_is_a_minor_version_with_parity_lineage_and_card(
+    lake: dict[str, Any], flavor: str
+) -> None:
+    registry, source = lake["registry"], lake[flavor]
+    done = optimize_version(registry, source.ref, "onnx")
+    record, report = done.record, done.report
+
+    assert record.flavor == "onnx"
+    assert record.semver.major == source.semver.major
+    assert record.semver.minor > max(
+        v.semver.minor for v in registry.versions("purchase") if v.version != record.version
+    )
+    assert record.signature == source.signature
+    assert record.nan_policy == source.nan_policy
+    assert record.lineage.optimized_from == source.ref
+    assert record.lineage.optimization["kind"] == "onnx"
+    assert record.lineage.training_table == source.lineage.training_table
+
+    expected = _holdout_scores(registry, source.ref, source)
+    got = _holdout_scores(registry, record.ref, source)
+    assert report.rows == len(expected) > 100
+    assert np.abs(got - expected).max() == pytest.approx(report.max_abs_diff, abs=1e-12)
+    assert report.max_abs_diff <= 1e-6
+    assert report.p999_abs_diff <= report.max_abs_diff
+    assert report.source.roc_auc == pytest.approx(source.metrics["holdout_roc_auc"], abs=1e-6)
+    assert record.metrics["holdout_roc_auc"] == pytest.approx(report.optimized.roc_auc)
+    assert record.metrics["parity_max_abs_diff"] == report.max_abs_diff
+
+    card = render_card(record)
+    assert "## Optimization and parity" in card
+    assert f"Optimised from `{source.ref}` to `onnx`" in card
+    assert re.search(r"max \|score difference\| [0-9.e-]+, p99\.9 [0-9.e-]+", card)
+    assert "| roc_auc |" in card
+    assert f"- optimized from: `{source.ref}`" in card
+    assert "## Optimization and parity" not in render_card(source)
+
+
+def test_int8_of_the_keras_version_stays_inside_its_looser_bound(lake: dict[str, Any]) -> None:
+    source = lake["keras"]
+    done = optimize_version(lake["registry"], source.ref, "onnx-int8")
+    assert done.record.lineage.optimization["kind"] == "onnx-int8"
+    assert done.report.tolerance == 0.05
+    assert 0 < done.report.max_abs_diff <= 0.05  # quantised: different, but not far
+    import onnx
+
+    data = Path(done.record.artifact_path).read_bytes()
+    ops = {node.op_type for node in onnx.load_model_from_string(data).graph.node}
+    assert "MatMulInteger" in ops
+
+
+def test_a_tree_ensemble_has_nothing_to_quantise(lake: dict[str, Any]) -> None:
+    before = len(lake["registry"].versions("purchase"))
+    with pytest.raises(ConversionError, match="no matrix products to quantise"):
+        optimize_version(lake["registry"], lake["sklearn"].ref, "onnx-int8")
+    assert len(lake["registry"].versions("purchase")) == before
+
+
+@pytest.mark.parametrize(("flavor", "delta"), [("keras", 1e-3), ("sklearn", 1.0)])
+def test_a_broken_conversion_is_refused_and_not_registered(
+    lake: dict[str, Any], flavor: str, delta: float
+) -> None:
+    registry, source = lake["registry"], lake[flavor]
+    before = [v.version for v in registry.versions("purchase")]
+    with pytest.raises(ParityError, match=r"refused.*max \|score diff\|.*tolerance of onnx 1e-06"):
+        optimize_version(
+            registry, source.ref, "onnx", tamper=lambda data: perturb_first_tensor(data, delta)
+        )
+    assert [v.version for v in registry.versions("purchase")] == before
+
+
+def test_a_version_without_a_holdout_in_its_lineage_is_refused(tmp_path: Path) -> None:
+    from lakecast.serving.testing import register_model
+
+    record = register_model(str(tmp_path / "registry"))
+    with pytest.raises(ParityError, match="lineage names no holdout"):
+        optimize_version(Registry(tmp_path / "registry"), record.ref, "onnx")
+
+
+def test_unknown_kind_is_refused(lake: dict[str, Any]) -> None:
+    with pytest.raises(ConversionError, match="'fp8' is not one of"):
+        optimize_version(lake["registry"], lake["sklearn"].ref, "fp8")
+
+
+def test_cli_optimizes_and_refuses_with_exit_status(lake: dict[str, Any]) -> None:
+    root = str(lake["registry"].root)
+    runner = CliRunner()
+    done = runner.invoke(app, ["--root", root, "optimize", lake["sklearn"].ref, "--to", "onnx"])
+    assert done.exit_code == 0, done.output
+    assert re.search(
+        r"purchase:1\.\d+\.0 \(onnx of purchase:1\.0\.0\): max \|score diff\|", done.output
+    )
+    assert "roc_auc" in done.output
+    refused = runner.invoke(
+        app,
+        ["--root", root, "optimize", lake["keras"].ref, "--to", "onnx-int8", "--tolerance", "1e-9"],
+    )
+    assert refused.exit_code != 0
+    assert isinstance(refused.exception, ParityError)
