@@ -2,7 +2,9 @@
 
 Everything ``up`` starts is detached and tracked by pid files under the state folder
 (``local.state_dir``, ``.state/`` by default), so ``status`` and ``down`` work from any later
-shell. ``up`` is idempotent: what already runs is left running.
+shell. ``up`` is idempotent: what already runs is left running. ``up --secure`` starts the
+broker with SASL_SSL (SCRAM-SHA-512), ACLs and a principal per service, and writes a config
+overlay per principal (:mod:`lakecast.local.security`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from pathlib import Path
 
 import typer
 
-from lakecast.config import Settings, settings
+from lakecast.config import OVERLAY_ENV, Settings, settings
 from lakecast.local import processes
-from lakecast.local.broker import LocalBroker
+from lakecast.local.broker import LocalBroker, formatted_secure
+from lakecast.local.security import ADMIN_USER, SERVICE_USERS, SecureBrokerFiles
 from lakecast.local.spark_cluster import SparkStandaloneCluster
 from lakecast.local.state import private_dir
 
@@ -28,16 +31,21 @@ def _state_dir(config: Settings) -> Path:
     return private_dir(config.project_path(config.local.state_dir))
 
 
-def _broker(config: Settings, classpath: str = "") -> LocalBroker:
+def _broker(config: Settings, classpath: str = "", *, secure: bool | None = None) -> LocalBroker:
+    """The local broker; ``secure`` None: as its storage was formatted (for status, down)."""
     local = config.local
+    state = _state_dir(config) / "kafka"
+    if secure is None:
+        secure = formatted_secure(state)
     return LocalBroker(
-        _state_dir(config) / "kafka",
+        state,
         port=local.broker_port,
         controller_port=local.controller_port,
         classpath=classpath,
         host=local.host,
         heap=local.broker_heap,
         start_timeout_s=local.broker_start_timeout_s,
+        security=SecureBrokerFiles(state / "secure", host=local.host) if secure else None,
     )
 
 
@@ -56,12 +64,15 @@ def up(
     spark_workers: int = typer.Option(
         0, "--spark-workers", min=0, help="Also start a Spark master and this many workers."
     ),
+    secure: bool = typer.Option(
+        False, "--secure", help="SASL_SSL (SCRAM-SHA-512), ACLs, one principal per service."
+    ),
 ) -> None:
     """Start the local Kafka broker (and a Spark cluster); what already runs is kept."""
     from lakecast.local.jars import resolve_jars
 
     config = settings()
-    broker = _broker(config, resolve_jars(config).kafka_classpath)
+    broker = _broker(config, resolve_jars(config).kafka_classpath, secure=secure)
     was_running = broker.is_running()
     broker.start()
     if was_running:
@@ -70,7 +81,17 @@ def up(
         took = f"started in {broker.last_start_s:.1f} s" if broker.last_start_s else "started"
         typer.echo(f"kafka broker   {took}  pid {broker.pid}  {broker.bootstrap_servers}")
     typer.echo(f"               logs {broker.logs_dir}")
-    if broker.bootstrap_servers not in config.kafka.bootstrap_servers.split(","):
+    if secure:
+        if broker.security is None:  # _broker(secure=True) always sets it
+            raise typer.Exit(code=1)
+        overlays = broker.security.provision(
+            broker.bootstrap_servers, config.kafka, config.serving.group_id
+        )
+        typer.echo("               SASL_SSL, SCRAM-SHA-512, ACLs; a config overlay per principal:")
+        for user, path in overlays.items():
+            typer.echo(f"               {user:<10} {OVERLAY_ENV}={path}")
+        typer.echo(f"               e.g. {OVERLAY_ENV}={overlays['worker']} lakecast stream worker")
+    elif broker.bootstrap_servers not in config.kafka.bootstrap_servers.split(","):
         typer.secho(
             f"note: kafka.bootstrap_servers is {config.kafka.bootstrap_servers}, "
             f"not this broker ({broker.bootstrap_servers})",
@@ -102,6 +123,10 @@ def status() -> None:
         answering = "answering" if broker.is_answering(timeout_s=3.0) else "not answering"
         typer.echo(f"kafka broker   running  pid {pid}  {broker.bootstrap_servers}  {answering}")
         typer.echo(f"               logs {broker.logs_dir}")
+    if broker.security is not None:
+        principals = ", ".join((ADMIN_USER, *SERVICE_USERS))
+        typer.echo(f"               SASL_SSL, SCRAM-SHA-512, ACLs; principals {principals}")
+        typer.echo(f"               overlays {broker.security.root}/NAME.yaml ({OVERLAY_ENV})")
     cluster = _spark(config)
     state = cluster.status()
     if state.running:

@@ -28,7 +28,8 @@ from lakecast.config import PROJECT_ROOT
 from lakecast.errors import EnvironmentSetupError, LocalStackError
 from lakecast.local import processes
 from lakecast.local.ports import require_free_ports
-from lakecast.local.security import ADMIN_USER, SecureBrokerFiles, write_private
+from lakecast.local.security import ADMIN_USER, SecureBrokerFiles
+from lakecast.local.state import private_dir, write_private
 
 SERVER_TEMPLATE = PROJECT_ROOT / "conf" / "kafka" / "server.properties"
 LOG4J_CONFIG = PROJECT_ROOT / "conf" / "kafka" / "log4j2.properties"
@@ -183,6 +184,7 @@ class LocalBroker:
         )
         java = self._java()
         if self.security is not None:
+            private_dir(self.state_dir)  # its data, logs and secrets: the owner's only
             self.security.ensure()
         self._write_config()
         self._format_storage(java)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -32,6 +32,7 @@ import yaml
 
 from lakecast.config import KafkaSecurity, KafkaSettings
 from lakecast.errors import LocalStackError
+from lakecast.local.state import private_dir, write_private
 
 MECHANISM: Final = "SCRAM-SHA-512"
 BROKER_USER = "broker"  # inter-broker traffic on the SASL_SSL listener
@@ -46,6 +47,7 @@ MONITOR_GROUP = "lakecast-monitor"
 AUTOSCALER_GROUP = "lakecast-autoscaler"
 SPARK_GROUP_PREFIX = "spark-kafka-source"
 _CERT_DAYS = 825
+_ACL_WAIT_S = 30.0
 
 Operation = Literal["READ", "WRITE", "DESCRIBE", "IDEMPOTENT_WRITE"]
 ResourceKind = Literal["topic", "group", "transactional_id", "cluster"]
@@ -109,10 +111,12 @@ def apply_grants(admin: Any, grants: Iterable[Grant]) -> None:
     """
     from kafka.admin import (
         ACL,
+        ACLFilter,
         ACLOperation,
         ACLPermissionType,
         ACLResourcePatternType,
         ResourcePattern,
+        ResourcePatternFilter,
         ResourceType,
     )
 
@@ -146,19 +150,25 @@ def apply_grants(admin: Any, grants: Iterable[Grant]) -> None:
         )
         msg = f"create ACLs on the local broker: {problems}"
         raise LocalStackError(msg)
-
-
-def write_private(path: Path, data: bytes | str) -> Path:
-    """Write a file only its owner can read (0600 from its creation, not chmod after)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    tmp.replace(path)
-    return path
+    # The broker's authorizer applies new ACLs from the metadata log a moment after the
+    # controller committed them; a client in that moment was refused (the replay principal,
+    # 2 runs in 4). DescribeAcls is answered from that authorizer.
+    everything = ACLFilter(
+        principal=None,
+        host=None,
+        operation=ACLOperation.ANY,
+        permission_type=ACLPermissionType.ANY,
+        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+    )
+    deadline = time.monotonic() + _ACL_WAIT_S
+    while True:
+        found, error = admin.describe_acls(everything)
+        if error.errno == 0 and len(found) >= len(acls):
+            return
+        if time.monotonic() > deadline:
+            msg = f"the local broker shows {len(found)} of {len(acls)} ACLs after {_ACL_WAIT_S} s"
+            raise LocalStackError(msg)
+        time.sleep(0.1)
 
 
 class SecureBrokerFiles:
@@ -196,8 +206,7 @@ class SecureBrokerFiles:
 
         Passwords are made once: the storage's SCRAM credentials were formatted from them.
         """
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        private_dir(self.root)
         if not (self.ca_file.is_file() and self.keystore.is_file() and self.ca_key.is_file()):
             self._issue_certificates()
         for user in PRINCIPALS:
@@ -265,6 +274,30 @@ class SecureBrokerFiles:
             ssl_cafile=str(self.ca_file),
         )
 
+    def provision(
+        self, bootstrap_servers: str, kafka: KafkaSettings, worker_group: str
+    ) -> dict[str, Path]:
+        """On the started broker, as the admin: the topics, the ACLs; then the overlays.
+
+        Returns:
+            The overlay file of each client principal.
+        """
+        from lakecast.kafka.clients import build_admin, ensure_topics, standard_topics
+
+        admin_kafka = kafka.model_copy(
+            update={
+                "bootstrap_servers": bootstrap_servers,
+                "security": self.client_security(ADMIN_USER),
+            }
+        )
+        admin = build_admin(admin_kafka, client_id="lakecast-local-admin")
+        try:
+            ensure_topics(admin, standard_topics(admin_kafka))
+            apply_grants(admin, service_grants(admin_kafka, worker_group))
+        finally:
+            admin.close()
+        return self.write_overlays(bootstrap_servers)
+
     def write_overlays(self, bootstrap_servers: str) -> dict[str, Path]:
         """A config overlay per client principal (admin and the services); returns the paths."""
         written = {}
@@ -276,7 +309,8 @@ class SecureBrokerFiles:
                 f"#   export LAKECAST_CONFIG_OVERLAY={self.overlay(user)}\n"
                 + yaml.safe_dump(overlay, sort_keys=False)
             )
-            written[user] = write_private(self.overlay(user), text)
+            write_private(self.overlay(user), text)
+            written[user] = self.overlay(user)
         return written
 
     # -- certificates -------------------------------------------------------------------------
@@ -350,11 +384,3 @@ class SecureBrokerFiles:
             + cert.public_bytes(pem)
             + ca_cert.public_bytes(pem),
         )
-
-
-def redact(text: str, secrets_: Mapping[str, str]) -> str:
-    """``text`` with every given secret replaced by ``***`` (for messages built from output)."""
-    for value in secrets_.values():
-        if value:
-            text = text.replace(value, "***")
-    return text
