@@ -37,7 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = get_spark("lakecast-archive-topics")
-    options = kafka_client_options(settings().kafka.security.client_options())
+    options = kafka_client_options(settings().kafka.security)
     targets = [
         ArchiveTarget("predictions", args.predictions_topic, args.predictions_table,
                       f"{args.checkpoints}/predictions"),

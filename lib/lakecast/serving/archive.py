@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from lakecast.config import KafkaSecurity
+
 TopicKind = Literal["predictions", "metrics"]
 
 PREDICTION_SCHEMA = (
@@ -129,14 +131,40 @@ def start_archive(
     return writer.start(target.table)
 
 
-def kafka_client_options(security: Mapping[str, object]) -> dict[str, str]:
-    """The protocol and SASL mechanism of kafka-python options as ``kafka.*`` Spark options.
+def kafka_client_options(security: KafkaSecurity) -> dict[str, str]:
+    """``kafka.security`` as the ``kafka.*`` options of Spark's Kafka source (the Java client).
 
-    Certificates and credentials take the JVM client's own forms (keystores, a JAAS line):
-    pass those with ``--conf`` / ``kafka_options`` directly.
+    The SASL password is read here, in the driver, from ``sasl_password`` or
+    ``sasl_password_file``, into the JAAS line: never on spark-submit's command line. The CA
+    file is a PEM truststore (Kafka clients 2.7+). A client certificate (``ssl_certfile``)
+    takes a PEM keystore holding key and certificate: pass ``kafka.ssl.keystore.*`` directly.
     """
-    names = {
-        "security_protocol": "kafka.security.protocol",
-        "sasl_mechanism": "kafka.sasl.mechanism",
-    }
-    return {names[k]: str(v) for k, v in security.items() if k in names and v is not None}
+    options: dict[str, str] = {"kafka.security.protocol": security.protocol}
+    if security.sasl_mechanism:
+        options["kafka.sasl.mechanism"] = security.sasl_mechanism
+    if security.sasl_mechanism in _LOGIN_MODULES and security.sasl_username:
+        password = security.password() or ""
+        options["kafka.sasl.jaas.config"] = (
+            f"{_LOGIN_MODULES[security.sasl_mechanism]} required "
+            f'username="{_jaas_quoted(security.sasl_username)}" '
+            f'password="{_jaas_quoted(password)}";'
+        )
+    if security.protocol.endswith("SSL"):
+        if security.ssl_cafile:
+            options["kafka.ssl.truststore.type"] = "PEM"
+            options["kafka.ssl.truststore.location"] = security.ssl_cafile
+        options["kafka.ssl.endpoint.identification.algorithm"] = (
+            "https" if security.ssl_check_hostname else ""
+        )
+    return options
+
+
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def _jaas_quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
