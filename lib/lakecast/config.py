@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lakecast.errors import ConfigError
 
@@ -312,6 +320,21 @@ class OptimizationSettings(_Section):
     int8_tolerance: float = Field(default=0.05, gt=0, le=1)
 
 
+class RolloutSettings(_Section):
+    """Rollouts (``lakecast deploy``)."""
+
+    # Models whose rollout holds before its last step to 100 % until someone runs
+    # `lakecast deploy approve`; the environment gives them comma-separated.
+    approval_required: tuple[str, ...] = ()
+
+    @field_validator("approval_required", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -321,6 +344,7 @@ class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
     source: str = Field(default="<defaults>", exclude=True)

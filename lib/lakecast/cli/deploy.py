@@ -4,12 +4,14 @@
     lakecast deploy NAME VERSION --strategy ab --experiment ID --split 50
     lakecast deploy NAME VERSION --strategy multi-model --rules conf/rollouts/multi_model.yaml
     lakecast deploy rollback NAME
+    lakecast deploy approve NAME_OR_ROLLOUT_ID [--by NAME] [--reason TEXT]
     lakecast deploy status NAME
     lakecast deploy run-controller NAME
 
 ``deploy NAME VERSION`` is short for ``deploy start NAME VERSION``. The rollout state is stored
 next to the registry; workers pick it up at their next poll. Decisions go to the registry's
-audit log and, unless ``--no-publish``, to the metrics topic (kind=rollout).
+audit log and, unless ``--no-publish``, to the metrics topic (kind=rollout). A model named in
+``rollout.approval_required`` holds before 100 % until ``deploy approve``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def _kafka() -> Any:
     if _options.get("metrics_topic"):
         updates["topics"] = kafka.topics.model_copy(update={"metrics": _options["metrics_topic"]})
     return kafka.model_copy(update=updates)
+
+
+def _approval_required(name: str) -> bool:
+    from lakecast.config import settings
+
+    return name in settings().rollout.approval_required
 
 
 def _registry() -> Registry:
@@ -161,6 +169,7 @@ def start(
         champion_alias=alias,
         replace_running=replace,
         reason=reason,
+        approval_required=_approval_required(name),
     )
     registry = _registry()
     # An unknown model or version is named before the journal dials Kafka (which may be away).
@@ -176,6 +185,8 @@ def start(
         f"{name}: {state.spec.strategy} rollout {state.spec.id!r} of {version} started "
         f"(revision {state.revision}, {state.status})"
     )
+    if record.controller.get("approval_required"):
+        typer.echo(f"{name}: the step to 100 % waits for `lakecast deploy approve {name}`")
     if wait and state.status == "running":
         _drive(name, timeout)
 
@@ -200,6 +211,29 @@ def rollback(
     )
 
 
+@app.command("approve")
+def approve(
+    target: str = typer.Argument(..., help="The model name or the rollout id."),
+    by: str | None = typer.Option(None, "--by", help="Who approves (default: the OS user)."),
+    reason: str = typer.Option("", "--reason", help="Why, recorded in the audit log."),
+) -> None:
+    """Let a rollout that needs an approval take its last step to 100 %."""
+    from lakecast.rollout.approval import approve_rollout
+
+    registry = _registry()
+    who = by if by is not None else current_user()
+    record = approve_rollout(
+        registry, _store(registry), target, _journal(registry, who), by=who, reason=reason
+    )
+    state = record.state
+    held = record.controller.get("awaiting_approval_since")
+    then = "promotes at its next tick" if held else "promotes once its last step passes"
+    typer.echo(
+        f"{state.model}: rollout {state.spec.id!r} approved by {who} (revision "
+        f"{state.revision}); the controller {then}"
+    )
+
+
 @app.command("status")
 def status(
     name: str = typer.Argument(..., help="The model name."),
@@ -207,6 +241,8 @@ def status(
     history: int = typer.Option(10, "--history", help="How many past decisions to show."),
 ) -> None:
     """The current rollout of NAME: strategy, status, traffic, and its latest decisions."""
+    from lakecast.rollout.approval import approval_status
+
     registry = _registry()
     record = _store(registry).record(name)
     if record is None:
@@ -233,6 +269,9 @@ def status(
     )
     for line in _traffic(state):
         console.print(f"  {line}", highlight=False)
+    approval = approval_status(name, record.controller) if state.status == "running" else None
+    if approval is not None:
+        console.print(f"  approval: {approval}", highlight=False)
     table = Table("at", "decision", "revision", "reasons")
     for decision in decisions:
         table.add_row(

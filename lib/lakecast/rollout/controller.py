@@ -3,7 +3,9 @@
 Canary: each step waits its window, then the candidate's and the champion's samples from the
 ``metrics`` topic (``kind=sample``, per-variant raw values) go through
 :func:`~lakecast.rollout.analysis.analyse_canary`. ``pass`` moves to the next step (reaching
-100 % promotes: the registry's champion alias moves to the candidate), ``marginal`` and
+100 % promotes: the registry's champion alias moves to the candidate; for a model that needs
+an approval, the canary holds at its last step below 100 % until one is recorded, see
+:mod:`lakecast.rollout.approval`, and keeps being analysed meanwhile), ``marginal`` and
 ``insufficient_data`` hold and re-analyse over a longer window (at most ``max_holds`` times,
 then roll back), ``fail`` rolls back at once: the state becomes ``rolled_back`` and the
 workers send all traffic to the champion at their next poll. Bandit: the weights are
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lakecast.registry import Registry
 from lakecast.rollout.analysis import CanaryConfig, CanaryVerdict, MetricSpec, analyse_canary
+from lakecast.rollout.approval import Approval
 from lakecast.rollout.bandit import ThompsonBandit
 from lakecast.rollout.evidence import (
     ERROR_RATE,
@@ -82,6 +85,17 @@ class ControllerSettings(BaseModel):
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS
     champion_alias: str = "champion"
     bandit: BanditSettings = Field(default_factory=BanditSettings)
+    # Promotion approval (lakecast.rollout.approval): whether the step to 100 % waits for
+    # one, the approval once given, and since when the controller has been holding for it.
+    approval_required: bool = False
+    approval: Approval | None = None
+    awaiting_approval_since: datetime | None = None
+
+    def approved(self, rollout_id: str) -> bool:
+        """Whether nothing stands between ``rollout_id`` and 100 %."""
+        if not self.approval_required:
+            return True
+        return self.approval is not None and self.approval.rollout_id == rollout_id
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,7 @@ class RolloutController:
         self.samples = SampleBook(model)
         self.rewards: RewardTracker | None = None
         self.decisions: list[Decision] = []
-        self._step_key: tuple[str, int] | None = None
+        self._step_key: tuple[str, int, bool] | None = None
         self._step_started = now()
         self._holds = 0
         self._next_weights: datetime | None = None
@@ -196,13 +210,18 @@ class RolloutController:
         self, record: RolloutRecord, spec: Canary, settings: ControllerSettings
     ) -> list[Decision]:
         state, now = record.state, self.now()
-        key = (spec.id, spec.step_index)
+        awaiting = settings.awaiting_approval_since is not None
+        key = (spec.id, spec.step_index, awaiting)
         if key != self._step_key:
             self._step_key = key
             self._step_started = state.updated_at or now
             self._holds = 0
+        if awaiting and settings.approved(spec.id):
+            last = spec.model_copy(update={"step_index": len(spec.steps) - 1})
+            return self._promote(record, last, [], settings)
         if spec.percent >= 100.0:
-            return self._promote(record, spec, ["the candidate serves 100 % of traffic"], settings)
+            reasons = ["the candidate serves 100 % of traffic"]
+            return self._promote_when_approved(record, spec, spec, reasons, settings)
         since = self._step_started + timedelta(seconds=settings.settle_seconds)
         due = since + timedelta(seconds=settings.step_seconds * (self._holds + 1))
         if now < due:
@@ -233,9 +252,14 @@ class RolloutController:
                 return decided + self._roll_back(record, spec, reasons, verdict)
             self.journal.record("held", state, reasons=verdict.reasons, who=self.who)
             return [*decided, Decision("held", state, verdict)]
+        if awaiting:  # still good while it waits: watch the next window
+            self._step_started, self._holds = now, 0
+            return decided
         advanced = spec.advanced()
         if spec.at_last_step or (advanced.at_last_step and advanced.percent >= 100.0):
-            return decided + self._promote(record, advanced, verdict.reasons, settings, verdict)
+            return decided + self._promote_when_approved(
+                record, spec, advanced, verdict.reasons, settings, verdict
+            )
         return decided + self._advance(record, advanced, verdict)
 
     def analyse(
@@ -285,9 +309,14 @@ class RolloutController:
         return same
 
     def _change(
-        self, record: RolloutRecord, changes: dict[str, Any], reason: str
+        self,
+        record: RolloutRecord,
+        changes: dict[str, Any],
+        reason: str,
+        settings: dict[str, Any] | None = None,
     ) -> RolloutState | None:
-        """Compare-and-set ``changes`` if the same rollout is still running; else None."""
+        """Compare-and-set ``changes`` (and ``settings`` into the stored controller settings,
+        keeping what another writer put there) if the same rollout is still running."""
         still = self._still(record.state.spec.id)
         applied = [False]  # whether the attempt that committed applied the change
 
@@ -297,7 +326,7 @@ class RolloutController:
             applied[0] = still(state)
             if not applied[0]:
                 return None
-            return state.next_revision(**changes), controller
+            return state.next_revision(**changes), controller | (settings or {})
 
         written = self.store.update(self.model, change, who=self.who, reason=reason)
         return written.state if applied[0] else None
@@ -312,6 +341,32 @@ class RolloutController:
         self.journal.record("advanced", state, reasons=[reason], who=self.who)
         return [Decision("advanced", state, verdict)]
 
+    def _promote_when_approved(
+        self,
+        record: RolloutRecord,
+        current: Canary,
+        final: Canary,
+        reasons: list[str],
+        settings: ControllerSettings,
+        verdict: CanaryVerdict | None = None,
+    ) -> list[Decision]:
+        """Promote, unless the model needs an approval that has not been given: then hold at
+        ``current`` and record (once) that the rollout is waiting for one."""
+        if settings.approved(current.id):
+            return self._promote(record, final, reasons, settings, verdict)
+        if settings.awaiting_approval_since is not None:
+            return []
+        why = (
+            f"canary {current.id!r} passed up to {current.percent:g} %; the step to 100 % "
+            f"waits for an approval (lakecast deploy approve {self.model} --by NAME)"
+        )
+        since = {"awaiting_approval_since": self.now().isoformat()}
+        state = self._change(record, {}, why, since)
+        if state is None:
+            return []
+        self.journal.record("awaiting_approval", state, reasons=[why, *reasons], who=self.who)
+        return [Decision("awaiting_approval", state, verdict)]
+
     def _promote(
         self,
         record: RolloutRecord,
@@ -322,6 +377,11 @@ class RolloutController:
     ) -> list[Decision]:
         last = final.model_copy(update={"step_index": len(final.steps) - 1})
         why = f"canary {final.id!r} passed every step"
+        if settings.approval_required and settings.approval is not None:
+            approval = settings.approval
+            why += f", approved by {approval.by}" + (
+                f" ({approval.reason})" if approval.reason else ""
+            )
         changes = {"spec": last.model_dump(), "status": "promoted", "winner": "candidate"}
         state = self._change(record, changes, why)
         if state is None:

@@ -24,7 +24,12 @@ from lakecast.rollout.controller import ControllerSettings
 from lakecast.rollout.gates import GateConfig, GateReport, VersionFacts, run_gates
 from lakecast.rollout.journal import RolloutJournal
 from lakecast.rollout.store import RolloutRecord, RolloutStore
-from lakecast.rollout.strategies import RolloutState, parse_model_ref, parse_rollout_spec
+from lakecast.rollout.strategies import (
+    Canary,
+    RolloutState,
+    parse_model_ref,
+    parse_rollout_spec,
+)
 
 StrategyName = Literal["blue_green", "canary", "ab", "shadow", "multi_model", "bandit"]
 STRATEGIES: tuple[StrategyName, ...] = (
@@ -96,6 +101,9 @@ class DeployRequest:
     champion_alias: str = "champion"
     replace_running: bool = False
     reason: str = ""
+    # The model is named in rollout.approval_required: its step to 100 % waits for
+    # `lakecast deploy approve` (a rollout file may ask for it too, never waive it).
+    approval_required: bool = False
 
 
 def _resolve(registry: Registry, ref: str, what: str) -> ModelVersion:
@@ -181,6 +189,22 @@ def build_state(request: DeployRequest, champion: str, candidate: str) -> Rollou
         raise RolloutError(msg) from exc
 
 
+def _check_approvable(state: RolloutState, needs_approval: bool) -> None:
+    """A rollout that gives the candidate 100 % at once leaves nothing to hold for approval."""
+    if not needs_approval:
+        return
+    spec = state.spec
+    at_once = spec.strategy == "blue_green" or (isinstance(spec, Canary) and spec.percent >= 100.0)
+    if at_once:
+        msg = (
+            f"deploy refused: model {state.model!r} needs an approval before its candidate "
+            f"takes 100 % of traffic (rollout.approval_required), and a {spec.strategy} "
+            f"rollout starting at 100 % leaves nothing to hold: use a canary with steps "
+            "below 100 %, e.g. --strategy canary --steps 5,25,50,100"
+        )
+        raise RolloutError(msg)
+
+
 def check_gates(
     candidate: ModelVersion, champion: ModelVersion, config: GateConfig | None = None
 ) -> GateReport:
@@ -225,12 +249,16 @@ def start_rollout(
             who=who,
         )
         report.raise_if_failed()
+    asked = {**(request.plan.get("controller") or {}), **request.controller}
+    forged = sorted(set(asked) & {"approval", "awaiting_approval_since"})
+    if forged:
+        msg = f"deploy refused: {forged} are recorded by `lakecast deploy approve` and the "
+        msg += "controller, not given with a rollout"
+        raise RolloutError(msg)
+    needs_approval = request.approval_required or bool(asked.get("approval_required"))
+    _check_approvable(state, needs_approval)
     settings = ControllerSettings.model_validate(
-        {
-            **(request.plan.get("controller") or {}),
-            **request.controller,
-            "champion_alias": request.champion_alias,
-        }
+        asked | {"champion_alias": request.champion_alias, "approval_required": needs_approval}
     )
     record = store.start(
         state,
