@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lakecast.errors import UnsafeArtifactError
+from lakecast.models.flavors.safe_versions import require_safe_release
 from lakecast.models.flavors.tree_bounds import check_estimator_trees
 from lakecast.models.predictor import MatrixPredictor, NanPolicy
 from lakecast.models.trusted_types import TRUSTED_TYPES, VERIFIED_ONLY_TYPES
@@ -43,9 +44,11 @@ def load(data: bytes, where: str, *, sha256_verified: bool, width: int) -> Any:
 
     Raises:
         UnsafeArtifactError: the artifact needs a type we do not trust, or a tree is malformed.
+        EnvironmentSetupError: the installed skops is older than 0.13.
     """
     import skops.io
 
+    require_safe_release("skops")
     allowed = TRUSTED_TYPES | (VERIFIED_ONLY_TYPES if sha256_verified else frozenset())
     try:
         asked = set(skops.io.get_untrusted_types(data=data))
