@@ -5,6 +5,15 @@
 # lib/lakecast zipped as --py-files (so executors on a cluster import it), and points the driver
 # and the executors' Python workers at this project's interpreter. Every other argument passes
 # through; --master defaults to local[*] (spark://host:port, yarn and k8s:// work as usual).
+#
+# Safe defaults:
+# - A local master (local, local[N], local[*]) binds the driver's RPC, block manager and UI to
+#   127.0.0.1 (spark.driver.bindAddress / spark.driver.host, SPARK_LOCAL_IP for the UI); a
+#   --conf of yours wins. A cluster master keeps what you configure.
+# - A spark:// master with a shared secret (the file $LAKECAST_SPARK_SECRET_FILE, or the one
+#   `lakecast local up --spark-workers N` keeps in .state/spark/auth.secret for a master on
+#   127.0.0.1/localhost) gets spark.authenticate and the secret in a 0600 properties file that
+#   is deleted when the job ends: never on a command line.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,11 +26,19 @@ spark_home="$("$python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__
 
 jars="$("$python" -m lakecast.cli.main jars --spark-list)"
 
+# Private state: 0700, never a symlink; files in it are created with mktemp (O_EXCL, 0600).
 state="$here/.state"
+if [[ -L "$state" ]]; then
+  echo "spark-submit.sh: $state is a symlink: remove it" >&2
+  exit 2
+fi
 mkdir -p "$state"
+chmod 700 "$state"
 pyfiles="$state/lakecast-lib.zip"
-# Rebuilt every time: cheap, and executors then never run stale code.
-"$python" - "$here/lib" "$pyfiles" <<'PY'
+# Rebuilt every time: cheap, and executors then never run stale code. Written to a fresh
+# temporary file and renamed, so concurrent submits never read a half-written zip.
+building="$(mktemp "$state/.lakecast-lib.XXXXXX")"
+"$python" - "$here/lib" "$building" <<'PY'
 import sys, zipfile, pathlib
 root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -29,27 +46,83 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         if path.is_file() and "__pycache__" not in path.parts:
             zf.write(path, path.relative_to(root))
 PY
+mv -f "$building" "$pyfiles"
 
+master="local[*]"
 has_master=0
+expect_master=0
 for arg in "$@"; do
-  [[ "$arg" == "--master" || "$arg" == --master=* ]] && has_master=1
+  if [[ $expect_master -eq 1 ]]; then
+    master="$arg"
+    expect_master=0
+  elif [[ "$arg" == "--master" ]]; then
+    has_master=1
+    expect_master=1
+  elif [[ "$arg" == --master=* ]]; then
+    has_master=1
+    master="${arg#--master=}"
+  fi
 done
 master_args=()
-[[ $has_master -eq 0 ]] && master_args=(--master "local[*]")
+[[ $has_master -eq 0 ]] && master_args=(--master "$master")
+
+local_args=()
+if [[ "$master" == local || "$master" == local\[* ]]; then
+  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"  # the driver's UI binds to it
+  local_args=(--conf "spark.driver.bindAddress=127.0.0.1" --conf "spark.driver.host=127.0.0.1")
+fi
+
+properties="$here/conf/spark-defaults.conf"
+secret_file="${LAKECAST_SPARK_SECRET_FILE:-}"
+if [[ -z "$secret_file" && "$master" =~ ^spark://(127\.0\.0\.1|localhost): \
+      && -f "$state/spark/auth.secret" ]]; then
+  secret_file="$state/spark/auth.secret"
+fi
+if [[ -n "$secret_file" && "$master" == spark://* ]]; then
+  if [[ ! -r "$secret_file" ]]; then
+    echo "spark-submit.sh: the Spark secret file $secret_file cannot be read" >&2
+    exit 2
+  fi
+  IFS= read -r secret < "$secret_file" || true
+  properties="$(mktemp "$state/submit-XXXXXX.properties")"
+  trap 'rm -f "$properties"' EXIT
+  {
+    cat "$here/conf/spark-defaults.conf"
+    printf '\nspark.authenticate true\nspark.authenticate.secret %s\n' "$secret"
+  } > "$properties"
+  unset secret
+fi
 
 export PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$python" LAKECAST_SUBMITTED=1 LAKECAST_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns the job's own output.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec "$spark_home/bin/spark-submit" \
-  "${master_args[@]}" \
-  --properties-file "$here/conf/spark-defaults.conf" \
-  --jars "$jars" \
-  --py-files "$pyfiles" \
-  --conf "spark.pyspark.python=$python" \
-  --conf "spark.pyspark.driver.python=$python" \
-  --conf "spark.executorEnv.LAKECAST_SUBMITTED=1" \
-  --conf "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=$TF_CPP_MIN_LOG_LEVEL" \
-  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties" \
-  --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties" \
+submit=(
+  "$spark_home/bin/spark-submit"
+  "${master_args[@]}"
+  --properties-file "$properties"
+  --jars "$jars"
+  --py-files "$pyfiles"
+  --conf "spark.pyspark.python=$python"
+  --conf "spark.pyspark.driver.python=$python"
+  --conf "spark.executorEnv.LAKECAST_SUBMITTED=1"
+  --conf "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=$TF_CPP_MIN_LOG_LEVEL"
+  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
+  --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
+  "${local_args[@]}"
   "$@"
+)
+if [[ "$properties" == "$here/conf/spark-defaults.conf" ]]; then
+  exec "${submit[@]}"
+fi
+# The secret's properties file is removed when the job ends, so spark-submit runs as a child
+# here; a stop (Ctrl-C, SIGTERM from a scheduler) is passed on to it.
+"${submit[@]}" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
+status=0
+wait "$child" || status=$?
+if kill -0 "$child" 2>/dev/null; then  # wait was cut short by a signal: wait for the job's end
+  wait "$child" || status=$?
+fi
+exit "$status"

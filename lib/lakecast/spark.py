@@ -2,8 +2,10 @@
 
 It puts Delta's extension and catalog and the resolved jars on the session, applies
 ``conf/spark-defaults.conf`` and points Spark's Python workers at this interpreter (without
-that they start ``python3`` from PATH and miss pyarrow and lakecast). Under ``spark-submit.sh``
-the submit already carried all of that, and the builder adds nothing.
+that they start ``python3`` from PATH and miss pyarrow and lakecast). A local master binds the
+driver (RPC, block manager, UI) to 127.0.0.1 unless ``conf`` says otherwise; a cluster master
+keeps what the user configures. Under ``spark-submit.sh`` the submit already carried all of
+that, and the builder adds nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 SUBMITTED_ENV = "LAKECAST_SUBMITTED"
+LOOPBACK = "127.0.0.1"
+# The RPC server and block manager bind to spark.driver.bindAddress; the UI binds to the
+# SPARK_LOCAL_IP of the JVM's environment, or to every interface without it.
+LOCAL_DRIVER_CONF = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK}
+
+
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[N]``, ``local[*]``, ``local[N,F]``: everything in this one JVM."""
+    return master == "local" or master.startswith("local[")
 
 
 def read_spark_defaults(path: Path) -> dict[str, str]:
@@ -64,8 +75,13 @@ def get_spark(
     _point_workers_at_this_python()
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     if os.environ.get(SUBMITTED_ENV) != "1":
-        builder = builder.master(master or cfg.spark.master)
+        chosen = master or cfg.spark.master
+        builder = builder.master(chosen)
         options = read_spark_defaults(cfg.project_path(cfg.spark.defaults_file))
+        if is_local_master(chosen):
+            options.update(LOCAL_DRIVER_CONF)
+            # Read by the JVM that the session launches below (its UI's bind address).
+            os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
         options["spark.sql.shuffle.partitions"] = str(cfg.spark.shuffle_partitions)
         options["spark.jars"] = resolve_jars(cfg, offline_only=False).spark_jars
         options["spark.pyspark.python"] = sys.executable

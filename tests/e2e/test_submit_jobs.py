@@ -26,9 +26,12 @@ EVENTS_ARGS = ["--rows", "3000", "--days", "3", "--seed", "9", "--start-date", "
 SMALL_SPARK = ["--conf", "spark.sql.shuffle.partitions=2", "--conf", "spark.ui.enabled=false"]
 
 
-def submit(*args: str, timeout_s: float = 420) -> subprocess.CompletedProcess[str]:
+def submit(
+    *args: str, timeout_s: float = 420, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``./spark-submit.sh ARGS``; fail the test with the tail of its output if it fails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAKECAST__")}
+    env.update(env_extra or {})
     done = subprocess.run(
         [str(SUBMIT), *args],
         cwd=ROOT,
@@ -85,8 +88,11 @@ def test_generator_on_local_and_on_a_standalone_cluster_gives_the_same_rows(
     local_events: Path, cluster: SparkStandaloneCluster, tmp_path: Path
 ) -> None:
     path = tmp_path / "events"
+    # The cluster authenticates: spark-submit.sh gives the driver its secret (never in argv).
+    secret = {"LAKECAST_SPARK_SECRET_FILE": str(cluster.secret_file)}
     submit("--master", cluster.master_url, "--conf", "spark.executor.memory=768m", *SMALL_SPARK,
-           "jobs/generate_events.py", *EVENTS_ARGS, "--path", str(path))  # fmt: skip
+           "jobs/generate_events.py", *EVENTS_ARGS, "--path", str(path),
+           env_extra=secret)  # fmt: skip
     state = cluster.master_state() or {}
     finished = state.get("completedapps", []) + state.get("activeapps", [])
     assert any(app.get("name") == "lakecast-generate-events" for app in finished)

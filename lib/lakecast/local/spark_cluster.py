@@ -5,6 +5,14 @@ started here: ``spark-class org.apache.spark.deploy.master.Master`` and one
 ``...deploy.worker.Worker spark://HOST:PORT`` per worker, each detached and tracked by a pid
 file under the state folder. ``start`` returns once the master's JSON endpoint lists every
 worker as ALIVE, so a ``spark-submit --master`` right after it gets executors.
+
+The cluster authenticates every RPC connection (``spark.authenticate=true``) with a shared
+secret kept in a 0600 file of the 0700 state folder. It is never on a command line, where
+any user of the machine can read it in ``/proc/PID/cmdline``: the daemons get it in their
+environment (``_SPARK_AUTH_SECRET``, which Spark reads; ``/proc/PID/environ`` is readable by
+its owner only) because Spark 4 reads ``spark.authenticate.secret.file`` only on Kubernetes;
+workers pass it to executors the same way, and ``spark-submit.sh`` hands it to a driver in a
+0600 properties file (a driver of a ``spark://`` master must have it in its configuration).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import sys
 import time
 import urllib.error
@@ -24,10 +33,13 @@ from typing import Any
 from lakecast.errors import EnvironmentSetupError, LocalStackError
 from lakecast.local import processes
 from lakecast.local.ports import require_free_ports
+from lakecast.local.state import private_dir, write_private
 
 _MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 _WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 _POLL_S = 0.5
+# Where Spark's SecurityManager looks for the shared secret before its configuration.
+AUTH_SECRET_ENV = "_SPARK_AUTH_SECRET"  # noqa: S105 (a variable name, not a secret)
 _STOP_TIMEOUT_S = 20.0
 
 
@@ -88,6 +100,16 @@ class SparkStandaloneCluster:
     def work_dir(self) -> Path:
         return self.state_dir / "work"
 
+    @property
+    def secret_file(self) -> Path:
+        """The shared secret of the cluster's daemons, executors and drivers (0600)."""
+        return self.state_dir / "auth.secret"
+
+    def _ensure_secret(self) -> None:
+        private_dir(self.state_dir)
+        if not self.secret_file.is_file():
+            write_private(self.secret_file, secrets.token_urlsafe(32))
+
     def _master_pid_file(self) -> Path:
         return self.state_dir / "master.pid"
 
@@ -112,6 +134,7 @@ class SparkStandaloneCluster:
             raise LocalStackError(msg)
         began = time.monotonic()
         script = spark_class_script()
+        self._ensure_secret()
         master = processes.live_process(self._master_pid_file())
         if master is None:
             require_free_ports(
@@ -179,12 +202,18 @@ class SparkStandaloneCluster:
             **os.environ,
             "SPARK_LOCAL_IP": self.host,  # also binds the web UIs to this address
             "SPARK_DAEMON_MEMORY": self.daemon_memory,
-            # Fail on a taken port instead of silently moving to the next one.
-            "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0",
+            # Fail on a taken port instead of silently moving to the next one. The master's
+            # REST submission server (on by default in Spark 4, port 6066) takes jobs without
+            # authentication, and a second local master failed to start on its taken port.
+            "SPARK_DAEMON_JAVA_OPTS": (
+                "-Dspark.port.maxRetries=0 -Dspark.authenticate=true "
+                "-Dspark.master.rest.enabled=false"
+            ),
+            AUTH_SECRET_ENV: self.secret_file.read_text().strip(),
             "PYSPARK_PYTHON": self.python,
             **self.extra_env,
         }
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.work_dir)
         return processes.spawn_detached(
             argv, log=self.logs_dir / f"{name}.out", env=env, cwd=self.state_dir
         )
