@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from lakecast.features.spec import FEATURE_COLUMNS, LABEL_COLUMN
 from lakecast.models.evaluation import evaluate
 from lakecast.models.training import (
@@ -30,11 +32,33 @@ SMALL_RECIPES: dict[Flavor, GradientBoostingRecipe | MlpRecipe] = {
 }
 
 
-def write_features_table(path: str, rows: int = 3_000, seed: int = 3, days: int = 3) -> int:
-    """Synthetic ``features`` rows over ``days`` dates as a Delta table; its version."""
+def write_features_table(
+    path: str, rows: int = 3_000, seed: int = 3, days: int = 3, *, online: bool = False
+) -> int:
+    """Synthetic ``features`` rows over ``days`` dates as a Delta table; its version.
+
+    ``online``: the feature values are those the streaming worker computes for the test events
+    of :mod:`lakecast.serving.testing` (labels from a random projection of them), so that a
+    model trained here scores those events over (0, 1) instead of saturating.
+    """
+    import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    write_deltalake(path, synthetic_features(rows, seed=seed, days=days), partition_by=["date"])
+    table = synthetic_features(rows, seed=seed, days=days)
+    if online:
+        from lakecast.serving.testing import training_matrix
+
+        matrix = training_matrix(rows)
+        rng = np.random.default_rng(seed)
+        standard = (matrix - matrix.mean(axis=0)) / (matrix.std(axis=0) + 1e-9)
+        logits = standard @ rng.standard_normal(matrix.shape[1]) * 0.5
+        labels = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.int32)
+        columns = {name: pa.array(matrix[:, i]) for i, name in enumerate(FEATURE_COLUMNS)}
+        columns[LABEL_COLUMN] = pa.array(labels)
+        for name, values in columns.items():
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, table.schema.field(index), values)
+    write_deltalake(path, table, partition_by=["date"])
     return int(DeltaTable(path).version())
 
 
