@@ -175,6 +175,7 @@ class LocalBroker:
                 ``start_timeout_s``; the message holds the tail of its log.
         """
         began = time.monotonic()
+        self._check_storage_kind()
         running = processes.live_process(self.pid_file)
         if running is not None:
             self._wait_until_answering(running, began)
@@ -264,6 +265,20 @@ class LocalBroker:
         # 0600: a secured broker's file holds its own SCRAM password (its JAAS line).
         write_private(self.config_file, text + ("\n# extra properties\n" + extra if extra else ""))
 
+    def _check_storage_kind(self) -> None:
+        """Refuse to start (or wait on) a secured storage as PLAINTEXT, or the reverse."""
+        if not (self.data_dir / "meta.properties").is_file():
+            return
+        recorded = bool(_read_stamp(self.storage_stamp).get("secure", False))
+        if recorded != (self.security is not None):
+            kind = "a secured (SASL_SSL)" if recorded else "a PLAINTEXT"
+            hint = "" if recorded else "out"
+            msg = (
+                f"the Kafka storage in {self.data_dir} was formatted for {kind} broker: "
+                f"start it with{hint} --secure, or delete {self.state_dir} to start anew"
+            )
+            raise LocalStackError(msg)
+
     def _format_storage(self, java: str) -> None:
         stamp = self.storage_stamp
         controller = f"{self.host}:{self.controller_port}"
@@ -278,14 +293,7 @@ class LocalBroker:
                     f"{self.state_dir} to start with an empty broker"
                 )
                 raise LocalStackError(msg)
-            if bool(recorded.get("secure", False)) != secure:
-                kind = "a secured (SASL_SSL)" if recorded.get("secure") else "a PLAINTEXT"
-                hint = "" if recorded.get("secure") else "out"
-                msg = (
-                    f"the Kafka storage in {self.data_dir} was formatted for {kind} broker: "
-                    f"start it with{hint} --secure, or delete {self.state_dir} to start anew"
-                )
-                raise LocalStackError(msg)
+            self._check_storage_kind()
             return
         cluster_id = new_cluster_id()
         tool = ["kafka.tools.StorageTool", "format", "--standalone",
