@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 
 setup: system-deps $(STAMP) jars ## Install everything into .venv and resolve the JVM jars
 
-jars: system-deps $(STAMP) ## Resolve jvm/pom.xml into .jars (once; offline afterwards)
+jars: system-deps $(STAMP) ## Resolve jvm/pom.xml into .jars (strict checksums, once), verify each jar's sha256
 	$(VENV)/bin/lakecast jars
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
