@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.config import KafkaSettings
 from lakecast.errors import DataError
@@ -34,7 +34,7 @@ from lakecast.kafka.clients import (
     ensure_topics,
     transactional_id_for,
 )
-from lakecast.kafka.loop import LoopStats, run_loop
+from lakecast.kafka.loop import LoopStats, _Buffer, _Rebalance, run_loop
 
 TIMEOUT_S = 25.0
 
@@ -397,6 +397,44 @@ def test_a_batch_that_cannot_commit_is_split_and_only_the_input_at_fault_is_dead
     ]
     assert (letter.offset, letter.kind) == (250, "output_too_large")
     assert "max_request_size" in letter.message
+
+
+def test_a_partition_handed_back_is_read_from_the_group_committed_offset(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """After any rebalance a member reads from the group's committed offsets, not from where
+    it was: kafka-python keeps the position of a partition handed back to the member that held
+    it, and another member may have committed it in between (a broker kill -9 with two workers
+    doubled ~800 predictions so). Here the committed offset is moved under the member (4,
+    below its position 10) and it rejoins."""
+    topic = topic_factory("handback")
+    produce(bootstrap, topic, [b"v%d" % i for i in range(10)])
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"handback-{time.monotonic_ns()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    try:
+        consumer.subscribe([topic], listener=_Rebalance(consumer, _Buffer()))
+        first = _poll_offsets(consumer, until=10)
+        assert first == list(range(10))
+        consumer.commit({tp: OffsetAndMetadata(4, "", -1)})
+        consumer._coordinator.request_rejoin()
+        assert _poll_offsets(consumer, until=6) == [4, 5, 6, 7, 8, 9]
+    finally:
+        consumer.close()
+
+
+def _poll_offsets(consumer: KafkaConsumer, *, until: int) -> list[int]:
+    offsets: list[int] = []
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(offsets) < until and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            offsets.extend(record.offset for record in records)
+    return offsets
 
 
 def test_ensure_topics_creates_once(bootstrap: str, admin: KafkaAdminClient) -> None:

@@ -84,12 +84,11 @@ class BatchLimit:
         self.current = min(self.most, self.current * 2) if full else self.start
 
 
-class _Buffer(ConsumerRebalanceListener):
-    """Records polled but not yet processed; forgets those of partitions given up."""
+class _Buffer:
+    """Records polled but not yet processed."""
 
-    def __init__(self, consumer: KafkaConsumer | None = None) -> None:
+    def __init__(self) -> None:
         self.records: list[ConsumerRecord] = []
-        self.consumer = consumer
         self._lock = threading.Lock()
 
     def add(
@@ -105,28 +104,64 @@ class _Buffer(ConsumerRebalanceListener):
             batch, self.records = self.records[:limit], self.records[limit:]
             return batch
 
+    def drop(self, partitions: set[TopicPartition]) -> int:
+        """Forget the records of ``partitions``; how many there were."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        with self._lock:
+            kept = [r for r in self.records if (r.topic, r.partition) not in gone]
+            dropped, self.records = len(self.records) - len(kept), kept
+        return dropped
+
     def __len__(self) -> int:
         return len(self.records)
 
+
+class _Rebalance(ConsumerRebalanceListener):
+    """What the loop does when the group moves partitions: the buffered records of a
+    partition given up are dropped, and where it was read up to is forgotten.
+
+    Its own class, not the buffer's: kafka-python calls a listener only if it is truthy,
+    and a buffer with a ``__len__`` is falsy when empty, as it nearly always is during a
+    rebalance (this skipped every callback before).
+    """
+
+    def __init__(self, consumer: KafkaConsumer, buffer: _Buffer) -> None:
+        self.consumer = consumer
+        self.buffer = buffer
+
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Runs inside poll(): no transaction is open, so dropping is all there is to do ...
-        gone = {(tp.topic, tp.partition) for tp in revoked}
-        with self._lock:
-            dropped = [r for r in self.records if (r.topic, r.partition) in gone]
-            self.records = [r for r in self.records if (r.topic, r.partition) not in gone]
-        # ... and rewinding: kafka-python keeps a partition's fetch position when the
-        # rebalance hands it back to this member, which would skip the dropped records.
-        if dropped and self.consumer is not None:
-            _rewind(self.consumer, dropped)
-        log.info(
-            "partitions revoked: %s (dropped %d buffered records)", sorted(revoked), len(dropped)
-        )
+        # Runs inside poll(): no transaction is open, so nothing is pending.
+        dropped = self.buffer.drop(revoked)
+        forget_positions(self.consumer, revoked)
+        log.info("partitions revoked: %s (dropped %d buffered records)", sorted(revoked), dropped)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         self.on_partitions_revoked(lost)
+
+
+def forget_positions(consumer: KafkaConsumer, partitions: set[TopicPartition]) -> None:
+    """Make the consumer read ``partitions`` from the group's committed offsets if they are
+    assigned to it again, as Java's consumer does after an eager revocation.
+
+    kafka-python keeps a partition's fetch position when a rebalance hands the partition back
+    to the member that held it. That position is stale whenever another member committed the
+    partition in between: seen after a broker kill -9 with two workers, where one worker's
+    membership expired during the restart, the other owned all partitions for a generation
+    and committed past it, and the first, handed its partitions back, read on from where it
+    had been and doubled ~800 committed predictions. The committed offset is always right:
+    a transaction is never open across a rebalance, so for a member that kept the partition
+    it equals its own position. The fetch asks for stable offsets (``read_committed``), so
+    it waits for a transaction still committing offsets for the partition (KIP-447).
+    """
+    states = consumer._subscription.assignment  # kafka-python has no public call for this
+    for tp in partitions:
+        state = states.get(tp)
+        if state is not None:
+            state._position = None  # missing: the next poll fetches the committed offset
+            state.drop_pending_record_batch = True
 
 
 def group_settled(consumer: KafkaConsumer) -> bool:
@@ -243,13 +278,13 @@ def run_loop(
     delivery = make_delivery(mode, producer, consumer)
     max_request_size = int(producer.config.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
     stats = LoopStats()
-    buffer = _Buffer(consumer)
+    buffer = _Buffer()
     limit = BatchLimit(max_batch)
     try:
         delivery.start()
         if not await_topics(consumer, topics):
             log.warning("subscribing to %s before the topics' metadata arrived", list(topics))
-        consumer.subscribe(topics=list(topics), listener=buffer)
+        consumer.subscribe(topics=list(topics), listener=_Rebalance(consumer, buffer))
         failures = 0
         while not stop_event.is_set():
             batch = _collect(consumer, buffer, limit.current, max_wait_ms, top_up_ms, stop_event)
