@@ -118,6 +118,9 @@ def test_up_status_up_again_down_with_a_spark_cluster(stack: Stack) -> None:
     assert stack.bootstrap in first.stdout
     assert f"spark://127.0.0.1:{stack.master_port}" in first.stdout
     assert "2 alive" in first.stdout
+    secret_file = stack.state_dir / "spark" / "auth.secret"
+    assert f"spark.authenticate on, secret in {secret_file}" in first.stdout
+    assert secret_file.read_text().strip() not in first.stdout
 
     # The daemons outlived the `up` process; the broker really serves clients.
     topic = f"local-stack-{uuid.uuid4().hex[:8]}"

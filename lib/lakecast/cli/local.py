@@ -109,6 +109,10 @@ def up(
             f"spark workers  {state.alive_workers} alive  "
             f"pids {', '.join(str(pid) for pid in state.worker_pids)}"
         )
+        typer.echo(
+            f"               spark.authenticate on, secret in {cluster.secret_file} "
+            "(spark-submit.sh passes it to drivers)"
+        )
 
 
 @app.command()
