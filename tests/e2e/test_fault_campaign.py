@@ -63,19 +63,9 @@ def test_two_workers_killed_in_turn_lose_and_double_nothing(
         check(worker_kill_trial(bootstrap, lake, tmp_path / "logs", load=LOAD, rng=rng))
 
 
-KILL_9_DOUBLES = pytest.mark.xfail(
-    reason=(
-        "issue 13, open: after a kill -9 of the only broker under load, a window of already "
-        "committed predictions (seconds of events) is scored and committed again in about half "
-        "the trials; a SIGTERM'd broker doubles nothing"
-    ),
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     "crash",
-    [pytest.param(False, id="sigterm"), pytest.param(True, id="kill-9", marks=KILL_9_DOUBLES)],
+    [pytest.param(False, id="sigterm"), pytest.param(True, id="kill-9")],
 )
 def test_a_broker_stopped_and_started_again_loses_and_doubles_nothing(
     own_broker: LocalBroker, lake: dict[str, str], tmp_path: Path, crash: bool
