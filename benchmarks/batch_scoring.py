@@ -19,7 +19,13 @@ One run, the same data and the same models for every method:
 - "lakecast direct read" is the path ``score_batch`` takes by default: Spark distributes the
   table's files, the Python workers read them with pyarrow, only keys and scores go back; its
   floor is the same read with no model;
-- the row-at-a-time UDF runs on a subsample and is extrapolated (labelled as such).
+- the row-at-a-time UDF runs on a subsample and is extrapolated (labelled as such);
+- optimised kinds (``lakecast models optimize``'s converters: ``onnx`` for both flavors,
+  ``onnx-int8`` for Keras) registered as ``onnx`` versions, each with its in-process ONNX
+  Runtime rate (one session thread per Spark task is what lakecast runs; the limit row uses one
+  thread too, and the default of all cores), both lakecast paths, and its parity (max and p99.9
+  |score diff| against the source over the whole matrix); "vs src" is the ratio to the
+  source's in-process limit (sklearn ``predict_proba``, Keras ``predict_on_batch``).
 """
 
 from __future__ import annotations
@@ -115,6 +121,52 @@ def train_models(root: Path, seed: int) -> dict[str, Any]:
         )  # fmt: skip
         trained[flavor] = (record, model)
     return trained
+
+
+OPTIMIZED_KINDS = {"sklearn": ("onnx",), "keras": ("onnx", "onnx-int8")}
+
+
+def optimize_models(root: Path, trained: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
+    """Each flavor's optimised kinds, converted as ``lakecast models optimize`` converts them
+    and registered as onnx versions (parity is measured here, on the benchmark's matrix)."""
+    from lakecast.models.optimize import check_kind, convert
+    from lakecast.registry import Registry
+
+    registry = Registry(root / "registry")
+    optimized: dict[str, list[tuple[str, Any]]] = {}
+    for flavor, (record, model) in trained.items():
+        optimized[flavor] = []
+        for kind in OPTIMIZED_KINDS[flavor]:
+            data, _ = convert(record, model, check_kind(kind), f"bench {kind}")
+            path = root / f"{flavor}-{kind}" / "model.onnx"
+            path.parent.mkdir()
+            path.write_bytes(data)
+            version = registry.register(
+                record.name, artifact=path, flavor="onnx", signature=record.signature,
+                nan_policy=record.nan_policy, bump="minor",
+            )  # fmt: skip
+            optimized[flavor].append((kind, version))
+    return optimized
+
+
+def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> Callable[[], Any]:
+    """An ONNX Runtime session's run on the ready matrix (the optimised kind's own limit)."""
+    from lakecast.models.flavors.onnx_flavor import load
+    from lakecast.registry.artifacts import read_verified
+
+    data = read_verified(Path(record.artifact_path), record.sha256, record.name, record.version)
+    session = load(data, "bench", threads=threads)
+    feed = session.get_inputs()[0]
+    ready = np.ascontiguousarray(
+        matrix, dtype=np.float32 if feed.type == "tensor(float)" else np.float64
+    )
+    session.run(None, {feed.name: ready[:256]})
+    return lambda: session.run(None, {feed.name: ready})
+
+
+def parity(source: np.ndarray, optimized: np.ndarray) -> str:
+    diff = np.abs(np.asarray(source, np.float64).reshape(-1) - optimized.reshape(-1))
+    return f"parity max {diff.max():.2g}, p99.9 {np.quantile(diff, 0.999):.2g}"
 
 
 def in_process(flavor: str, model: Any, matrix: np.ndarray, batch_size: int) -> Callable[[], Any]:
@@ -277,6 +329,7 @@ def main() -> None:
         write_features(root / "warm", 32_000, args.seed + 99, file_rows=2_000)
         matrix = read_matrix(data)
         trained = train_models(root, args.seed)
+        optimized = optimize_models(root, trained)
         spark = get_spark(
             "lakecast-bench",
             master="local[*]",
@@ -293,6 +346,7 @@ def main() -> None:
         cores = spark.sparkContext.defaultParallelism
         print(f"Spark local[*], {cores} cores; batch size {args.batch_size}\n")
         results: list[tuple[str, str, float, str]] = []
+        optimized_results: list[tuple[str, str, str, float, float, str]] = []
         for flavor, (record, model) in trained.items():
             limit_s = timed(in_process(flavor, model, matrix, args.batch_size))
             results.append((flavor, "in-process predict (limit)", args.rows / limit_s, ""))
@@ -315,9 +369,72 @@ def main() -> None:
             seconds = timed(lambda r=record: run_spark(row_udf_path(sample, r)))
             note = f"extrapolated from {args.row_udf_rows:,} rows"
             results.append((flavor, "row-at-a-time Python UDF", args.row_udf_rows / seconds, note))
+            source_limit = next(
+                r[2] for r in results if r[0] == flavor and r[1] == SOURCE_LIMITS[flavor]
+            )
+            for kind, version in optimized[flavor]:
+                optimized_results += optimized_rows(
+                    (full, warm), flavor, kind, version, model, matrix, args.batch_size,
+                    source_limit,
+                )  # fmt: skip
         print_table(results, args.rows)
+        print_optimized(optimized_results)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+SOURCE_LIMITS = {"sklearn": "in-process predict (limit)", "keras": "in-process predict_on_batch"}
+
+
+def source_scores(flavor: str, model: Any, matrix: np.ndarray) -> np.ndarray:
+    if flavor == "sklearn":
+        return np.asarray(model.predict_proba(matrix)[:, 1])
+    as32 = np.ascontiguousarray(matrix, dtype=np.float32)
+    slices = [model.predict_on_batch(as32[i : i + 65_536]) for i in range(0, len(as32), 65_536)]
+    return np.concatenate([np.asarray(s).reshape(-1) for s in slices])
+
+
+def optimized_rows(
+    sources: tuple[Source, Source],
+    flavor: str,
+    kind: str,
+    record: Any,
+    model: Any,
+    matrix: np.ndarray,
+    batch_size: int,
+    source_limit: float,
+) -> list[tuple[str, str, str, float, float, str]]:
+    """One optimised kind's rows: in-process ONNX Runtime (1 thread, all cores), both lakecast
+    paths; (flavor, kind, method, rows/s, ratio to the source's limit, note)."""
+    full, warm = sources
+    rows = len(matrix)
+    found = []
+    single = onnx_in_process(record, matrix, threads=1)
+    scores = np.asarray(single()[0]).reshape(-1)
+    note = parity(source_scores(flavor, model, matrix), scores)
+    for label, run in [
+        ("in-process session, 1 thread", single),
+        ("in-process session, all cores", onnx_in_process(record, matrix, threads=os.cpu_count())),
+    ]:
+        rate = rows / timed(run)
+        found.append((flavor, kind, label, rate, rate / source_limit, note))
+    for label, path in [
+        ("lakecast mapInArrow", lakecast_path),
+        ("lakecast direct read", direct_path),
+    ]:
+        run_spark(path(warm, record, batch_size))
+        rate = rows / timed(lambda p=path: run_spark(p(full, record, batch_size)))
+        found.append((flavor, kind, label, rate, rate / source_limit, ""))
+    return found
+
+
+def print_optimized(results: list[tuple[str, str, str, float, float, str]]) -> None:
+    print("optimised kinds (vs src: the source flavor's in-process limit, " + ", ".join(
+        f"{f} {m}" for f, m in SOURCE_LIMITS.items()) + ")")  # fmt: skip
+    print(f"{'flavor':<8} {'kind':<10} {'method':<30} {'rows/s':>12} {'vs src':>7}  note")
+    for flavor, kind, method, rate, ratio, note in results:
+        print(f"{flavor:<8} {kind:<10} {method:<30} {rate:>12,.0f} {ratio:>7.2f}  {note}")
+    print()
 
 
 def print_table(results: list[tuple[str, str, float, str]], rows: int) -> None:
