@@ -10,7 +10,7 @@ import pytest
 
 from lakecast.config import PROJECT_ROOT
 from lakecast.errors import EnvironmentSetupError
-from lakecast.models.flavors import sklearn_flavor
+from lakecast.models.flavors import keras_flavor, sklearn_flavor
 from lakecast.models.flavors.safe_versions import (
     MINIMUM_RELEASES,
     release,
@@ -54,3 +54,12 @@ def test_the_skops_loader_checks_before_reading(monkeypatch: pytest.MonkeyPatch)
     )
     with pytest.raises(EnvironmentSetupError, match=r"skops 0.12.0 is installed.*>= 0.13"):
         sklearn_flavor.load(b"not even a zip", "model 'm'", sha256_verified=True, width=3)
+
+
+def test_the_keras_loader_checks_before_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = metadata.version
+    monkeypatch.setattr(
+        metadata, "version", lambda name: "3.11.3" if name == "keras" else real(name)
+    )
+    with pytest.raises(EnvironmentSetupError, match=r"keras 3.11.3 is installed.*>= 3.12"):
+        keras_flavor.load(b"not even a zip", "model 'm'")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lakecast.errors import SchemaError, UnsafeArtifactError
+from lakecast.models.flavors.safe_versions import require_safe_release
 from lakecast.models.predictor import MatrixPredictor, NanPolicy
 from lakecast.registry.signature import Signature
 
@@ -46,7 +47,9 @@ def load(data: bytes, where: str) -> Any:
 
     Raises:
         UnsafeArtifactError: the file is not a loadable ``.keras`` archive or needs unsafe code.
+        EnvironmentSetupError: the installed Keras is older than 3.12.
     """
+    require_safe_release("keras")
     keras = import_keras()
     with tempfile.TemporaryDirectory(prefix="lakecast-keras-") as tmp:
         path = Path(tmp) / FILE_NAME
