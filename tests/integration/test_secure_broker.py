@@ -111,10 +111,12 @@ def read_all(kafka: KafkaSettings, topic: str) -> list[bytes]:
 
 
 def test_secrets_stay_in_private_files_and_off_command_lines(secured: Secured) -> None:
-    for path in [*secured.files.root.rglob("*"), secured.broker.config_file]:
+    broker = secured.broker
+    for path in [*secured.files.root.rglob("*"), broker.config_file, broker.storage_stamp]:
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
-    assert secured.broker.state_dir.stat().st_mode & 0o077 == 0
+    for folder in (broker.state_dir, broker.logs_dir):
+        assert folder.stat().st_mode & 0o077 == 0, f"{folder} is open to others"
     pid = secured.broker.pid
     assert pid is not None
     cmdline = " ".join(psutil.Process(pid).cmdline())

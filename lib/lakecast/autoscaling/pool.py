@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from lakecast.local.state import open_log
+
 log = logging.getLogger(__name__)
 
 WORKER_ID_ENV = "LAKECAST_WORKER_ID"
@@ -59,7 +61,8 @@ class WorkerPool:
             ``LAKECAST_WORKER_ID``.
         env: extra environment for the workers (on top of this process's).
         stop_timeout_s: how long a worker may take to exit after SIGTERM before SIGKILL.
-        log_dir: where each worker's stdout and stderr go (``{id}.log``); None inherits ours.
+        log_dir: where each worker's stdout and stderr go (``{id}.log``, 0600 in a folder made
+            or tightened to 0700, never through a symlink); None inherits ours.
     """
 
     def __init__(
@@ -121,8 +124,7 @@ class WorkerPool:
         command = self.command_for(worker_id)
         log_file = None
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_file = (self.log_dir / f"{worker_id}.log").open("ab")
+            log_file = open_log(self.log_dir / f"{worker_id}.log")
         process = subprocess.Popen(
             command,
             env={**os.environ, **self.env, WORKER_ID_ENV: worker_id},

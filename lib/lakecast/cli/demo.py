@@ -17,8 +17,11 @@ def _day(value: str | None) -> date | None:
 
 
 def _log_dir() -> Path:
+    """``.state/demo``, made (with ``.state`` itself) 0700: the demos' logs are private."""
+    from lakecast.local.state import private_dir
+
     cfg = settings()
-    return cfg.project_path(cfg.local.state_dir) / "demo"
+    return private_dir(cfg.project_path(cfg.local.state_dir) / "demo")
 
 
 @app.command()

@@ -15,6 +15,7 @@ import orjson
 from lakecast.config import Settings
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
 from lakecast.kafka.groups import wait_for_stable_members
+from lakecast.local.state import open_log
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,13 @@ class WorkerFleet:
     _child: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"workers-{self.topics.run}.log").open("wb")
         command = worker_command(
             self.topics, "--processes", str(self.processes), "--metrics-port", "0",
             "--sample-interval", "2", *self.extra,
         )  # fmt: skip
-        self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # One log per run id (0600, its folder 0700): appending is writing it afresh.
+        with open_log(self.log_dir / f"workers-{self.topics.run}.log") as log:
+            self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, bootstrap: str, timeout_s: float = 120.0) -> None:
         """Until every worker has joined the group and it is Stable (models loaded, partitions

@@ -35,6 +35,7 @@ from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, decode_values, worker_command
 from lakecast.kafka.clients import build_producer
 from lakecast.kafka.groups import wait_for_stable_members
+from lakecast.local.state import open_log, private_dir
 from lakecast.serving.testing import read_committed
 
 
@@ -69,9 +70,9 @@ def sized_phases(capacity: float) -> tuple[Phase, ...]:
 
 
 def _service(name: str, topics: DemoTopics, log_dir: Path, *args: str) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}-{topics.run}.log").open("ab")  # a restart keeps the first log
     command = [sys.executable, "-m", "lakecast.cli.main", "stream", name, *args]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open_log(log_dir / f"{name}-{topics.run}.log") as log:  # a restart appends to it
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _stop(process: subprocess.Popen[bytes], timeout_s: float = 40.0) -> None:
@@ -138,7 +139,7 @@ def run_loop_demo(
     Args:
         phases: the load; default: :func:`sized_phases` of the measured capacity in ``workers``.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     if phases is None:
         capacity = load_worker_model(workers).capacity
         phases = sized_phases(capacity)

@@ -185,7 +185,7 @@ class LocalBroker:
         )
         java = self._java()
         if self.security is not None:
-            private_dir(self.state_dir)  # its data, logs and secrets: the owner's only
+            private_dir(self.state_dir)  # its secrets: the owner's only
             self.security.ensure()
         self._write_config()
         self._format_storage(java)
@@ -243,8 +243,9 @@ class LocalBroker:
         return java
 
     def _write_config(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, not the umask's: the data, the logs and a secured broker's secrets live here.
+        private_dir(self.state_dir)
+        private_dir(self.logs_dir)
         values = {
             "host": self.host,
             "port": str(self.port),
@@ -326,7 +327,7 @@ class LocalBroker:
             )
             raise LocalStackError(msg)
         record = {"cluster_id": cluster_id, "controller": controller, "secure": secure}
-        stamp.write_text(json.dumps(record))
+        write_private(stamp, json.dumps(record))
 
     def _accepts_connections(self) -> bool:
         try:
