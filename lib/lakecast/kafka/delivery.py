@@ -298,6 +298,22 @@ class AtLeastOnce(Delivery):
         # Outputs already sent stay; the loop seeks back, so they are repeated, not lost.
         return None
 
+    def recover(self) -> None:
+        # kafka-python 3.0 takes a record the broker refused (over the topic's
+        # max.message.bytes) for a fatal error of the idempotent producer, and fails every
+        # later send with it (seen: the dead letter of the next, small, record failed so, and
+        # the worker exited). Java fails only that batch. A new producer id starts the
+        # idempotent session afresh, sequences included: at least once, a record may be
+        # sent twice, never lost.
+        manager = getattr(self.producer, "_transaction_manager", None)
+        if manager is None or not manager.has_fatal_error():
+            return
+        with manager._lock:  # kafka-python has no public way out of FATAL_ERROR
+            manager._current_state = TransactionState.UNINITIALIZED
+            manager._last_error = None
+        manager.reset_producer_id()
+        self.producer._sender.wakeup()
+
 
 def make_delivery(mode: str, producer: KafkaProducer, consumer: KafkaConsumer) -> Delivery:
     checked = check_mode(mode)
