@@ -305,6 +305,16 @@ class MetricsEndpointSettings(_Section):
         return self
 
 
+class AutoscalingSettings(_Section):
+    """The autoscaler (``lakecast stream autoscaler``) and the local workers it starts."""
+
+    # LAKECAST_CONFIG_OVERLAY of the workers its local pool starts, in place of the
+    # autoscaler's own (os.pathsep-separated files). On a secured cluster the workers must
+    # connect as the worker principal: the autoscaler's may not read `events`. The
+    # autoscaler's overlay that `lakecast local up --secure` writes names the worker's.
+    worker_config_overlay: str | None = None
+
+
 class OptimizationSettings(_Section):
     """Parity tolerances of ``lakecast models optimize``: the largest |score difference| from
     its source, over the source's holdout, an optimised version may show and be registered.
@@ -345,6 +355,7 @@ class Settings(_Section):
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
     source: str = Field(default="<defaults>", exclude=True)

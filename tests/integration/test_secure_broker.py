@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -35,6 +37,7 @@ from lakecast.monitoring.testing import Incident, synthetic_fleet, synthetic_sam
 from lakecast.serving.testing import event_payloads, register_model, wait_for, write_snapshot
 
 LAKECAST = str(Path(sys.executable).parent / "lakecast")
+ROOT = Path(__file__).resolve().parents[2]
 TOPICS = KafkaSettings().topics
 WORKER_GROUP = "lakecast-inference"
 
@@ -327,3 +330,86 @@ def test_workers_score_exactly_once_and_monitor_and_autoscaler_write_their_signa
     assert kinds["anomaly"] >= 1
     assert kinds["scaling"] >= 1
     assert not thread.is_alive()
+
+
+def committed_offsets(admin: Any, group: str, topic: str) -> int:
+    """The sum of ``group``'s committed offsets on ``topic`` (0 while the group is not there)."""
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError:  # the coordinator is loading, or the group is not there yet
+        return 0
+    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic)
+
+
+def end_offsets(kafka: KafkaSettings, topic: str) -> int:
+    probe = build_consumer(kafka, group_id=f"probe-{uuid.uuid4().hex[:8]}")
+    try:
+        parts = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic)]
+        return sum(probe.end_offsets(parts).values())
+    finally:
+        probe.close()
+
+
+def test_a_worker_the_autoscaler_starts_scores_as_the_worker_principal(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """`lakecast stream autoscaler` run with its own overlay (as `local up --secure` prints it):
+    the worker its pool starts reads `events`, which the autoscaler's principal may not."""
+    run = uuid.uuid4().hex[:8]
+    registry, snapshot = str(tmp_path / "registry"), str(tmp_path / "entity_features")
+    register_model(registry)
+    write_snapshot(snapshot)
+    group = f"{WORKER_GROUP}-pool-{run}"
+    policy = json.loads((ROOT / "conf" / "autoscale.json").read_text())
+    policy["max_replicas"] = 1  # one worker is the point; scaling is tested elsewhere
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    worker = [
+        sys.executable, "-m", "lakecast.cli.main", "stream", "worker", "--group", group,
+        "--registry", registry, "--entity-features", snapshot,
+        "--metrics-port", "0", "--sample-interval", "1",
+    ]  # fmt: skip
+    log = (tmp_path / "autoscaler.log").open("wb")
+    autoscaler = subprocess.Popen(
+        [
+            LAKECAST, "stream", "autoscaler", "--policy", str(tmp_path / "policy.json"),
+            "--group", group, "--input-topic", TOPICS.events, "--metrics-port", "0",
+            "--worker-command", shlex.join(worker), "--worker-log-dir", str(tmp_path / "workers"),
+            "--stop-timeout", "60",
+        ],
+        env=secured.env("autoscaler"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    count, first = 50, 3_000_000 + int(run, 16) % 10**6
+    admin = build_admin(secured.kafka("admin"))
+    try:
+        producer = build_producer(secured.kafka("replay"), mode="at_least_once")
+        replay(producer, TOPICS.events, event_payloads(count, start=first))
+        producer.close()
+        total = end_offsets(secured.kafka("admin"), TOPICS.events)
+
+        def scored_to_end() -> bool:
+            if autoscaler.poll() is not None:
+                pytest.fail(f"the autoscaler exited with {autoscaler.returncode}; see {tmp_path}")
+            return committed_offsets(admin, group, TOPICS.events) >= total
+
+        wait_for(scored_to_end, timeout_s=240, what=f"{total} offsets committed by {group}")
+        children = psutil.Process(autoscaler.pid).children()
+        assert len(children) == 1, children
+        assert children[0].environ()[OVERLAY_ENV] == str(secured.overlays["worker"])
+    finally:
+        autoscaler.send_signal(signal.SIGTERM)
+        try:
+            autoscaler.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            autoscaler.kill()
+            autoscaler.wait()
+        admin.close()
+    logs = (tmp_path / "autoscaler.log").read_text(errors="replace")
+    assert autoscaler.returncode == 0, logs[-3000:]
+    worker_logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "workers").iterdir())
+    assert all(secret not in logs + worker_logs for secret in secured.secrets())
+    predictions = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.predictions)]
+    produced = {json.loads(v)["event_id"] for _, v in event_payloads(count, start=first)}
+    assert produced <= {p["event_id"] for p in predictions}, "the pool's worker did not score"

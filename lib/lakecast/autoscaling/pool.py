@@ -6,6 +6,11 @@ autoscaler's decisions. Workers join the same consumer group, so Kafka spreads t
 over however many there are. Stopping sends SIGTERM (the worker finishes its batch, commits and
 leaves the group), then SIGKILL after a grace period. A worker that exits by itself is reaped
 and logged; the next decision brings the count back.
+
+Workers inherit the autoscaler's environment, and so its identity on a secured cluster, unless
+the pool is given their own config overlay (``autoscaling.worker_config_overlay``): then that
+replaces ``LAKECAST_CONFIG_OVERLAY`` and the autoscaler's ``LAKECAST__KAFKA__SECURITY__...``
+overrides are not passed on.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from lakecast.config import ENV_PREFIX, OVERLAY_ENV
 from lakecast.local.state import open_log
 
 log = logging.getLogger(__name__)
 
 WORKER_ID_ENV = "LAKECAST_WORKER_ID"
+# The autoscaler's own Kafka identity, when given in the environment rather than an overlay.
+_SECURITY_ENV_PREFIX = f"{ENV_PREFIX}KAFKA__SECURITY__"
 
 
 def default_worker_command(extra_args: Sequence[str] = ()) -> list[str]:
@@ -63,6 +71,9 @@ class WorkerPool:
         stop_timeout_s: how long a worker may take to exit after SIGTERM before SIGKILL.
         log_dir: where each worker's stdout and stderr go (``{id}.log``, 0600 in a folder made
             or tightened to 0700, never through a symlink); None inherits ours.
+        config_overlay: the workers' ``LAKECAST_CONFIG_OVERLAY`` (their own Kafka principal),
+            in place of ours; ``LAKECAST__KAFKA__SECURITY__*`` of ours are then dropped. None:
+            they inherit ours.
     """
 
     def __init__(
@@ -73,10 +84,12 @@ class WorkerPool:
         env: Mapping[str, str] | None = None,
         stop_timeout_s: float = 30.0,
         log_dir: str | Path | None = None,
+        config_overlay: str | None = None,
     ) -> None:
         self._command = command if command is not None else default_worker_command()
         self.name = name
         self.env = dict(env or {})
+        self.config_overlay = config_overlay
         self.stop_timeout_s = stop_timeout_s
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._workers: list[_Worker] = []
@@ -127,7 +140,7 @@ class WorkerPool:
             log_file = open_log(self.log_dir / f"{worker_id}.log")
         process = subprocess.Popen(
             command,
-            env={**os.environ, **self.env, WORKER_ID_ENV: worker_id},
+            env={**self.base_environment(), **self.env, WORKER_ID_ENV: worker_id},
             stdout=log_file,
             stderr=subprocess.STDOUT if log_file else None,
             stdin=subprocess.DEVNULL,
@@ -143,6 +156,17 @@ class WorkerPool:
             extra={"worker": worker_id, "pid": process.pid, "command": command},
         )
         return worker_id
+
+    def base_environment(self) -> dict[str, str]:
+        """Our environment as the workers get it: with their own overlay, if one is set."""
+        if self.config_overlay is None:
+            return dict(os.environ)
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(_SECURITY_ENV_PREFIX)
+        }
+        return {**inherited, OVERLAY_ENV: self.config_overlay}
 
     def stop(self, count: int) -> list[str]:
         """Stop the ``count`` newest workers: SIGTERM together, SIGKILL after the timeout."""

@@ -181,7 +181,10 @@ def autoscaler(
     if act:
         command = shlex.split(worker_command) if worker_command else default_worker_command()
         pool = WorkerPool(
-            [*command, *worker_arg], stop_timeout_s=stop_timeout, log_dir=worker_log_dir
+            [*command, *worker_arg],
+            stop_timeout_s=stop_timeout,
+            log_dir=worker_log_dir,
+            config_overlay=cfg.autoscaling.worker_config_overlay,
         )
     service = AutoscalerService(
         cfg.kafka,

@@ -7,7 +7,8 @@ broker's state folder, in ``secure/``, every file 0600:
   key and certificate chain, a PEM keystore as Kafka 4 reads it);
 - ``secrets/NAME.password``: a random password per principal (:data:`PRINCIPALS`);
 - ``NAME.yaml``: a config overlay per service principal (``LAKECAST_CONFIG_OVERLAY``), which
-  names the password file, never the password.
+  names the password file, never the password; the autoscaler's also names the worker's
+  overlay (``autoscaling.worker_config_overlay``) for the workers its pool starts.
 
 The client listener is SASL_SSL with SCRAM-SHA-512; the SCRAM users are created by Kafka's own
 StorageTool when the storage is formatted (its ``--add-scram`` arguments go through a java
@@ -303,7 +304,11 @@ class SecureBrokerFiles:
         written = {}
         for user in (ADMIN_USER, *SERVICE_USERS):
             security = self.client_security(user).model_dump(exclude_defaults=True)
-            overlay = {"kafka": {"bootstrap_servers": bootstrap_servers, "security": security}}
+            overlay: dict[str, Any] = {
+                "kafka": {"bootstrap_servers": bootstrap_servers, "security": security}
+            }
+            if user == "autoscaler":  # its pool's workers connect as the worker principal
+                overlay["autoscaling"] = {"worker_config_overlay": str(self.overlay("worker"))}
             text = (
                 f"# lakecast local up --secure: the {user} principal. Use it with\n"
                 f"#   export LAKECAST_CONFIG_OVERLAY={self.overlay(user)}\n"
