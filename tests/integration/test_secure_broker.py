@@ -413,3 +413,97 @@ def test_a_worker_the_autoscaler_starts_scores_as_the_worker_principal(
     predictions = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.predictions)]
     produced = {json.loads(v)["event_id"] for _, v in event_payloads(count, start=first)}
     assert produced <= {p["event_id"] for p in predictions}, "the pool's worker did not score"
+
+
+ARCHIVE_LOG4J = """\
+rootLogger.level = info
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+"""
+
+
+def test_the_archive_job_reads_the_secured_topics_through_spark(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """``./spark-submit.sh jobs/archive_topics.py --available-now`` as the archive principal
+    (its overlay, as `local up --secure` prints it): the Delta table holds the records, and
+    the password, read from its 0600 file in the driver, is in no log line and no command line.
+    Spark and the Kafka clients log at INFO here (lakecast's own config says WARN), so the
+    clients' whole configuration is in the log."""
+    run = uuid.uuid4().hex[:8]
+    ids = [f"archive-{run}-{i}" for i in range(30)]
+    producer = build_producer(secured.kafka("worker"), mode="at_least_once")
+    for i, event_id in enumerate(ids):
+        prediction = {
+            "event_id": event_id, "user_id": f"u-{i}", "ts": "2026-01-02T03:04:05Z",
+            "score": i / 100, "model": {"name": "m", "version": "1.0.0", "sha256": "0" * 64},
+            "variant": "champion", "experiment": None, "served": True, "latency_ms": 1.0,
+            "features_version": "1",
+        }  # fmt: skip
+        producer.send(
+            TOPICS.predictions, key=f"u-{i}".encode(), value=json.dumps(prediction).encode()
+        )
+    producer.flush()
+    producer.close()
+    log4j = tmp_path / "log4j2-info.properties"
+    log4j.write_text(ARCHIVE_LOG4J)
+    lake = tmp_path / "lake"
+    command = [
+        str(ROOT / "spark-submit.sh"),
+        "--conf", f"spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:{log4j}",
+        str(ROOT / "jobs" / "archive_topics.py"), "--available-now",
+        "--predictions-table", str(lake / "archive" / "predictions"),
+        "--metrics-table", str(lake / "archive" / "metrics"),
+        "--checkpoints", str(lake / "_checkpoints"),
+    ]  # fmt: skip
+    job = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=secured.env("archive"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(job.stdout or []), daemon=True)
+    reader.start()
+    command_lines: set[str] = set()
+    deadline = time.monotonic() + 420
+    while job.poll() is None:
+        if time.monotonic() > deadline:
+            job.kill()
+            pytest.fail("the archive job ran over 420 s:\n" + "".join(output)[-4000:])
+        try:
+            family = [psutil.Process(job.pid), *psutil.Process(job.pid).children(recursive=True)]
+            for process in family:
+                command_lines.add(" ".join(process.cmdline()))
+        except psutil.Error:  # a process ended between the listing and the read
+            pass
+        time.sleep(0.2)
+    reader.join(timeout=30)
+    log = "".join(output)
+    assert job.returncode == 0, log[-4000:]
+
+    # Where the password could have gone: the driver JVM's and the Python driver's argv, and
+    # every line logged, the Kafka clients' configuration dump included.
+    assert any("SparkSubmit" in line for line in command_lines), command_lines
+    assert any("archive_topics.py" in line for line in command_lines)
+    assert "sasl.jaas.config = [hidden]" in log, "the clients' config was not logged"
+    password = secured.files.password("archive")
+    assert password not in log
+    assert all(password not in line for line in command_lines)
+    # Nor in what the run left on disk: the checkpoints and the Delta log.
+    for path in lake.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+    from deltalake import DeltaTable
+
+    archived = DeltaTable(str(lake / "archive" / "predictions")).to_pyarrow_table()
+    assert set(ids) <= set(archived.column("event_id").to_pylist())
+    summary = json.loads([line for line in log.splitlines() if "archived_rows" in line][-1])
+    assert summary["archived_rows"]["predictions"] == archived.num_rows >= len(ids)
