@@ -97,3 +97,16 @@ class VersionRuleError(VersionConflictError):
     """
 
     retriable = False
+
+
+class ScheduleError(LakecastError):
+    """A scheduled run (``lakecast run daily``) was asked for something it cannot do."""
+
+
+class RunLockedError(ScheduleError):
+    """Another process holds the lake's lock on this run (a date of ``lakecast run daily``).
+
+    Worth retrying later: the holder releases it when done, or its lease expires.
+    """
+
+    retriable = True

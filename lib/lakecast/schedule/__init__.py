@@ -1,0 +1,6 @@
+"""Scheduled batch work: ``lakecast run daily`` (extract -> score -> archive -> quality report).
+
+Each date's run holds a lock in the lake (:mod:`lakecast.schedule.lock`), records every step it
+finished (:mod:`lakecast.schedule.ledger`), and skips what is already recorded, so a scheduler
+may run, re-run and backfill dates in any order.
+"""

@@ -1,0 +1,265 @@
+"""``lakecast run daily``: one date's batch work, extract -> score -> archive -> quality report.
+
+Every step is idempotent on its own (extract replaces the date's partitions, scoring MERGEs the
+rows changed since the model's last run, the archive's checkpoints append each topic record
+once, the report replaces its date) and is recorded in the lake when it finished, so a re-run
+of a date skips what is done and redoes what failed. The date's lock (:mod:`.lock`) is taken
+before Spark starts and refuses a second concurrent run of that date, on any machine. Each
+step prints one JSON line: ``{"job", "run_date", "step", "status", "seconds", "summary"}``
+with status ``done``, ``skipped`` or ``failed``; a failed step stops the run with its error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from lakecast.errors import ScheduleError
+from lakecast.process import describe_error, one_line
+from lakecast.schedule.ledger import finished_steps, record_step
+from lakecast.schedule.lock import DEFAULT_LEASE, holding
+from lakecast.schedule.tables import ScheduleTables
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakecast.config import Settings
+
+JOB = "daily"
+STEPS = ("extract", "score", "archive", "quality")
+
+
+@dataclass(frozen=True)
+class DailyPlan:
+    """Where a daily run reads and writes, and the model it scores with."""
+
+    events: str
+    features: str
+    entity_features: str
+    predictions: str
+    registry: str
+    model: str
+    bootstrap: str
+    predictions_topic: str
+    metrics_topic: str
+    archive_predictions: str
+    archive_metrics: str
+    archive_checkpoints: str
+    quality_report: str
+    schedule_root: str
+    kafka_options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, cfg: Settings, *, model: str | None = None) -> DailyPlan:
+        """The tables of ``jobs/*.py``'s defaults under the configured lake root."""
+        from lakecast.serving.archive import kafka_client_options
+
+        lake, topics = cfg.lake, cfg.kafka.topics
+        return cls(
+            events=lake.table("events"),
+            features=lake.table("features"),
+            entity_features=lake.table("entity_features"),
+            predictions=lake.table("predictions"),
+            registry=cfg.registry_root,
+            model=model or cfg.serving.model,
+            bootstrap=cfg.kafka.bootstrap_servers,
+            predictions_topic=topics.predictions,
+            metrics_topic=topics.metrics,
+            archive_predictions=lake.table("archive/predictions"),
+            archive_metrics=lake.table("archive/metrics"),
+            archive_checkpoints=lake.table("_checkpoints/archive"),
+            quality_report=lake.table("reports/daily_quality"),
+            schedule_root=lake.table("_schedule"),
+            kafka_options=kafka_client_options(cfg.kafka.security),
+        )
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one step of a date's run did; printed as one JSON line."""
+
+    run_date: date
+    step: str
+    status: str  # done, skipped or failed
+    seconds: float
+    summary: dict[str, Any]
+
+    def json_line(self) -> str:
+        return json.dumps(
+            {
+                "job": JOB,
+                "run_date": self.run_date.isoformat(),
+                "step": self.step,
+                "status": self.status,
+                "seconds": round(self.seconds, 3),
+                "summary": self.summary,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+
+Step = Callable[["SparkSession", DailyPlan, date, str], dict[str, Any]]
+
+
+def _extract(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
+    from lakecast.features.extract import extract_features
+
+    summary = extract_features(
+        spark,
+        events_path=plan.events,
+        features_path=plan.features,
+        entity_features_path=plan.entity_features,
+        run_date=run_date,
+    )
+    return summary.as_dict()
+
+
+def _score(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
+    from lakecast.scoring.run import ScoringRequest, score_batch
+
+    request = ScoringRequest(
+        model=plan.model,
+        features_path=plan.features,
+        predictions_path=plan.predictions,
+        registry_root=plan.registry,
+        incremental=True,
+        run_id=run_id,
+    )
+    return score_batch(spark, request).as_dict()
+
+
+def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
+    from lakecast.serving.archive import ArchiveTarget, start_archive
+
+    targets = [
+        ArchiveTarget("predictions", plan.predictions_topic, plan.archive_predictions,
+                      f"{plan.archive_checkpoints}/predictions"),
+        ArchiveTarget("metrics", plan.metrics_topic, plan.archive_metrics,
+                      f"{plan.archive_checkpoints}/metrics"),
+    ]  # fmt: skip
+    archived: dict[str, int] = {}
+    for target in targets:  # one at a time: two queries at once only compete for 2 cores
+        query = start_archive(
+            spark,
+            plan.bootstrap,
+            target,
+            available_now=True,
+            kafka_options=dict(plan.kafka_options),
+        )
+        query.awaitTermination()
+        archived[target.kind] = sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
+    return {"archived_rows": archived}
+
+
+def _quality(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
+    from lakecast.schedule.quality import write_daily_report
+
+    return write_daily_report(spark, plan.predictions, plan.quality_report, run_date).as_dict()
+
+
+STEP_FUNCTIONS: dict[str, Step] = {
+    "extract": _extract,
+    "score": _score,
+    "archive": _archive,
+    "quality": _quality,
+}
+
+
+def check_steps(steps: Sequence[str]) -> tuple[str, ...]:
+    """``steps`` in the run's order; an unknown name is refused by name."""
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown:
+        msg = (
+            f"run daily: unknown step(s) {', '.join(map(repr, unknown))}; steps: {', '.join(STEPS)}"
+        )
+        raise ScheduleError(msg)
+    chosen = set(steps) or set(STEPS)
+    return tuple(step for step in STEPS if step in chosen)
+
+
+def run_daily(
+    plan: DailyPlan,
+    run_date: date,
+    *,
+    spark: Callable[[], SparkSession],
+    steps: Sequence[str] = STEPS,
+    force: bool = False,
+    lease: timedelta = DEFAULT_LEASE,
+    emit: Callable[[str], None] = print,
+) -> list[StepOutcome]:
+    """Run ``steps`` of ``run_date`` in order under the date's lock, skipping finished ones.
+
+    Args:
+        spark: called for a session only when a step has work to do.
+        force: redo steps even if recorded as finished.
+        emit: receives each step's JSON line as soon as the step ends.
+
+    Raises:
+        RunLockedError: another process runs this date now.
+        LakecastError: a step failed (its ``failed`` line was emitted first).
+    """
+    chosen = check_steps(steps)
+    tables = ScheduleTables(plan.schedule_root)
+    outcomes: list[StepOutcome] = []
+    with holding(tables, f"{JOB}/{run_date.isoformat()}", lease=lease):
+        done = {} if force else finished_steps(tables, JOB, run_date)
+        run_id = uuid.uuid4().hex
+        for step in chosen:
+            if step in done:
+                record = done[step]
+                outcome = StepOutcome(
+                    run_date,
+                    step,
+                    "skipped",
+                    0.0,
+                    {"finished_at": record.finished_at.isoformat(), "run_id": record.run_id},
+                )
+            else:
+                outcome = _run_step(tables, plan, run_date, step, run_id, spark, emit)
+            outcomes.append(outcome)
+            emit(outcome.json_line())
+    return outcomes
+
+
+def _run_step(
+    tables: ScheduleTables,
+    plan: DailyPlan,
+    run_date: date,
+    step: str,
+    run_id: str,
+    spark: Callable[[], SparkSession],
+    emit: Callable[[str], None],
+) -> StepOutcome:
+    started = time.monotonic()
+    try:
+        summary = STEP_FUNCTIONS[step](spark(), plan, run_date, run_id)
+    except BaseException as exc:
+        failed = StepOutcome(
+            run_date,
+            step,
+            "failed",
+            time.monotonic() - started,
+            {"error": one_line(describe_error(exc))},
+        )
+        emit(failed.json_line())
+        raise
+    seconds = time.monotonic() - started
+    record_step(tables, JOB, run_date, step, run_id=run_id, seconds=seconds, summary=summary)
+    return StepOutcome(run_date, step, "done", seconds, summary)
+
+
+def dates_between(first: date, last: date) -> Iterator[date]:
+    """``first`` .. ``last``, both included, in order."""
+    if last < first:
+        msg = f"run daily: --to {last} is before --from {first}"
+        raise ScheduleError(msg)
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
