@@ -65,7 +65,8 @@ from lakecast.autoscaling.simulate import (
 from lakecast.data.replay import replay
 from lakecast.demo.fleet import DemoTopics
 from lakecast.kafka.clients import build_producer
-from lakecast.serving.testing import event_payload, read_committed
+from lakecast.testing.events import event_payload
+from lakecast.testing.kafka import read_committed
 
 FIRST_EVENT = 1_000_000  # trace events are e-1000000...; warm-up and calibration use lower ids
 SETTLE_EVENT = 100_000  # ids of the night traffic sent while an autoscaler settles

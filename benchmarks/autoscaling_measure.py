@@ -40,7 +40,9 @@ from autoscaling_rig import Bench, broker, served_model, show_worker_logs
 from lakecast.autoscaling.simulate import WORKER_MODEL
 from lakecast.data.replay import replay
 from lakecast.kafka.clients import build_producer
-from lakecast.serving.testing import event_payload, read_committed, wait_for
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import event_payload
+from lakecast.testing.kafka import read_committed
 
 
 def prefill(bench: Bench, topic: str, events: int) -> float:

@@ -26,15 +26,12 @@ from lakecast.config import KafkaSettings
 from lakecast.data.replay import replay
 from lakecast.demo.fleet import DemoTopics, worker_command
 from lakecast.kafka.clients import TopicSpec, build_admin, build_producer, ensure_topics
-from lakecast.serving.testing import (
-    committed_total,
-    event_payload,
-    read_committed,
-    register_model,
-    wait_for,
-    write_snapshot,
-)
 from lakecast.testing.brokers import broker_or_temporary
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import event_payload
+from lakecast.testing.features import write_snapshot
+from lakecast.testing.kafka import committed_total, read_committed
+from lakecast.testing.models import register_model
 
 WARMUP_EVENTS = 60
 SAMPLE_INTERVAL_S = 2

@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from lakecast.features.spec import FEATURE_COLUMNS
-from lakecast.scoring.testing import synthetic_feature_matrix
+from lakecast.testing.features import synthetic_feature_matrix
 
 CHUNK = 250_000
 ROW_BYTES = 8 * len(FEATURE_COLUMNS) + 11  # 49 float64 and an 11-byte id: random, incompressible

@@ -34,9 +34,9 @@ from lakecast.testing.faults import (
     TrialResult,
     broker_restart_trial,
     scratch_dir,
-    served_lake,
     worker_kill_trial,
 )
+from lakecast.testing.models import served_lake
 
 BatchCampaigns = Callable[[argparse.Namespace], list[CampaignRow]]
 

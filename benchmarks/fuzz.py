@@ -27,8 +27,9 @@ from streaming import PipeContext, broker, build_inference_worker  # benchmarks/
 from lakecast.config import KafkaSettings, settings
 from lakecast.kafka.batch import BatchReport
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
-from lakecast.serving.testing import event_value, produce, read_committed
+from lakecast.testing.events import event_value
 from lakecast.testing.fuzz import CONTROL, generate
+from lakecast.testing.kafka import produce, read_committed
 from lakecast.testing.ledger import account, send_records
 
 STALL_S = 60.0  # no commit for this long, with records left: the worker is stuck

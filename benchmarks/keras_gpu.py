@@ -38,7 +38,7 @@ DEFAULT_DIR = Path("gpu-check")
 
 
 def features(rows: int, seed: int = SEED) -> np.ndarray:
-    from lakecast.scoring.testing import synthetic_feature_matrix
+    from lakecast.testing.features import synthetic_feature_matrix
 
     return synthetic_feature_matrix(rows, seed)[0]
 
@@ -51,7 +51,7 @@ def prepare(out: Path) -> None:
     from lakecast.models.training_run import model_signature
     from lakecast.registry import Registry
     from lakecast.scoring.cache import ModelPayload, predictor_for
-    from lakecast.scoring.testing import synthetic_feature_matrix
+    from lakecast.testing.features import synthetic_feature_matrix
 
     out.mkdir(parents=True, exist_ok=True)
     x, y = synthetic_feature_matrix(200_000, SEED + 1000)

@@ -225,10 +225,11 @@ _served: ServedModel | None = None
 
 
 def served_model() -> ServedModel:
-    """Built once per run: a tiny scikit-learn model and snapshot (lakecast.serving.testing)."""
+    """Built once per run: a tiny scikit-learn model and snapshot (lakecast.testing)."""
     global _served
     if _served is None:
-        from lakecast.serving.testing import register_model, write_snapshot
+        from lakecast.testing.features import write_snapshot
+        from lakecast.testing.models import register_model
 
         root = Path(tempfile.mkdtemp(prefix="lakecast-bench-lake-"))
         _served = ServedModel(str(root / "registry"), str(root / "entity_features"))
@@ -427,7 +428,7 @@ def model_batch_times(repeats: int = 30) -> None:
 
     from lakecast.models.optimize import optimize_version
     from lakecast.registry import Registry
-    from lakecast.serving.testing import training_matrix
+    from lakecast.testing.features import training_matrix
     from lakecast.testing.models import register_with_holdout, write_features_table
 
     root = Path(tempfile.mkdtemp(prefix="lakecast-bench-models-"))

@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 from lakecast.autoscaling.decision import to_epoch
 from lakecast.errors import InvalidRecordError
 from lakecast.kafka.serde import decode_metric
-from lakecast.serving.testing import event_payload
+from lakecast.testing.events import event_payload
 
 
 class Service(Protocol):

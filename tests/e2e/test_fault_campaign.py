@@ -22,9 +22,9 @@ from lakecast.testing.faults import (
     Load,
     TrialResult,
     broker_restart_trial,
-    served_lake,
     worker_kill_trial,
 )
+from lakecast.testing.models import served_lake
 
 LOAD = Load(rate=1_000, warmup_s=(2.0, 4.0), after_s=5.0)
 

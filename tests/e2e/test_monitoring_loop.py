@@ -47,7 +47,9 @@ from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
 from lakecast.kafka.groups import describe_group
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
-from lakecast.serving.testing import committed_total, event_payloads, produce
+from lakecast.testing.events import synthetic_payloads
+from lakecast.testing.kafka import committed_total, produce
+from lakecast.testing.models import served_lake
 from tests.e2e.loop_fixtures import (
     MetricsTail,
     Traffic,
@@ -57,7 +59,7 @@ from tests.e2e.loop_fixtures import (
     wait_while_progressing,
     worker_processes,
 )
-from tests.e2e.worker_fixtures import PARTITIONS, served_lake
+from tests.e2e.worker_fixtures import PARTITIONS
 
 if TYPE_CHECKING:
     from lakecast.local.broker import LocalBroker
@@ -281,7 +283,7 @@ def loop_run(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
 
             # 2. The burst, and steady traffic after it: up to one worker per partition.
             marks["burst"] = time.time()
-            produce(bootstrap, topics["events"], event_payloads(BURST))
+            produce(bootstrap, topics["events"], synthetic_payloads(BURST))
             traffic.set_rate(STEADY_RATE)
             wait_until(lambda: decided(PARTITIONS, marks["burst"]), "the scale-up", diagnose)
             wait_until(
@@ -368,7 +370,7 @@ def loop_run(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
 
             # 8. New events wake the group up; one worker serves them.
             marks["wake"] = time.time()
-            produce(bootstrap, topics["events"], event_payloads(WAKE_EVENTS, WAKE_FIRST_ID))
+            produce(bootstrap, topics["events"], synthetic_payloads(WAKE_EVENTS, WAKE_FIRST_ID))
             marks["woken"] = time.time()
             wait_until(
                 lambda: bool(samples_of(workers[-1])), "the woken worker's first sample", diagnose

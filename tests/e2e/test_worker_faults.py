@@ -19,8 +19,11 @@ import pytest
 
 from lakecast.kafka.groups import stable_members
 from lakecast.kafka.serde import decode_metric
-from lakecast.serving.testing import event_payloads, produce, read_committed, wait_for
-from tests.e2e.worker_fixtures import Stream, served_lake
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import synthetic_payloads
+from lakecast.testing.kafka import produce, read_committed
+from lakecast.testing.models import served_lake
+from tests.e2e.worker_fixtures import Stream
 
 EVENTS = 50_000
 
@@ -51,7 +54,7 @@ def test_a_worker_killed_mid_stream_and_restarted_scores_every_event_once(
     bootstrap: str, stream_factory: Callable[[str], Stream]
 ) -> None:
     stream = stream_factory(bootstrap)
-    produce(bootstrap, stream.topics["events"], event_payloads(EVENTS))
+    produce(bootstrap, stream.topics["events"], synthetic_payloads(EVENTS))
     first = stream.start_worker("w0")
     stream.wait_committed(EVENTS // 4)
     first.send_signal(signal.SIGKILL)
@@ -92,7 +95,7 @@ def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(
 ) -> None:
     bootstrap = own_broker.bootstrap_servers
     stream = stream_factory(bootstrap)
-    produce(bootstrap, stream.topics["events"], event_payloads(EVENTS))
+    produce(bootstrap, stream.topics["events"], synthetic_payloads(EVENTS))
     stream.start_worker("w0")
     stream.wait_committed(EVENTS // 4)
     own_broker.stop()
@@ -114,7 +117,7 @@ def test_a_second_worker_joining_half_way_shares_without_loss_or_duplicates(
 ) -> None:
     stream = stream_factory(bootstrap)
     half = EVENTS // 2
-    produce(bootstrap, stream.topics["events"], event_payloads(half))
+    produce(bootstrap, stream.topics["events"], synthetic_payloads(half))
     stream.start_worker("w0")
     stream.wait_committed(half // 5)
     stream.start_worker("w1")
@@ -126,7 +129,7 @@ def test_a_second_worker_joining_half_way_shares_without_loss_or_duplicates(
         what="the second worker to join the group",
         every_s=0.5,
     )
-    produce(bootstrap, stream.topics["events"], event_payloads(EVENTS - half, start=half))
+    produce(bootstrap, stream.topics["events"], synthetic_payloads(EVENTS - half, start=half))
     stream.wait_committed(EVENTS)
     stream.stop_all()
     assert all(p.returncode == 0 for p in stream.processes)

@@ -25,8 +25,11 @@ import pytest
 from lakecast.kafka.groups import describe_group
 from lakecast.kafka.serde import decode_metric
 from lakecast.serving.processes import slot_source_id
-from lakecast.serving.testing import event_payloads, produce, read_committed, wait_for
-from tests.e2e.worker_fixtures import Stream, served_lake
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import synthetic_payloads
+from lakecast.testing.kafka import produce, read_committed
+from lakecast.testing.models import served_lake
+from tests.e2e.worker_fixtures import Stream
 
 PROCESSES = 2
 PARTITIONS = 4
@@ -102,7 +105,7 @@ def test_processes_join_one_group_score_each_event_once_and_stop_cleanly(
         command = child.cmdline()
         assert command[command.index("--processes") + 1] == "1"
 
-    produce(stream.bootstrap, stream.topics["events"], event_payloads(EVENTS))
+    produce(stream.bootstrap, stream.topics["events"], synthetic_payloads(EVENTS))
     stream.wait_committed(EVENTS)
     expected = Counter(f"e-{i}" for i in range(EVENTS))
     sent = read_committed(stream.bootstrap, stream.topics["events"], at_least=EVENTS)

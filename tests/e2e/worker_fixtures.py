@@ -9,10 +9,7 @@ coordinator sees (state and members), which is how a test knows who joined and w
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -20,27 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.admin import KafkaAdminClient, NewTopic
 
-from lakecast.config import PROJECT_ROOT
-from lakecast.serving.testing import (
-    committed_total,
-    read_committed,
-    register_model,
-    wait_for,
-    write_snapshot,
+from lakecast.testing.clock import wait_for
+from lakecast.testing.kafka import committed_total, read_committed
+from lakecast.testing.workers import (
+    create_run_topics,
+    stop_processes,
+    worker_command,
+    worker_env,
+    worker_options,
 )
 
 PARTITIONS = 3
 TIMEOUT_S = 240.0
-
-
-def served_lake(root: Path) -> dict[str, str]:
-    """A registry with ``purchase@champion`` and an entity snapshot under ``root``."""
-    paths = {"registry": str(root / "registry"), "snapshot": str(root / "entity_features")}
-    register_model(paths["registry"])
-    write_snapshot(paths["snapshot"])
-    return paths
 
 
 class Stream:
@@ -55,39 +44,15 @@ class Stream:
         self.partitions = partitions
         run = uuid.uuid4().hex[:8]
         self.group = f"workers-{run}"
-        self.topics = {
-            "events": f"events-{run}",
-            "predictions": f"predictions-{run}",
-            "dlq": f"dlq-{run}",
-            "metrics": f"metrics-{run}",
-        }
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics(
-            [
-                NewTopic(self.topics["events"], partitions, 1),
-                NewTopic(self.topics["predictions"], partitions, 1),
-                NewTopic(self.topics["dlq"], 1, 1),
-                NewTopic(self.topics["metrics"], 1, 1),
-            ]
-        )
-        admin.close()
+        self.topics = create_run_topics(bootstrap, run, partitions)
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def worker_options(self) -> list[str]:
         """The worker options every entry point shares: lake paths, topics, group, samples."""
-        return [
-            *("--registry", self.lake["registry"], "--entity-features", self.lake["snapshot"]),
-            *("--topic", self.topics["events"], "--predictions-topic", self.topics["predictions"]),
-            *("--dlq-topic", self.topics["dlq"], "--metrics-topic", self.topics["metrics"]),
-            *("--group", self.group, "--metrics-port", "0", "--sample-interval", "1"),
-        ]
+        return worker_options(self.lake, self.topics, self.group, sample_interval_s=1)
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-            "LAKECAST__KAFKA__PARTITIONS": str(self.partitions),
-        }
+        return worker_env(self.bootstrap, self.partitions)
 
     def log_path(self, name: str, index: int | None = None) -> Path:
         """The file the output of process ``name`` (the ``index``-th started) goes to."""
@@ -105,14 +70,12 @@ class Stream:
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         """One ``streaming/inference_worker.py`` process with a transactional id for ``name``."""
-        command = [
-            sys.executable,
-            str(PROJECT_ROOT / "streaming" / "inference_worker.py"),
+        command = worker_command(
             *self.worker_options(),
             # A stable id per worker slot: a restarted worker fences its killed predecessor
             # and aborts the transaction it left open at once.
             *("--transactional-id", f"{self.group}-{name}", "--source-id", name),
-        ]
+        )
         return self.start(command, name)
 
     def committed(self) -> int:
@@ -130,15 +93,7 @@ class Stream:
         wait_for(reached, timeout_s=TIMEOUT_S, what=f"{at_least} committed offsets", every_s=0.5)
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.processes)
 
     def prediction_counts(self, at_least: int) -> Counter[str]:
         """How often each event id occurs among the committed predictions."""

@@ -19,7 +19,10 @@ from lakecast.autoscaling.policy import parse_policy
 from lakecast.autoscaling.pool import WorkerPool
 from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
-from lakecast.monitoring.testing import synthetic_sample
+from lakecast.kafka.clients import build_producer
+from lakecast.testing.clock import wait_for
+from lakecast.testing.kafka import read_json
+from lakecast.testing.samples import synthetic_sample
 
 HOLD_S = 4.0
 STABILISATION_S = 1.5
@@ -46,7 +49,9 @@ class Feeder:
     """Sends one worker sample every 0.2 s with the lag and CPU the test sets."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.producer = build_producer(
+            KafkaSettings(bootstrap_servers=bootstrap), mode="at_least_once", client_id="feeder"
+        )
         self.topic = topic
         self.lag = 0
         self.cpu = 50.0
@@ -79,31 +84,8 @@ class Feeder:
         self.producer.close()
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def read_scaling(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
-    out: list[dict[str, Any]] = []
-    while consumer.position(tp) < end:
-        for batch in consumer.poll(timeout_ms=500).values():
-            for message in batch:
-                try:
-                    record = json.loads(message.value)
-                except ValueError:
-                    continue
-                if record.get("kind") == "scaling":
-                    out.append(record)
-    consumer.close()
-    return out
+    return [r for r in read_json(bootstrap, topic) if r.get("kind") == "scaling"]
 
 
 def alive(pid: int) -> bool:
@@ -140,12 +122,17 @@ def test_autoscaler_scales_up_on_lag_holds_during_an_anomaly_then_scales_down(
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        wait_for(lambda: pool.live() == 1, "the initial worker (min_replicas)")
+        wait_for(
+            lambda: pool.live() == 1,
+            what="the initial worker (min_replicas)",
+            timeout_s=30,
+            every_s=0.05,
+        )
         feeder.thread.start()
         for lag in (50, 150, 250, 400):  # growing lag: ceil(lag / 100) workers, at most 4
             feeder.lag = lag
             time.sleep(0.4)
-        wait_for(lambda: pool.live() == 4, "scale-up to 4 workers")
+        wait_for(lambda: pool.live() == 4, what="scale-up to 4 workers", timeout_s=30, every_s=0.05)
         pids = pool.pids
         assert all(alive(pid) for pid in pids)
 
@@ -163,7 +150,9 @@ def test_autoscaler_scales_up_on_lag_holds_during_an_anomaly_then_scales_down(
             }
         )
         drained = time.time()
-        wait_for(lambda: pool.live() == 1, "scale-down after the hold", timeout_s=30)
+        wait_for(
+            lambda: pool.live() == 1, what="scale-down after the hold", timeout_s=30, every_s=0.05
+        )
         assert thread.is_alive(), "a bad record stopped the autoscaler"
     finally:
         feeder.close()
@@ -267,7 +256,12 @@ def test_idle_group_scales_to_zero_and_wakes_on_new_events(
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         feeder.thread.start()
-        wait_for(lambda: len(service.decisions) >= 3, "the first decisions")
+        wait_for(
+            lambda: len(service.decisions) >= 3,
+            what="the first decisions",
+            timeout_s=30,
+            every_s=0.05,
+        )
         assert pool.live() == 0
         assert all(d.desired == 0 for d in service.decisions)
 
@@ -275,7 +269,12 @@ def test_idle_group_scales_to_zero_and_wakes_on_new_events(
         for i in range(50):
             producer.send(events, value=b"event", partition=i % 2)
         producer.flush(timeout=30)
-        wait_for(lambda: pool.live() == 2, "activation: ceil(50 / 20) capped at 2 partitions")
+        wait_for(
+            lambda: pool.live() == 2,
+            what="activation: ceil(50 / 20) capped at 2 partitions",
+            timeout_s=30,
+            every_s=0.05,
+        )
 
         # The group catches up (its offsets reach the end) and nothing more arrives.
         committer = KafkaConsumer(
@@ -284,7 +283,9 @@ def test_idle_group_scales_to_zero_and_wakes_on_new_events(
         committer.commit({TopicPartition(events, p): OffsetAndMetadata(25, "", -1) for p in (0, 1)})
         committer.close()
         woke = time.time()
-        wait_for(lambda: pool.live() == 0, "scale to zero once idle")
+        wait_for(
+            lambda: pool.live() == 0, what="scale to zero once idle", timeout_s=30, every_s=0.05
+        )
     finally:
         producer.close()
         feeder.close()

@@ -18,9 +18,9 @@ from lakecast.features.extract import extract_features
 from lakecast.features.snapshot import load_snapshot
 from lakecast.features.spec import EVENT_FEATURE_COLUMNS, FEATURE_COLUMNS, FEATURES_VERSION
 from lakecast.features.store import commit_metadata, table_version
-from lakecast.features.testing import make_events
 from lakecast.features.training_set import feature_matrix, feature_rows, valid_events
 from lakecast.features.transforms import FeatureLookups, event_features
+from lakecast.testing.events import make_events
 
 D = date(2024, 3, 4)
 EARLIER = D - timedelta(days=2)

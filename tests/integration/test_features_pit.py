@@ -31,9 +31,9 @@ from lakecast.features.spec import (
     RECENCY_CAP_S,
 )
 from lakecast.features.store import replace_partitions
-from lakecast.features.testing import make_events
 from lakecast.features.training_set import with_purchase_labels
 from lakecast.lake.tables import ENTITY_FEATURES
+from lakecast.testing.events import make_events
 
 T0 = datetime(2024, 3, 4, 12, 0, tzinfo=UTC)
 D = date(2024, 3, 4)

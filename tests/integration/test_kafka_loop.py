@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -35,6 +35,7 @@ from lakecast.kafka.clients import (
     transactional_id_for,
 )
 from lakecast.kafka.loop import LoopStats, _Buffer, _Rebalance, run_loop
+from lakecast.testing.kafka import produce, read_committed
 
 TIMEOUT_S = 25.0
 
@@ -56,12 +57,9 @@ def _event(i: int) -> bytes:
     )
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    for i, value in enumerate(values):
-        producer.send(topic, value=value, key=f"u-{i % 37}".encode())
-    producer.flush()
-    producer.close()
+def keyed(values: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
+    """``values`` with the user id keys their events have (``u-<i % 37>``)."""
+    return [(f"u-{i % 37}".encode(), value) for i, value in enumerate(values)]
 
 
 def upper_process(out_topic: str) -> Callable[[list[ConsumerRecord]], BatchResult]:
@@ -185,29 +183,6 @@ def wait_for_members(admin: KafkaAdminClient, group: str, count: int, *workers: 
     pytest.fail(f"group {group} never had {count} stable members: {info}")
 
 
-def read_committed(bootstrap: str, topic: str, *, at_least: int) -> list[ConsumerRecord]:
-    """Every committed record of ``topic``: read until ``at_least`` arrived and 1 s of quiet."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
-    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + TIMEOUT_S
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        polled = consumer.poll(timeout_ms=200)
-        for batch in polled.values():
-            records.extend(batch)
-        if polled:
-            quiet_since = time.monotonic()
-        elif len(records) >= at_least and time.monotonic() - quiet_since > 1.0:
-            break
-    consumer.close()
-    return records
-
-
 @pytest.fixture
 def admin(bootstrap: str) -> Iterator[KafkaAdminClient]:
     client = build_admin(KafkaSettings(bootstrap_servers=bootstrap))
@@ -223,7 +198,7 @@ def test_exactly_once_one_output_per_input(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
     source, out, dead = topic_factory("in", 3), topic_factory("out", 3), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(2_000)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(2_000)]))
     ends = end_offsets(bootstrap, source)
 
     worker = Worker(bootstrap, consumer_group, upper_process(out), topic=source, dlq_topic=dead)
@@ -259,7 +234,7 @@ def test_bad_records_go_to_the_dlq_and_the_rest_is_output(
                 raise ValueError(f"model failed on {event_id}")
         return decode_and_upper(records)
 
-    produce(bootstrap, source, values)
+    produce(bootstrap, source, keyed(values))
     ends = end_offsets(bootstrap, source)
     worker = Worker(bootstrap, consumer_group, process, topic=source, dlq_topic=dead, max_batch=64)
     wait_committed(admin, consumer_group, ends, worker)
@@ -291,7 +266,7 @@ def test_at_least_once_delivers_every_event(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
     source, out, dead = topic_factory("in", 3), topic_factory("out", 3), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(1_000)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(1_000)]))
     ends = end_offsets(bootstrap, source)
 
     worker = Worker(
@@ -315,7 +290,7 @@ def test_stop_and_restart_loses_nothing_and_duplicates_nothing(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
     source, out, dead = topic_factory("in", 3), topic_factory("out", 3), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(2_000)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(2_000)]))
     ends = end_offsets(bootstrap, source)
 
     first = Worker(
@@ -343,7 +318,7 @@ def test_two_workers_share_the_partitions_exactly_once(
     bootstrap: str, topic_factory: Callable[..., str], consumer_group: str, admin: KafkaAdminClient
 ) -> None:
     source, out, dead = topic_factory("in", 4), topic_factory("out", 2), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(200)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(200)]))
 
     one = Worker(bootstrap, consumer_group, upper_process(out), topic=source, dlq_topic=dead)
     while not one.reports and one.error is None:
@@ -352,7 +327,7 @@ def test_two_workers_share_the_partitions_exactly_once(
     # The rest arrives once both members hold partitions: whoever owns a partition then
     # scores what lands on it, so neither can finish the stream alone.
     wait_for_members(admin, consumer_group, 2, one, two)
-    produce(bootstrap, source, [_event(i) for i in range(200, 2_000)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(200, 2_000)]))
     ends = end_offsets(bootstrap, source)
     wait_committed(admin, consumer_group, ends, one, two)
     stats = [one.join(), two.join()]
@@ -370,7 +345,7 @@ def test_a_batch_that_cannot_commit_is_split_and_only_the_input_at_fault_is_dead
     # Issue 13: this batch used to abort on every retry until the loop exited, and a
     # restarted loop stalled on it again. Now its halves commit alone until the input is found.
     source, out, dead = topic_factory("in"), topic_factory("out"), topic_factory("dlq")
-    produce(bootstrap, source, [_event(i) for i in range(400)])
+    produce(bootstrap, source, keyed([_event(i) for i in range(400)]))
     ends = end_offsets(bootstrap, source)
     upper = upper_process(out)
 
@@ -408,7 +383,7 @@ def test_a_partition_handed_back_is_read_from_the_group_committed_offset(
     doubled ~800 predictions so). Here the committed offset is moved under the member (4,
     below its position 10) and it rejoins."""
     topic = topic_factory("handback")
-    produce(bootstrap, topic, [b"v%d" % i for i in range(10)])
+    produce(bootstrap, topic, keyed([b"v%d" % i for i in range(10)]))
     tp = TopicPartition(topic, 0)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,

@@ -21,7 +21,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from lakecast.kafka.batch import BatchResult, OutputRecord
 from lakecast.kafka.clients import DeliveryMode
 from lakecast.kafka.dlq import decode_dead_letter
-from lakecast.serving.testing import committed_total, produce, read_committed, wait_for
+from lakecast.testing.clock import wait_for
+from lakecast.testing.kafka import committed_total, produce, read_committed
 from tests.integration.test_kafka_loop import TIMEOUT_S, Worker
 
 TOPIC_MAX_MESSAGE_BYTES = 50_000

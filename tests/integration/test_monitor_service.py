@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from lakecast.autoscaling.decision import to_epoch
 from lakecast.config import KafkaSettings
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
-from lakecast.monitoring.testing import Incident, synthetic_fleet, synthetic_sample
+from lakecast.testing.clock import wait_for
+from lakecast.testing.kafka import produce, read_json
+from lakecast.testing.samples import Incident, synthetic_fleet, synthetic_sample
 
 T0 = 1_700_000_000.0
 CONFIG = MonitorConfig(
@@ -28,42 +28,6 @@ CONFIG = MonitorConfig(
     fleet_window_s=1.0,
     fleet_max_age_s=3.0,
 )
-
-
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for value in values:
-        producer.send(topic, key=b"test", value=value)
-    producer.flush(timeout=30)
-    producer.close()
-
-
-def read_metrics(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every record of the (one-partition) metrics topic, decoded."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    while consumer.position(tp) < end:
-        assert time.monotonic() < deadline, f"metrics topic not read to offset {end}"
-        for batch in consumer.poll(timeout_ms=500).values():
-            for message in batch:
-                try:
-                    out.append(json.loads(message.value))
-                except ValueError:
-                    continue
-    consumer.close()
-    return out
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @contextmanager
@@ -97,11 +61,12 @@ def test_monitor_flags_a_latency_spike_and_a_throughput_drop_and_skips_bad_recor
     drop = Incident("records_in_per_s", start=55, steps=15, factor=0.3)
     samples = list(synthetic_fleet(2, 70, t0=T0, incidents=(spike, drop), seed=7))
     scaling = {"kind": "scaling", "source": "autoscaler", "ts": "2024-01-01T00:00:00Z"}
-    produce(
-        bootstrap,
-        metrics,
-        [*bad_records(), json.dumps(scaling).encode(), *(json.dumps(s).encode() for s in samples)],
-    )
+    values = [
+        *bad_records(),
+        json.dumps(scaling).encode(),
+        *(json.dumps(s).encode() for s in samples),
+    ]
+    produce(bootstrap, metrics, [(b"test", value) for value in values])
     service = MonitorService(
         KafkaSettings(bootstrap_servers=bootstrap),
         metrics,
@@ -112,9 +77,19 @@ def test_monitor_flags_a_latency_spike_and_a_throughput_drop_and_skips_bad_recor
     )
     caplog.set_level(logging.ERROR, logger="lakecast.monitoring.monitor")
     with running(service) as thread:
-        wait_for(lambda: service.stats.samples == len(samples), "every sample to be scored")
+        wait_for(
+            lambda: service.stats.samples == len(samples),
+            what="every sample to be scored",
+            timeout_s=60,
+            every_s=0.1,
+        )
         # The last fleet window closes once samples stop for a window's length.
-        wait_for(lambda: not service.monitor.fleet.has_open_window, "the last fleet window")
+        wait_for(
+            lambda: not service.monitor.fleet.has_open_window,
+            what="the last fleet window",
+            timeout_s=60,
+            every_s=0.1,
+        )
         assert thread.is_alive(), "a bad record stopped the monitor"
     assert service.stats.bad_records == 3
     bad_offsets = sorted(r.offset for r in caplog.records if hasattr(r, "offset"))
@@ -124,7 +99,7 @@ def test_monitor_flags_a_latency_spike_and_a_throughput_drop_and_skips_bad_recor
     assert "['cpu_percent'] missing" in messages
     assert "'records_in_per_s' must be a finite number" in messages
 
-    anomalies = [r for r in read_metrics(bootstrap, metrics) if r["kind"] == "anomaly"]
+    anomalies = [r for r in read_json(bootstrap, metrics) if r["kind"] == "anomaly"]
     assert len(anomalies) == service.stats.written
     by_series: dict[str, list[dict[str, Any]]] = {}
     for anomaly in anomalies:

@@ -17,12 +17,13 @@ from deltalake import DeltaTable
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.snapshot import load_snapshot
 from lakecast.features.spec import FEATURE_COLUMNS
-from lakecast.features.testing import make_events
 from lakecast.kafka.serde import decode_prediction
 from lakecast.models.optimize import optimize_version
 from lakecast.registry import ModelVersion, Registry
 from lakecast.scoring.run import ScoringRequest, score_batch
-from lakecast.serving.testing import event_value, produce, read_committed, write_snapshot
+from lakecast.testing.events import event_value, make_events
+from lakecast.testing.features import write_snapshot
+from lakecast.testing.kafka import produce, read_committed
 from lakecast.testing.models import register_with_holdout, write_features_table
 from tests.integration.worker_fixtures import ThreadedWorker, drain, worker_topics
 

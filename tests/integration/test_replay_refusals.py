@@ -17,7 +17,8 @@ from lakecast.config import KafkaSettings
 from lakecast.data.replay import replay
 from lakecast.errors import DataError
 from lakecast.kafka.clients import build_producer
-from lakecast.serving.testing import event_payloads, read_committed
+from lakecast.testing.events import synthetic_payloads
+from lakecast.testing.kafka import read_committed
 
 TOPIC_MAX_BYTES = 20_000
 
@@ -26,7 +27,7 @@ def test_a_record_the_broker_refuses_stops_the_replay_and_is_counted(
     bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
     topic = topic_factory("replay", partitions=1, max_message_bytes=TOPIC_MAX_BYTES)
-    events = list(event_payloads(40))
+    events = list(synthetic_payloads(40))
     # Well under the producer's max_request_size (1 MB), three times the topic's limit.
     oversized = (b"u-0", json.dumps({"event_id": "big", "pad": "x" * 3 * TOPIC_MAX_BYTES}).encode())
     payloads = [*events[:10], oversized, *events[10:]]

@@ -37,17 +37,11 @@ from lakecast.rollout.journal import RolloutJournal
 from lakecast.rollout.source import RolloutSource
 from lakecast.rollout.store import RolloutStore
 from lakecast.rollout.strategies import ABTest, Canary, RolloutState, Shadow
-from lakecast.serving.testing import (
-    committed_total,
-    event_payload,
-    produce,
-    read_committed,
-    register_model,
-    slow_twin,
-    train_model,
-    wait_for,
-    write_snapshot,
-)
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import event_payload
+from lakecast.testing.features import write_snapshot
+from lakecast.testing.kafka import committed_total, produce, read_committed
+from lakecast.testing.models import register_model, slow_twin, train_model
 from tests.integration.worker_fixtures import ThreadedWorker
 
 MODEL = "purchase"

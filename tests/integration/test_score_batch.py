@@ -17,7 +17,7 @@ from lakecast.models.training import GradientBoostingRecipe, MlpRecipe
 from lakecast.models.training_run import model_signature
 from lakecast.registry import Registry
 from lakecast.scoring.run import ScoringRequest, score_batch
-from lakecast.scoring.testing import synthetic_feature_matrix, synthetic_features
+from lakecast.testing.features import synthetic_feature_matrix, synthetic_features
 
 ROWS = 1200
 NAME = "propensity"

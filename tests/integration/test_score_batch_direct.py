@@ -23,7 +23,7 @@ from lakecast.rollout.store import RolloutStore
 from lakecast.rollout.strategies import ModelRule, MultiModel, RolloutState, Variant
 from lakecast.scoring.direct import FileSplit, SplitReader
 from lakecast.scoring.run import ScoringSummary, score_batch
-from lakecast.scoring.testing import synthetic_features
+from lakecast.testing.features import synthetic_features
 from tests.integration import test_score_batch as scoring
 
 NAME, ROWS = scoring.NAME, scoring.ROWS

@@ -33,8 +33,11 @@ from lakecast.kafka.clients import build_admin, build_consumer, build_producer
 from lakecast.local.broker import LocalBroker
 from lakecast.local.security import PRINCIPALS, SecureBrokerFiles
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
-from lakecast.monitoring.testing import Incident, synthetic_fleet, synthetic_sample
-from lakecast.serving.testing import event_payloads, register_model, wait_for, write_snapshot
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import synthetic_payloads
+from lakecast.testing.features import write_snapshot
+from lakecast.testing.models import register_model
+from lakecast.testing.samples import Incident, synthetic_fleet, synthetic_sample
 
 LAKECAST = str(Path(sys.executable).parent / "lakecast")
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,7 +139,7 @@ def test_replay_produces_events_and_may_write_nothing_else(secured: Secured) -> 
     kafka = secured.kafka("replay")
     producer = build_producer(kafka, mode="at_least_once", client_id="lakecast-replay")
     try:
-        result = replay(producer, TOPICS.events, event_payloads(20, start=10_000))
+        result = replay(producer, TOPICS.events, synthetic_payloads(20, start=10_000))
         assert result.events == 20
         for topic in (TOPICS.predictions, TOPICS.metrics):
             before = secured.failed_authentications()
@@ -153,7 +156,7 @@ def test_replay_produces_events_and_may_write_nothing_else(secured: Secured) -> 
     finally:
         producer.close()
     events = {json.loads(v)["event_id"] for v in read_all(secured.kafka("admin"), TOPICS.events)}
-    assert {json.loads(v)["event_id"] for _, v in event_payloads(20, start=10_000)} <= events
+    assert {json.loads(v)["event_id"] for _, v in synthetic_payloads(20, start=10_000)} <= events
     metrics = read_all(secured.kafka("admin"), TOPICS.metrics)
     assert not any(b"forged" in value for value in metrics)
 
@@ -220,7 +223,7 @@ def test_workers_score_exactly_once_and_monitor_and_autoscaler_write_their_signa
     admin = build_admin(secured.kafka("admin"))
     try:
         producer = build_producer(secured.kafka("replay"), mode="at_least_once")
-        replay(producer, TOPICS.events, event_payloads(count, start=first))
+        replay(producer, TOPICS.events, synthetic_payloads(count, start=first))
         producer.close()
         ends = build_consumer(secured.kafka("admin"), group_id=f"probe-{run}")
         parts = [TopicPartition(TOPICS.events, p) for p in ends.partitions_for_topic(TOPICS.events)]
@@ -254,7 +257,7 @@ def test_workers_score_exactly_once_and_monitor_and_autoscaler_write_their_signa
     assert workers.returncode == 0, (tmp_path / "workers.log").read_text()[-3000:]
     predictions = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.predictions)]
     mine = Counter(p["event_id"] for p in predictions)
-    produced = {json.loads(v)["event_id"] for _, v in event_payloads(count, start=first)}
+    produced = {json.loads(v)["event_id"] for _, v in synthetic_payloads(count, start=first)}
     assert produced <= set(mine), "an event was not scored"
     assert all(mine[e] == 1 for e in produced), "an event was scored twice"
     samples = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.metrics)]
@@ -385,7 +388,7 @@ def test_a_worker_the_autoscaler_starts_scores_as_the_worker_principal(
     admin = build_admin(secured.kafka("admin"))
     try:
         producer = build_producer(secured.kafka("replay"), mode="at_least_once")
-        replay(producer, TOPICS.events, event_payloads(count, start=first))
+        replay(producer, TOPICS.events, synthetic_payloads(count, start=first))
         producer.close()
         total = end_offsets(secured.kafka("admin"), TOPICS.events)
 
@@ -411,7 +414,7 @@ def test_a_worker_the_autoscaler_starts_scores_as_the_worker_principal(
     worker_logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "workers").iterdir())
     assert all(secret not in logs + worker_logs for secret in secured.secrets())
     predictions = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.predictions)]
-    produced = {json.loads(v)["event_id"] for _, v in event_payloads(count, start=first)}
+    produced = {json.loads(v)["event_id"] for _, v in synthetic_payloads(count, start=first)}
     assert produced <= {p["event_id"] for p in predictions}, "the pool's worker did not score"
 
 

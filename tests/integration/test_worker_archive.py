@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 
 from lakecast.kafka.serde import ModelRef, Prediction, encode_metric, encode_prediction
 from lakecast.serving.archive import ArchiveTarget, start_archive
-from lakecast.serving.testing import read_committed
+from lakecast.testing.kafka import read_committed
 
 TS = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
 

@@ -21,14 +21,10 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from lakecast.serving.testing import (
-    committed_total,
-    event_value,
-    produce,
-    read_committed,
-    wait_for,
-)
+from lakecast.testing.clock import wait_for
+from lakecast.testing.events import event_value
 from lakecast.testing.fuzz import CONTROL, generate
+from lakecast.testing.kafka import committed_total, produce, read_committed
 from lakecast.testing.ledger import account, send_records
 from tests.integration.worker_fixtures import Lake, ThreadedWorker, served_lake, worker_topics
 

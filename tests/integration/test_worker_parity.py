@@ -50,7 +50,7 @@ from lakecast.models.training_run import TrainingRequest, train_and_register
 from lakecast.registry import Registry
 from lakecast.scoring.run import ScoringRequest, score_batch
 from lakecast.serving.decoding import decode_event_record, events_table
-from lakecast.serving.testing import read_committed
+from lakecast.testing.kafka import read_committed
 from tests.integration.lake_fixtures import GeneratedLake, generated_lake
 from tests.integration.worker_fixtures import ThreadedWorker, drain, worker_topics
 

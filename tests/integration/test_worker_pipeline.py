@@ -28,22 +28,16 @@ from threadpoolctl import threadpool_info
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.snapshot import load_snapshot
 from lakecast.features.spec import FEATURES_VERSION
-from lakecast.features.testing import make_events
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_metric, decode_prediction
 from lakecast.models.predictor import Features, Predictor
 from lakecast.registry import Registry
 from lakecast.registry.records import ModelVersion
-from lakecast.serving.testing import (
-    WrappedPredictor,
-    event_payload,
-    event_value,
-    failing_loader,
-    produce,
-    read_committed,
-    register_model,
-    write_snapshot,
-)
+from lakecast.testing.events import event_payload, event_value, make_events
+from lakecast.testing.features import write_snapshot
+from lakecast.testing.kafka import produce, read_committed
+from lakecast.testing.models import register_model
+from lakecast.testing.predictors import WrappedPredictor, failing_loader
 from tests.integration.worker_fixtures import (
     MAX_RECORD_BYTES,
     TIMEOUT_S,

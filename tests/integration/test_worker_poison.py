@@ -18,12 +18,8 @@ import pytest
 
 from lakecast.kafka.dlq import decode_dead_letter
 from lakecast.kafka.serde import decode_prediction
-from lakecast.serving.testing import (
-    event_payload,
-    event_value,
-    produce,
-    read_committed,
-)
+from lakecast.testing.events import event_payload, event_value
+from lakecast.testing.kafka import produce, read_committed
 from tests.integration.worker_fixtures import (
     TIMEOUT_S,
     Lake,

@@ -16,8 +16,10 @@ from lakecast.config import KafkaSettings
 from lakecast.registry import Registry
 from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
 from lakecast.serving.routing import RoutingSource
-from lakecast.serving.testing import committed_total, register_model, wait_for, write_snapshot
 from lakecast.serving.worker import InferenceWorker, WorkerConfig
+from lakecast.testing.clock import wait_for
+from lakecast.testing.kafka import committed_total
+from lakecast.testing.models import served_lake as serve_lake
 
 TIMEOUT_S = 60.0
 MAX_RECORD_BYTES = 64_000  # below the broker's own limit, so an oversized record can be sent
@@ -33,10 +35,8 @@ class Lake:
 
 def served_lake(root: Path) -> Lake:
     """A registry with ``purchase@champion`` (1.0.0) and an entity snapshot under ``root``."""
-    paths = Lake(root)
-    register_model(paths.registry, seed=0)
-    write_snapshot(paths.snapshot)
-    return paths
+    serve_lake(root)
+    return Lake(root)
 
 
 class ServedLake(Protocol):

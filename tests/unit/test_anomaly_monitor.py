@@ -12,7 +12,7 @@ from lakecast.errors import ConfigError
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR
 from lakecast.monitoring.monitor import AnomalyMonitor, MonitorConfig
 from lakecast.monitoring.series import parse_sample
-from lakecast.monitoring.testing import Incident, synthetic_fleet
+from lakecast.testing.samples import Incident, synthetic_fleet
 
 T0 = 1_700_000_000.0
 CONFIG = MonitorConfig(

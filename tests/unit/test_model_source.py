@@ -9,7 +9,7 @@ import pytest
 from lakecast.registry import Registry
 from lakecast.registry.records import ModelVersion
 from lakecast.serving.model_source import ModelSource
-from lakecast.serving.testing import register_model
+from lakecast.testing.models import register_model
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_a_broken_conversion_is_refused_and_not_registered(
 
 
 def test_a_version_without_a_holdout_in_its_lineage_is_refused(tmp_path: Path) -> None:
-    from lakecast.serving.testing import register_model
+    from lakecast.testing.models import register_model
 
     record = register_model(str(tmp_path / "registry"))
     with pytest.raises(ParityError, match="lineage names no holdout"):

@@ -13,7 +13,7 @@ from lakecast.monitoring.series import (
     baseline_stats,
     parse_sample,
 )
-from lakecast.monitoring.testing import synthetic_sample
+from lakecast.testing.samples import synthetic_sample
 
 T0 = 1_700_000_000.0
 

@@ -19,7 +19,7 @@ from lakecast.serving.decoding import (
     decode_records,
     events_table,
 )
-from lakecast.serving.testing import event_value
+from lakecast.testing.events import event_value
 
 
 def encoded(**overrides: object) -> bytes:

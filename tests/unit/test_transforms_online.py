@@ -20,10 +20,10 @@ from lakecast.features.spec import (
     RECENCY_CAP_S,
     USER_COUNT_COLUMNS,
 )
-from lakecast.features.testing import make_events
 from lakecast.features.training_set import feature_matrix
 from lakecast.features.transforms import event_features
 from lakecast.lake.tables import ENTITY_FEATURES
+from lakecast.testing.events import make_events
 
 AS_OF = datetime(2024, 3, 5, tzinfo=UTC)
 LAST_U1 = AS_OF - timedelta(minutes=20)

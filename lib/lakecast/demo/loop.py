@@ -35,8 +35,8 @@ from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, decode_values, worker_command
 from lakecast.kafka.clients import build_producer
 from lakecast.kafka.groups import wait_for_stable_members
+from lakecast.kafka.readback import read_topic
 from lakecast.local.state import open_log, private_dir
-from lakecast.serving.testing import read_committed
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,7 @@ def _wait_for_scale_down(settings: Settings, topics: DemoTopics, timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         time.sleep(5)
-        records = decode_values(
-            read_committed(settings.kafka.bootstrap_servers, topics.metrics, at_least=0)
-        )
+        records = decode_values(read_topic(settings.kafka, topics.metrics))
         changes = [
             r
             for r in records
@@ -175,7 +173,5 @@ def run_loop_demo(
         producer.close()
         _stop(autoscaler)
         _stop(monitor)
-    records = decode_values(
-        read_committed(settings.kafka.bootstrap_servers, topics.metrics, at_least=0)
-    )
+    records = decode_values(read_topic(settings.kafka, topics.metrics))
     return {kind: [r for r in records if r.get("kind") == kind] for kind in ("anomaly", "scaling")}

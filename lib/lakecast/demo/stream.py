@@ -14,7 +14,8 @@ from lakecast.config import Settings
 from lakecast.data.replay import event_payloads, read_events, replay
 from lakecast.demo.fleet import DemoTopics, WorkerFleet, decode_values
 from lakecast.kafka.clients import build_producer
-from lakecast.serving.testing import read_committed, wait_for
+from lakecast.kafka.readback import read_topic
+from lakecast.polling import wait_for
 
 # One of each kind of bad input the worker must dead-letter without stalling.
 BAD_RECORDS: tuple[tuple[bytes | None, bytes], ...] = (
@@ -82,19 +83,18 @@ def run_stream_demo(
         payloads = chain(BAD_RECORDS[:2], event_payloads(events), BAD_RECORDS[2:])
         sent = replay(producer, topics.events, payloads, rate=rate).events
         producer.close()
-        bootstrap = settings.kafka.bootstrap_servers
         outputs: dict[str, list[object]] = {}
 
         def all_served() -> bool:
-            outputs["predictions"] = read_committed(bootstrap, topics.predictions, at_least=0)
-            outputs["dlq"] = read_committed(bootstrap, topics.dlq, at_least=0)
+            outputs["predictions"] = read_topic(settings.kafka, topics.predictions)
+            outputs["dlq"] = read_topic(settings.kafka, topics.dlq)
             return len(outputs["predictions"]) + len(outputs["dlq"]) >= sent
 
         wait_for(
             all_served, timeout_s=600, what="every event predicted or dead-lettered", every_s=2
         )
         time.sleep(3)  # one more sample interval, so the last samples are in
-        samples = read_committed(bootstrap, topics.metrics, at_least=0)
+        samples = read_topic(settings.kafka, topics.metrics)
     finally:
         fleet.stop()
     predictions = decode_values(outputs["predictions"])

@@ -88,14 +88,17 @@ def transactional_id_for(group_id: str) -> str:
 
 
 def consumer_options(
-    settings: KafkaSettings, *, group_id: str, client_id: str | None = None
+    settings: KafkaSettings, *, group_id: str | None, client_id: str | None = None
 ) -> dict[str, Any]:
-    """Options of a consumer on the streaming path: manual commits, committed reads only."""
+    """Options of a consumer on the streaming path: manual commits, committed reads only.
+
+    ``group_id`` None: a reader of assigned partitions that belongs to no group.
+    """
     return {
         **settings.client_options(),
         **settings.group_options(),
         "group_id": group_id,
-        "client_id": client_id or f"lakecast-{group_id}",
+        "client_id": client_id or f"lakecast-{group_id or 'reader'}",
         "enable_auto_commit": False,
         "isolation_level": "read_committed",
         "auto_offset_reset": "earliest",
@@ -236,7 +239,11 @@ class _Producer(KafkaProducer):
 
 
 def build_consumer(
-    settings: KafkaSettings, *, group_id: str, client_id: str | None = None, **overrides: Any
+    settings: KafkaSettings,
+    *,
+    group_id: str | None,
+    client_id: str | None = None,
+    **overrides: Any,
 ) -> KafkaConsumer:
     """A consumer that is not yet subscribed (the loop subscribes with its rebalance listener)."""
     _warn_if_crc32c_is_slow()

@@ -152,9 +152,9 @@ def write_events_directly(path: str, rows: int, days: int, seed: int) -> None:
     categories and event types over ``days`` days (the generator job costs a spark-submit)."""
     from deltalake import write_deltalake
 
-    from lakecast.features.testing import make_events
     from lakecast.features.vocab import CATEGORIES, EVENT_TYPES
     from lakecast.lake.tables import EVENTS
+    from lakecast.testing.events import make_events
 
     rng = random.Random(seed)  # noqa: S311 - test data
     start = datetime(2026, 3, 2, tzinfo=UTC)
@@ -181,7 +181,7 @@ def build_lake(
     ``generate``), extract their features, register a tiny champion and score it (unless not
     ``generate``: then the trials create ``predictions``), each job through
     ``./spark-submit.sh``; the clean runs are timed."""
-    from lakecast.serving.testing import register_model
+    from lakecast.testing.models import register_model
 
     root.mkdir(parents=True, exist_ok=True)
     lake = BatchLake(root)

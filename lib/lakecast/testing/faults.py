@@ -13,14 +13,10 @@ the trial's stall (those of the killed worker, or all of them while the broker i
 
 from __future__ import annotations
 
-import base64
-import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -31,15 +27,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-from kafka import KafkaConsumer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.partitioner.default import murmur2
-from kafka.structs import TopicPartition
 
-from lakecast.config import PROJECT_ROOT, KafkaSettings
-from lakecast.kafka.clients import build_producer
 from lakecast.kafka.groups import wait_for_stable_members
-from lakecast.serving.testing import event_payload, register_model, write_snapshot
+from lakecast.testing.events import event_payload
+from lakecast.testing.traffic import OutputWatch, PacedLoad, input_partition
+from lakecast.testing.workers import (
+    create_run_topics,
+    stop_processes,
+    worker_command,
+    worker_env,
+    worker_options,
+)
 
 if TYPE_CHECKING:
     from lakecast.local.broker import LocalBroker
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 PARTITIONS = 3
 WORKER_START_TIMEOUT_S = 180.0
 DRAIN_TIMEOUT_S = 180.0
-_TICK_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -70,111 +67,6 @@ class TrialResult:
     @property
     def clean(self) -> bool:
         return self.lost == 0 and self.duplicated == 0
-
-
-def served_lake(root: Path) -> dict[str, str]:
-    """A registry with ``purchase@champion`` and an entity snapshot under ``root``."""
-    paths = {"registry": str(root / "registry"), "snapshot": str(root / "entity_features")}
-    register_model(paths["registry"])
-    write_snapshot(paths["snapshot"])
-    return paths
-
-
-def input_partition(key: bytes, partitions: int) -> int:
-    """The partition a keyed record lands on: murmur2 as Kafka's default partitioner."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-class PacedLoad(threading.Thread):
-    """Produces synthetic events ``e-0, e-1, ...`` at ``rate`` a second until stopped.
-
-    Idempotent producer (the configured clients): a broker restart does not double an input.
-    """
-
-    def __init__(self, bootstrap: str, topic: str, rate: int) -> None:
-        super().__init__(name="paced-load", daemon=True)
-        self.settings = KafkaSettings(bootstrap_servers=bootstrap)
-        self.topic = topic
-        self.rate = rate
-        self.sent_at: list[float] = []  # monotonic send time of event i
-        self._halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        producer = build_producer(self.settings, mode="at_least_once", client_id="fault-load")
-        try:
-            began = time.monotonic()
-            while not self._halt.is_set():
-                due = int((time.monotonic() - began) * self.rate)
-                for i in range(len(self.sent_at), due):
-                    key, value = event_payload(i)
-                    producer.send(self.topic, key=key, value=value)
-                    self.sent_at.append(time.monotonic())
-                self._halt.wait(_TICK_S)
-            producer.flush()
-        except BaseException as exc:  # reported by stop(), not lost in a thread
-            self.error = exc
-        finally:
-            producer.close()
-
-    def stop(self) -> int:
-        """Stop producing, wait until every event is written; how many were sent."""
-        self._halt.set()
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return len(self.sent_at)
-
-
-class OutputWatch(threading.Thread):
-    """Reads ``predictions`` and the DLQ (``read_committed``), noting when each record came."""
-
-    def __init__(self, bootstrap: str, predictions: str, dlq: str) -> None:
-        super().__init__(name="output-watch", daemon=True)
-        self.bootstrap = bootstrap
-        self.topics = (predictions, dlq)
-        self.arrivals: list[tuple[float, str]] = []  # (monotonic, event id)
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            max_poll_records=5_000,
-            fetch_max_wait_ms=50,
-            reconnect_backoff_max_ms=1_000,
-        )
-        try:
-            parts = [
-                TopicPartition(topic, p)
-                for topic in self.topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            while not self._halt.is_set():
-                polled = consumer.poll(timeout_ms=50)
-                now = time.monotonic()
-                for tp, records in polled.items():
-                    for record in records:
-                        self.arrivals.append((now, _event_id(tp.topic, record.value, self.topics)))
-        finally:
-            consumer.close()
-
-    def count(self) -> int:
-        return len(self.arrivals)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
-def _event_id(topic: str, value: bytes, topics: tuple[str, str]) -> str:
-    document = orjson.loads(value)
-    if topic == topics[0]:
-        return str(document["event_id"])
-    return str(orjson.loads(base64.b64decode(document["payload_b64"]))["event_id"])
 
 
 @dataclass
@@ -201,41 +93,15 @@ class WorkerGroup:
 
     def __post_init__(self) -> None:
         self.group = f"faults-{self.run}"
-        self.topics = {name: f"{name}-{self.run}" for name in ("events", "predictions", "dlq")}
-        self.topics["metrics"] = f"metrics-{self.run}"
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="fault-campaign")
-        try:
-            admin.create_topics(
-                [
-                    NewTopic(self.topics["events"], self.partitions, 1),
-                    NewTopic(self.topics["predictions"], self.partitions, 1),
-                    NewTopic(self.topics["dlq"], 1, 1),
-                    NewTopic(self.topics["metrics"], 1, 1),
-                ]
-            )
-        finally:
-            admin.close()
+        self.topics = create_run_topics(self.bootstrap, self.run, self.partitions)
 
     def start(self, slot: str) -> subprocess.Popen[bytes]:
         """Start (or start again) the worker of ``slot``; its output goes to a log file."""
-        t = self.topics
-        command = [
-            sys.executable,
-            str(PROJECT_ROOT / "streaming" / "inference_worker.py"),
-            *("--registry", self.lake["registry"], "--entity-features", self.lake["snapshot"]),
-            *("--topic", t["events"], "--predictions-topic", t["predictions"]),
-            *("--dlq-topic", t["dlq"], "--metrics-topic", t["metrics"]),
-            *("--group", self.group, "--metrics-port", "0", "--sample-interval", "5"),
-            *("--source-id", slot),
-        ]
+        options = worker_options(self.lake, self.topics, self.group, sample_interval_s=5)
+        command = worker_command(*options, "--source-id", slot)
         if self.stable_ids:
             command += ["--transactional-id", f"{self.group}-{slot}"]
-        env = {
-            **os.environ,
-            "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-            "LAKECAST__KAFKA__PARTITIONS": str(self.partitions),
-            **self.env,
-        }
+        env = worker_env(self.bootstrap, self.partitions, self.env)
         if self.static_membership:
             env["LAKECAST__KAFKA__GROUP_INSTANCE_ID"] = f"{self.group}-{slot}"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -268,15 +134,7 @@ class WorkerGroup:
         return len(exited)
 
     def stop(self) -> None:
-        for process in self.slots.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.slots.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(self.slots.values())
 
 
 @dataclass(frozen=True)

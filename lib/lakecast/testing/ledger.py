@@ -14,10 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lakecast.config import KafkaSettings
 from lakecast.errors import InvalidRecordError
+from lakecast.kafka.clients import build_producer
 from lakecast.kafka.dlq import MAX_PAYLOAD_BYTES, decode_dead_letter
 from lakecast.kafka.serde import decode_prediction
 from lakecast.testing.fuzz import CONTROL, FuzzRecord
+from lakecast.testing.kafka import kafka_settings
 
 if TYPE_CHECKING:
     from kafka.consumer.fetcher import ConsumerRecord
@@ -32,14 +35,14 @@ class Placed:
     error: str | None = None
 
 
-def send_records(bootstrap: str, topic: str, records: Sequence[FuzzRecord]) -> list[Placed]:
+def send_records(
+    cluster: KafkaSettings | str, topic: str, records: Sequence[FuzzRecord]
+) -> list[Placed]:
     """Produce ``records`` in order, idempotently; per record where it landed (send futures)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
+    producer = build_producer(
+        kafka_settings(cluster),
+        mode="at_least_once",
+        client_id="lakecast-fuzz-producer",
         linger_ms=10,
         batch_size=512 * 1024,
         max_request_size=2 * 1024 * 1024,

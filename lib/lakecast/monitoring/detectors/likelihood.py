@@ -15,7 +15,7 @@ scores it 1.0; here it scores ``0.5 + 0.5 excess`` (``excess`` in ranges beyond 
 capped at 1.0): at the likelihood's first red just past the tolerance, 1.0 a whole range
 beyond. NAB scores it the same (its thresholds sit near 0.5), and a monitor threshold
 near 1 then pages for large excursions only: on a steady fleet with 5 % Gaussian noise
-(``lakecast.monitoring.testing.synthetic_fleet``, 18 series, 700 samples) the flat 1.0
+(``lakecast.testing.samples.synthetic_fleet``, 18 series, 700 samples) the flat 1.0
 raised 13 to 17 false alarms at any threshold, the graded score none at 0.99, and both
 found a 10x latency spike and a 70 % throughput drop.
 
