@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 
 from lakecast.monitoring.logging import configure_json_logging
 
@@ -33,3 +34,21 @@ def test_each_record_is_one_json_line_with_extras() -> None:
     assert first["offset"] == 42
     assert first["score"] == 0.97
     assert "RuntimeError: boom" in lines[1]["exception"]
+
+
+def test_python_warnings_become_json_lines() -> None:
+    # captureWarnings(True) does nothing while it believes it is on: an earlier test's call
+    # outlived pytest's own restoring of warnings.showwarning.
+    logging.captureWarnings(False)
+    stream = io.StringIO()
+    handler = configure_json_logging("worker", stream=stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("divide by zero encountered in log", RuntimeWarning, stacklevel=1)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.captureWarnings(False)
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert line["logger"] == "py.warnings"
+    assert "RuntimeWarning: divide by zero" in line["message"]

@@ -54,7 +54,8 @@ def configure_json_logging(
 
     Calling it again replaces the handler installed before (no duplicated lines); handlers
     installed by others (pytest's capture, for one) are left alone. kafka-python's chatty
-    loggers are kept at WARNING.
+    loggers are kept at WARNING. Python warnings (numpy's RuntimeWarnings) become records of
+    the ``py.warnings`` logger, so they are JSON lines too.
 
     Returns:
         The installed handler.
@@ -68,4 +69,5 @@ def configure_json_logging(
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
     return handler
