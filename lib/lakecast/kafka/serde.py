@@ -313,6 +313,9 @@ class Prediction:
     experiment: str | None
     latency_ms: float
     features_version: str | int | None
+    # Always true on the topic: a shadow model's scores stay in ``metrics`` (the contract
+    # names the field so that the topic's rows and the ``predictions`` table's line up).
+    served: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         encoder = PredictionEncoder(
@@ -348,6 +351,7 @@ class PredictionEncoder:
             "model": self.model,
             "variant": self.variant,
             "experiment": self.experiment,
+            "served": True,
             "latency_ms": latency_ms,
             "features_version": self.features_version,
         }
@@ -386,6 +390,10 @@ def decode_prediction(value: bytes | None) -> Prediction:
     if experiment is not None and not isinstance(experiment, str):
         msg = f"{where}: field 'experiment' must be a string or null"
         raise InvalidRecordError(msg, field="experiment")
+    served = data.get("served", True)  # records written before the field existed were served
+    if not isinstance(served, bool):
+        msg = f"{where}: field 'served' must be true or false"
+        raise InvalidRecordError(msg, field="served")
     features_version = data.get("features_version")
     if features_version is not None and not isinstance(features_version, str | int):
         msg = f"{where}: field 'features_version' must be a string, an integer or null"
@@ -404,6 +412,7 @@ def decode_prediction(value: bytes | None) -> Prediction:
         experiment=experiment,
         latency_ms=_number(data, "latency_ms", where),
         features_version=features_version,
+        served=served,
     )
 
 

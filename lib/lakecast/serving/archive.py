@@ -29,7 +29,7 @@ TopicKind = Literal["predictions", "metrics"]
 PREDICTION_SCHEMA = (
     "event_id STRING, user_id STRING, ts TIMESTAMP, score DOUBLE, "
     "model STRUCT<name: STRING, version: STRING, sha256: STRING>, variant STRING, "
-    "experiment STRING, latency_ms DOUBLE, features_version STRING"
+    "experiment STRING, served BOOLEAN, latency_ms DOUBLE, features_version STRING"
 )
 METRIC_SCHEMA = "kind STRING, source STRING, ts TIMESTAMP"
 
@@ -84,6 +84,7 @@ def archive_rows(records: DataFrame, kind: TopicKind) -> DataFrame:
             F.col("p.model.sha256").alias("model_sha256"),
             "p.variant",
             "p.experiment",
+            "p.served",
             "p.latency_ms",
             "p.features_version",
             "kafka_partition",
@@ -121,6 +122,8 @@ def start_archive(
         rows.writeStream.format("delta")
         .outputMode("append")
         .option("checkpointLocation", target.checkpoint)
+        # An archive written before a column of the contract existed (``served``) gains it.
+        .option("mergeSchema", "true")
         .partitionBy("date")
         .queryName(f"archive-{target.kind}-{target.topic}")
     )
