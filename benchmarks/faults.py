@@ -74,6 +74,12 @@ def _print_trial(index: int, trial: TrialResult, took_s: float) -> None:
         f"exits {trial.unasked_exits} ({took_s:.0f} s)",
         flush=True,
     )
+    if not trial.clean:
+        print(
+            f"     re-read after the trial: lost {trial.reread_lost} dup "
+            f"{trial.reread_duplicated}; the workers' logs name group {trial.group}",
+            flush=True,
+        )
 
 
 def streaming_campaigns(args: argparse.Namespace, scratch: Path) -> list[CampaignRow]:
@@ -140,10 +146,14 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = scratch_dir("lakecast-faults-")
+    rows: list[CampaignRow] = []
     try:
         rows = streaming_campaigns(args, scratch)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if rows and all(row.clean for row in rows):
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:  # the evidence: brokers' data and workers' logs
+            print(f"kept {scratch} (a trial was not clean, or the campaign failed)")
     if args.skip_batch:
         print("batch and registry campaigns: skipped (--skip-batch)")
     elif batch is None:

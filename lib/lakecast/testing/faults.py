@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,8 @@ import orjson
 
 from lakecast.kafka.groups import wait_for_stable_members
 from lakecast.testing.events import event_payload
-from lakecast.testing.traffic import OutputWatch, PacedLoad, input_partition
+from lakecast.testing.kafka import read_committed
+from lakecast.testing.traffic import OutputWatch, PacedLoad, event_id_of, input_partition
 from lakecast.testing.workers import (
     create_run_topics,
     stop_processes,
@@ -63,6 +64,12 @@ class TrialResult:
     # when it never was before the trial ended (the survivor took its partitions over).
     restart_s: float | None = None
     unasked_exits: int = 0  # workers that exited on their own (and were started again)
+    # For a trial that lost or doubled: the same counts from a second, independent read of the
+    # outputs after the trial (a fresh read_committed consumer), so that a fault of the watch
+    # is told from one of the workers; and the group, whose workers' logs name it.
+    reread_lost: int | None = None
+    reread_duplicated: int | None = None
+    group: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -193,6 +200,25 @@ def _measure(
     )
 
 
+def _confirmed(trial: TrialResult, bootstrap: str, group: WorkerGroup, sent: int) -> TrialResult:
+    """``trial``, with the lost and doubled counted again from a fresh read if it was not clean."""
+    if trial.clean:
+        return trial
+    counts: Counter[str] = Counter()
+    outputs = (group.topics["predictions"], group.topics["dlq"])
+    for topic in outputs:
+        for record in read_committed(bootstrap, topic, at_least=0, quiet_s=3.0):
+            counts[event_id_of(topic, record.value, outputs)] += 1
+    expected = {f"e-{i}" for i in range(sent)}
+    return replace(
+        trial,
+        reread_lost=len(expected - counts.keys()),
+        reread_duplicated=sum(n - 1 for n in counts.values() if n > 1)
+        + sum(n for event_id, n in counts.items() if event_id not in expected),
+        group=group.group,
+    )
+
+
 def _drain(group: WorkerGroup, load: PacedLoad, watch: OutputWatch) -> int:
     """Stop the load, wait until every event has an output (restarting exited workers)."""
     sent = load.stop()
@@ -268,7 +294,7 @@ def worker_kill_trial(
         ready = group.ready_at(victim)
     finally:
         _tear_down(group, paced, watch)
-    return _measure(
+    trial = _measure(
         f"kill -9 {victim}",
         paced,
         watch,
@@ -277,6 +303,7 @@ def worker_kill_trial(
         unasked_exits=unasked,
         restart_s=None if ready is None else ready - killed_at,
     )
+    return _confirmed(trial, bootstrap, group, len(paced.sent_at))
 
 
 def broker_restart_trial(
@@ -325,7 +352,7 @@ def broker_restart_trial(
                 broker.start()
         finally:
             _tear_down(group, paced, watch)
-    return _measure(
+    trial = _measure(
         "broker kill -9" if crash else "broker SIGTERM",
         paced,
         watch,
@@ -334,6 +361,7 @@ def broker_restart_trial(
         downtime_s=downtime,
         unasked_exits=unasked,
     )
+    return _confirmed(trial, bootstrap, group, len(paced.sent_at))
 
 
 @dataclass

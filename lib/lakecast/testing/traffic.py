@@ -99,7 +99,9 @@ class OutputWatch(threading.Thread):
                 now = time.monotonic()
                 for tp, records in polled.items():
                     for record in records:
-                        self.arrivals.append((now, _event_id(tp.topic, record.value, self.topics)))
+                        self.arrivals.append(
+                            (now, event_id_of(tp.topic, record.value, self.topics))
+                        )
         finally:
             consumer.close()
 
@@ -111,7 +113,7 @@ class OutputWatch(threading.Thread):
         self.join()
 
 
-def _event_id(topic: str, value: bytes, topics: tuple[str, str]) -> str:
+def event_id_of(topic: str, value: bytes, topics: tuple[str, str]) -> str:
     document = orjson.loads(value)
     if topic == topics[0]:
         return str(document["event_id"])
