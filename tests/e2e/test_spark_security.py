@@ -143,11 +143,15 @@ def test_the_local_cluster_authenticates_and_no_command_line_holds_the_secret(
         for pid in roots:
             try:
                 root = psutil.Process(pid)
-                for process in [root, *root.children(recursive=True)]:
-                    cmdlines[process.pid] = " ".join(process.cmdline())
+                tree = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
-        time.sleep(0.2)
+            for process in tree:  # one that ends mid-read must not hide the others
+                try:
+                    cmdlines[process.pid] = " ".join(process.cmdline())
+                except psutil.Error:
+                    continue
+        time.sleep(0.1)
     out, err = submit.communicate()
     assert submit.returncode == 0, err[-3000:]
     report = _last_json(out)
