@@ -13,7 +13,11 @@ SEED   ?= 42
 START  ?= 2026-01-01
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars lint format test test-unit test-integration test-e2e demo bench down clean
+AIRFLOW_VENV    := .venv-airflow
+AIRFLOW_VERSION ?= 3.3.2
+
+.PHONY: help setup system-deps jars lint format test test-unit test-integration test-e2e demo bench down clean \
+	dist deploy-local airflow-test notebook
 
 help: ## List the targets with a line each
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -49,8 +53,8 @@ format: $(STAMP) ## Format the code with ruff
 	$(VENV)/bin/ruff format lib jobs streaming tests benchmarks
 	$(VENV)/bin/ruff check --fix lib jobs streaming tests benchmarks
 
-test: setup lint ## Install, lint, then run every tier (unit, integration, e2e)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+test: setup lint ## Install, lint, then run every tier (unit, integration, e2e; Airflow's: make airflow-test)
+	$(PY) -m pytest tests -m "not airflow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Only the fast unit tests
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -85,8 +89,27 @@ bench: setup ## Run the benchmarks (they print figures and ratios)
 	$(PY) benchmarks/streaming.py
 	$(PY) benchmarks/anomaly_nab.py
 
+dist: $(STAMP) ## Build the wheel, the sdist and the --py-files zip into dist/ (versioned from pyproject)
+	rm -rf dist
+	$(PY) -m build --no-isolation --sdist --wheel --outdir dist .
+	$(PY) deploy/pyfiles_zip.py --out dist
+	@ls -l dist
+
+deploy-local: setup ## Deploy stage: train, register, gates and a short canary via lakecast deploy (exit 1: rolled back)
+	deploy/local-deploy.sh
+
+airflow-test: setup ## Install Apache Airflow into .venv-airflow (once) and run the DAG with it, one date
+	@test -x $(AIRFLOW_VENV)/bin/airflow || { \
+	  $(PYTHON) -m venv $(AIRFLOW_VENV) && $(AIRFLOW_VENV)/bin/pip install -q --upgrade pip && \
+	  $(AIRFLOW_VENV)/bin/pip install -q "apache-airflow==$(AIRFLOW_VERSION)"; }
+	$(PY) -m pytest tests/e2e/test_airflow_dag.py -m airflow $(PYTEST_ARGS)
+
+notebook: setup ## Open notebooks/ in JupyterLab (installed into .venv on first use)
+	@test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install -q jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/
+
 down: ## Stop the local stack
 	$(VENV)/bin/lakecast local down
 
 clean: ## Remove the virtualenv, caches, jars, local state and the lake
-	rm -rf $(VENV) .jars .state lake .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) dist .jars .state lake .pytest_cache .mypy_cache .ruff_cache

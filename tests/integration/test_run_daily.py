@@ -15,76 +15,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
-from lakecast.data.clickstream import ClickstreamRun, generate_events
-from lakecast.data.events_table import write_events
-from lakecast.kafka.serde import ModelRef, Prediction, encode_metric, encode_prediction
-from lakecast.models.training import GradientBoostingRecipe
-from lakecast.models.training_run import model_signature
-from lakecast.registry import Registry
 from lakecast.schedule.daily import STEPS, DailyPlan, run_daily
-from lakecast.testing.features import synthetic_feature_matrix
+from lakecast.testing.daily import TOPIC_RECORDS, SmallLake, metric_records, small_lake
 
 D1, D2 = date(2026, 1, 2), date(2026, 1, 3)
 RUN_COLUMNS = ("run_id", "scored_at", "features_table_version")
 
 
 @pytest.fixture(scope="module")
-def sources(
-    spark: Any, kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
+def sources(spark: Any, kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> SmallLake:
     """Events over three days, a registered champion, and two topics holding a few records."""
-    root = tmp_path_factory.mktemp("daily-sources")
-    run = ClickstreamRun(rows=900, days=3, seed=5, start_date=date(2026, 1, 1))
-    events = str(root / "events")
-    write_events(generate_events(spark, run.rows, run.days, run.seed, run.start_date), events, run)
-    registry = Registry(root / "registry")
-    x, y = synthetic_feature_matrix(1500, seed=2)
-    model = GradientBoostingRecipe(max_iter=20, seed=1).fit(x, y)
-    record = registry.register("purchase", model, flavor="sklearn", signature=model_signature())
-    registry.promote("purchase", record.version, "champion")
-    bootstrap = kafka_broker.bootstrap_servers
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    suffix = root.name
-    topics = {"predictions": f"predictions-{suffix}", "metrics": f"metrics-{suffix}"}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(name, 1, 1) for name in topics.values()], timeout_ms=30_000)
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    ts = datetime(2026, 1, 2, 12, tzinfo=UTC)
-    for i in range(20):
-        ref = ModelRef("purchase", record.version, record.sha256)
-        value = Prediction(
-            event_id=f"e-{i}",
-            user_id=f"u-{i % 3}",
-            ts=ts,
-            score=i / 20,
-            model=ref,
-            variant="champion",
-            experiment=None,
-            latency_ms=1.0,
-            features_version="1.x",
-        )
-        producer.send(topics["predictions"], key=b"u", value=encode_prediction(value))
-        producer.send(topics["metrics"], key=b"w", value=encode_metric("sample", "w0", ts, {}))
-    producer.flush()
-    producer.close()
-    return {"events": events, "registry": str(registry.root), "bootstrap": bootstrap, **topics}
+    return small_lake(
+        spark, tmp_path_factory.mktemp("daily-sources"), kafka_broker.bootstrap_servers
+    )
 
 
-def _plan(sources: dict[str, str], root: Path) -> DailyPlan:
+def _plan(sources: SmallLake, root: Path) -> DailyPlan:
     return DailyPlan(
-        events=sources["events"],
+        events=sources.events,
         features=str(root / "features"),
         entity_features=str(root / "entity_features"),
         predictions=str(root / "predictions"),
-        registry=sources["registry"],
+        registry=sources.registry,
         model="purchase@champion",
-        bootstrap=sources["bootstrap"],
-        predictions_topic=sources["predictions"],
-        metrics_topic=sources["metrics"],
+        bootstrap=sources.bootstrap,
+        predictions_topic=sources.predictions_topic,
+        metrics_topic=sources.metrics_topic,
         archive_predictions=str(root / "archive" / "predictions"),
         archive_metrics=str(root / "archive" / "metrics"),
         archive_checkpoints=str(root / "_checkpoints" / "archive"),
@@ -119,12 +76,15 @@ def _tables(spark: Any, plan: DailyPlan) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_reruns_and_out_of_order_dates_match_one_in_order_run(
-    spark: Any, sources: dict[str, str], tmp_path: Path
+    spark: Any, sources: SmallLake, tmp_path: Path
 ) -> None:
     in_order, shuffled = _plan(sources, tmp_path / "a"), _plan(sources, tmp_path / "b")
     first = _run(spark, in_order, D1)
     assert [(line["step"], line["status"]) for line in first] == [(s, "done") for s in STEPS]
-    assert first[2]["summary"]["archived_rows"] == {"predictions": 20, "metrics": 20}
+    assert first[2]["summary"]["archived_rows"] == {
+        "predictions": TOPIC_RECORDS,
+        "metrics": len(metric_records(datetime.now(UTC))),
+    }
     _run(spark, in_order, D2)
 
     late = _run(spark, shuffled, D2)

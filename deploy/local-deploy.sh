@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The deploy stage (`make deploy-local`, `.ci/run`): on the local stack, train and register a
+# fresh model, run the pre-rollout gates and a short canary of it against the champion through
+# `lakecast deploy`, and exit 1 when the canary is rolled back (0 when it is promoted).
+#
+# It works in its own lake (.state/deploy-local/lake, made anew each time; LAKECAST_DEPLOY_LAKE
+# to choose another) so the demo's lake/ is left alone, and stops everything it started: a
+# broker it had to start is stopped again, the canary's workers stop with the canary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROWS="${DEPLOY_ROWS:-6000}"
+DAYS="${DEPLOY_DAYS:-3}"
+STEPS="${DEPLOY_STEPS:-50,100}"
+STEP_SECONDS="${DEPLOY_STEP_SECONDS:-15}"
+LAKE="${LAKECAST_DEPLOY_LAKE:-$PWD/.state/deploy-local/lake}"
+export LAKECAST__LAKE__ROOT="$LAKE"
+LAKECAST=.venv/bin/lakecast
+SUBMIT=(./spark-submit.sh --master "local[2]")
+
+rm -rf "$LAKE"
+mkdir -p "$LAKE"
+
+started_broker=0
+if ! "$LAKECAST" local status 2>/dev/null | grep -q "broker.*running"; then
+  "$LAKECAST" local up
+  started_broker=1
+fi
+stop_what_we_started() {
+  if [[ $started_broker == 1 ]]; then "$LAKECAST" local down || true; fi
+}
+trap stop_what_we_started EXIT
+
+echo "== deploy: events ($ROWS rows over $DAYS days) and features"
+"${SUBMIT[@]}" jobs/generate_events.py --rows "$ROWS" --days "$DAYS" --seed 42 --start-date 2026-01-01
+"${SUBMIT[@]}" jobs/extract_features.py --all
+echo "== deploy: train and register (scikit-learn champion, Keras challenger)"
+"${SUBMIT[@]}" jobs/train.py --seed 42
+"$LAKECAST" models list
+echo "== deploy: gates and a canary ($STEPS %, ${STEP_SECONDS}s a step) through lakecast deploy"
+set +e
+"$LAKECAST" demo canary --model purchase --steps "$STEPS" --step-seconds "$STEP_SECONDS" --rate 100
+canary=$?
+set -e
+final=$("$LAKECAST" deploy status purchase --json | .venv/bin/python -c \
+  'import json, sys; print(json.load(sys.stdin)["state"]["status"])')
+echo "deploy: canary exit status $canary, rollout $final"
+if [[ $canary != 0 || $final == rolled_back || $final == running || $final == paused ]]; then
+  echo "deploy: FAILED (the candidate was not promoted)" >&2
+  exit 1
+fi
+echo "deploy: promoted"
