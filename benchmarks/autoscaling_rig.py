@@ -24,8 +24,9 @@ import psutil
 from lakecast.autoscaling.pool import WorkerPool
 from lakecast.config import KafkaSettings
 from lakecast.data.replay import replay
-from lakecast.demo.fleet import DemoTopics, worker_command
+from lakecast.demo.fleet import DemoTopics
 from lakecast.kafka.clients import TopicSpec, build_admin, build_producer, ensure_topics
+from lakecast.serving.worker_config import worker_command
 from lakecast.testing.brokers import broker_or_temporary
 from lakecast.testing.clock import wait_for
 from lakecast.testing.events import event_payload
@@ -74,11 +75,15 @@ class Bench:
         return topics
 
     def pool(self, topics: DemoTopics) -> WorkerPool:
-        command = worker_command(
-            topics, "--registry", self.registry, "--entity-features", self.snapshot,
-            "--model", "purchase@champion", "--metrics-port", "0",
-            "--sample-interval", str(SAMPLE_INTERVAL_S),
-        )  # fmt: skip
+        options = topics.worker_options().model_copy(
+            update={
+                "registry": self.registry,
+                "entity_features": self.snapshot,
+                "model": "purchase@champion",
+                "sample_interval_s": SAMPLE_INTERVAL_S,
+            }
+        )
+        command = worker_command(options, metrics_port=0)
         return WorkerPool(
             command,
             name=f"worker-{topics.run}",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -46,6 +47,9 @@ DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "lakecast.yaml"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class LakeSettings(_Section):
@@ -254,15 +258,27 @@ class LocalStackSettings(_Section):
         return self
 
 
-class ServingSettings(_Section):
-    """The online inference worker (``lakecast stream worker``)."""
+class LoopSettings(_Section):
+    """How the consume -> process -> produce loop batches and commits
+    (:func:`lakecast.kafka.loop.run_loop`): its one set of defaults, which the worker's
+    ``serving:`` section inherits."""
 
-    model: str = "purchase@champion"  # NAME@ALIAS, NAME:VERSION or NAME
-    group_id: str = "lakecast-inference"
     delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # Reached only with a backlog: a batch is what has arrived.
     max_batch: int = Field(default=2000, ge=1, le=10_000)
     max_wait_ms: int = Field(default=50, ge=0, le=60_000)
     top_up_ms: int = Field(default=3, ge=0, le=1_000)
+    # A batch that fails to commit this many times in a row (not for one of its records)
+    # ends the loop: with the backoff, about 20 s of a broker being away.
+    max_failures: int = Field(default=8, ge=1)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+
+
+class ServingSettings(LoopSettings):
+    """The online inference worker (``lakecast stream worker``): its loop's settings and its own."""
+
+    model: str = "purchase@champion"  # NAME@ALIAS, NAME:VERSION or NAME
+    group_id: str = "lakecast-inference"
     # Native threads (OpenMP, BLAS) a model may score a batch with: workers scale by processes.
     model_threads: int = Field(default=1, ge=1, le=256)
     max_record_bytes: int = Field(default=1_000_000, ge=1_024)
@@ -273,6 +289,11 @@ class ServingSettings(_Section):
     registry_poll_s: float = Field(default=2.0, gt=0)
     snapshot_poll_s: float = Field(default=30.0, gt=0)
     entity_features: str | None = None  # default: <lake root>/entity_features
+
+    @property
+    def loop(self) -> LoopSettings:
+        """The loop's part of this section."""
+        return LoopSettings.model_validate(self.model_dump(include=set(LoopSettings.model_fields)))
 
 
 class MetricsEndpointSettings(_Section):
@@ -428,6 +449,18 @@ def describe_validation_error(error: ValidationError, what: str) -> str:
             shown = f" (found {found!r})"
         problems.append(f"{field}: {item['msg']}{shown}")
     return f"invalid {what}: " + "; ".join(problems)
+
+
+def with_overrides(section: SectionT, update: Mapping[str, object], what: str) -> SectionT:
+    """``section`` with the fields of ``update`` replaced, validated as the config file is.
+
+    Raises:
+        ConfigError: a replaced value is invalid (``what`` says where it came from).
+    """
+    try:
+        return type(section).model_validate({**section.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, what)) from exc
 
 
 def _read_mapping(file: Path) -> dict[str, Any]:

@@ -42,7 +42,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from lakecast.autoscaling.policy import parse_policy
-from lakecast.autoscaling.pool import WorkerPool, default_worker_command
+from lakecast.autoscaling.pool import WorkerPool
 from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
 from lakecast.kafka.groups import describe_group
@@ -50,6 +50,7 @@ from lakecast.monitoring.monitor import MonitorConfig, MonitorService
 from lakecast.testing.events import synthetic_payloads
 from lakecast.testing.kafka import committed_total, produce
 from lakecast.testing.models import served_lake
+from lakecast.testing.workers import worker_options
 from tests.e2e.loop_fixtures import (
     MetricsTail,
     Traffic,
@@ -183,15 +184,8 @@ def loop_run(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
 
     def worker_command(worker_id: str) -> list[str]:
-        return default_worker_command(
-            [
-                *("--registry", lake["registry"], "--entity-features", lake["snapshot"]),
-                *("--topic", topics["events"], "--predictions-topic", topics["predictions"]),
-                *("--dlq-topic", topics["dlq"], "--metrics-topic", topics["metrics"]),
-                *("--group", group, "--metrics-port", "0"),
-                *("--sample-interval", str(SAMPLE_INTERVAL_S), "--source-id", worker_id),
-            ]
-        )
+        options = worker_options(lake, topics, group, sample_interval_s=SAMPLE_INTERVAL_S)
+        return worker_command(options.model_copy(update={"source_id": worker_id}), metrics_port=0)
 
     logs = root / "workers"
     logs.mkdir()

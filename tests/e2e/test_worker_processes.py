@@ -54,7 +54,8 @@ def cli_command(stream: Stream, processes: int) -> list[str]:
     """The installed ``lakecast`` console script (the module, where it is not installed)."""
     script = Path(sys.executable).with_name("lakecast")
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "lakecast.cli.main"]
-    return [*entry, "stream", "worker", "--processes", str(processes), *stream.worker_options()]
+    options = [*stream.worker_options().argv(), "--metrics-port", "0"]
+    return [*entry, "stream", "worker", "--processes", str(processes), *options]
 
 
 def records_in_by_source(stream: Stream) -> Counter[str]:

@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 
+from lakecast.local.stopping import stop_processes
+from lakecast.serving.worker_config import WorkerOptions
 from lakecast.testing.clock import wait_for
 from lakecast.testing.kafka import committed_total, read_committed
 from lakecast.testing.workers import (
+    WORKER_STOP_S,
     create_run_topics,
-    stop_processes,
-    worker_command,
+    script_command,
     worker_env,
     worker_options,
 )
@@ -47,7 +49,7 @@ class Stream:
         self.topics = create_run_topics(bootstrap, run, partitions)
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def worker_options(self) -> list[str]:
+    def worker_options(self) -> WorkerOptions:
         """The worker options every entry point shares: lake paths, topics, group, samples."""
         return worker_options(self.lake, self.topics, self.group, sample_interval_s=1)
 
@@ -70,12 +72,10 @@ class Stream:
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         """One ``streaming/inference_worker.py`` process with a transactional id for ``name``."""
-        command = worker_command(
-            *self.worker_options(),
-            # A stable id per worker slot: a restarted worker fences its killed predecessor
-            # and aborts the transaction it left open at once.
-            *("--transactional-id", f"{self.group}-{name}", "--source-id", name),
-        )
+        # A stable id per worker slot: a restarted worker fences its killed predecessor
+        # and aborts the transaction it left open at once.
+        slot_ids = {"transactional_id": f"{self.group}-{name}", "source_id": name}
+        command = script_command(self.worker_options().model_copy(update=slot_ids))
         return self.start(command, name)
 
     def committed(self) -> int:
@@ -93,7 +93,7 @@ class Stream:
         wait_for(reached, timeout_s=TIMEOUT_S, what=f"{at_least} committed offsets", every_s=0.5)
 
     def stop_all(self) -> None:
-        stop_processes(self.processes)
+        stop_processes(self.processes, WORKER_STOP_S)
 
     def prediction_counts(self, at_least: int) -> Counter[str]:
         """How often each event id occurs among the committed predictions."""

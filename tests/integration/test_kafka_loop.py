@@ -21,7 +21,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from lakecast.config import KafkaSettings
+from lakecast.config import KafkaSettings, LoopSettings
 from lakecast.errors import DataError
 from lakecast.kafka import dlq, serde
 from lakecast.kafka.batch import BatchReport, BatchResult, OutputRecord
@@ -112,11 +112,13 @@ class Worker:
                     topics=[topic],
                     dlq_topic=dlq_topic,
                     stop_event=self.stop,
-                    mode=mode,
-                    max_batch=max_batch,
-                    max_wait_ms=50,
-                    max_failures=3,
-                    retry_backoff_s=0.1,
+                    loop=LoopSettings(
+                        delivery=mode,
+                        max_batch=max_batch,
+                        max_wait_ms=50,
+                        max_failures=3,
+                        retry_backoff_s=0.1,
+                    ),
                     on_batch=self.reports.append,
                 )
             except BaseException as exc:

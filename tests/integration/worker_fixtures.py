@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from lakecast.config import KafkaSettings
+from lakecast.config import KafkaSettings, ServingSettings, TopicNames
 from lakecast.registry import Registry
 from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
 from lakecast.serving.routing import RoutingSource
-from lakecast.serving.worker import InferenceWorker, WorkerConfig
+from lakecast.serving.worker import InferenceWorker
+from lakecast.serving.worker_config import WorkerConfig
 from lakecast.testing.clock import wait_for
 from lakecast.testing.kafka import committed_total
 from lakecast.testing.models import served_lake as serve_lake
@@ -76,15 +77,14 @@ class ThreadedWorker:
         max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         config = WorkerConfig(
-            events_topic=topics["events"],
-            predictions_topic=topics["predictions"],
-            dlq_topic=topics["dlq"],
-            metrics_topic=topics["metrics"],
-            group_id=group,
-            max_batch=200,
-            max_wait_ms=50,
-            max_record_bytes=max_record_bytes,
-            sample_interval_s=0.5,
+            topics=TopicNames(**topics),
+            serving=ServingSettings(
+                group_id=group,
+                max_batch=200,
+                max_wait_ms=50,
+                max_record_bytes=max_record_bytes,
+                sample_interval_s=0.5,
+            ),
             source_id=f"test-{group}",
         )
         models = ModelSource(Registry(lake.registry), reference, poll_s=poll_s, wrap=wrap)

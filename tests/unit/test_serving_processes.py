@@ -17,11 +17,13 @@ from lakecast.serving.processes import (
     slot_environment,
     slot_transactional_id,
 )
-from lakecast.serving.worker import WorkerConfig
+from lakecast.serving.worker_config import WorkerConfig, WorkerOptions
 
 
 def test_children_get_their_own_port_and_a_stable_transactional_id() -> None:
-    commands = [child_command(i, ["--model", "purchase@champion"], 9101, "g") for i in range(3)]
+    commands = [
+        child_command(i, WorkerOptions(model="purchase@champion"), 9101, "g") for i in range(3)
+    ]
     for index, command in enumerate(commands):
         assert command[:5] == [sys.executable, "-m", "lakecast.cli.main", "stream", "worker"]
         options = dict(zip(command[5::2], command[6::2], strict=True))
@@ -34,7 +36,7 @@ def test_children_get_their_own_port_and_a_stable_transactional_id() -> None:
 
 
 def test_a_zero_port_stays_off_for_every_child() -> None:
-    options = child_command(2, [], 0, "g")
+    options = child_command(2, WorkerOptions(), 0, "g")
     assert options[options.index("--metrics-port") + 1] == "0"
 
 
@@ -45,9 +47,10 @@ def test_worker_config_takes_the_serving_section_and_overrides() -> None:
             "kafka": {"topics": {"dlq": "d"}},
         }
     )
-    config = WorkerConfig.from_settings(settings, max_wait_ms=7, events_topic=None)
-    assert (config.max_batch, config.delivery, config.max_wait_ms) == (64, "at_least_once", 7)
-    assert (config.events_topic, config.dlq_topic) == ("events", "d")
+    config = WorkerConfig.from_settings(settings, WorkerOptions(max_wait_ms=7, events_topic=None))
+    loop = config.loop
+    assert (loop.max_batch, loop.delivery, loop.max_wait_ms) == (64, "at_least_once", 7)
+    assert (config.topics.events, config.topics.dlq) == ("events", "d")
 
 
 def test_each_slot_is_a_static_group_member_under_its_own_id(tmp_path: Path) -> None:

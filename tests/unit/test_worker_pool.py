@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lakecast.autoscaling.pool import WORKER_ID_ENV, WorkerPool, default_worker_command
+from lakecast.autoscaling.pool import WORKER_ID_ENV, WorkerPool
+from lakecast.serving.worker_config import worker_command
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 # Ignores SIGTERM, so only SIGKILL stops it.
@@ -94,7 +95,7 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_default_command_runs_the_stream_worker() -> None:
-    assert default_worker_command(["--x"])[1:] == [
+    assert worker_command(extra_args=["--x"])[1:] == [
         "-m",
         "lakecast.cli.main",
         "stream",

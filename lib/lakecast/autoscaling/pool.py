@@ -15,12 +15,9 @@ overrides are not passed on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,17 +26,14 @@ from typing import IO
 
 from lakecast.config import ENV_PREFIX, OVERLAY_ENV
 from lakecast.local.state import open_log
+from lakecast.local.stopping import Stoppable, stop_processes
+from lakecast.serving.worker_config import worker_command
 
 log = logging.getLogger(__name__)
 
 WORKER_ID_ENV = "LAKECAST_WORKER_ID"
 # The autoscaler's own Kafka identity, when given in the environment rather than an overlay.
 _SECURITY_ENV_PREFIX = f"{ENV_PREFIX}KAFKA__SECURITY__"
-
-
-def default_worker_command(extra_args: Sequence[str] = ()) -> list[str]:
-    """``python -m lakecast.cli.main stream worker ...`` with this interpreter."""
-    return [sys.executable, "-m", "lakecast.cli.main", "stream", "worker", *extra_args]
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,7 @@ class WorkerPool:
         log_dir: str | Path | None = None,
         config_overlay: str | None = None,
     ) -> None:
-        self._command = command if command is not None else default_worker_command()
+        self._command = command if command is not None else worker_command()
         self.name = name
         self.env = dict(env or {})
         self.config_overlay = config_overlay
@@ -172,22 +166,20 @@ class WorkerPool:
         """Stop the ``count`` newest workers: SIGTERM together, SIGKILL after the timeout."""
         self._reap()
         victims = self._workers[len(self._workers) - count :] if count > 0 else []
+        by_process = {id(worker.process): worker for worker in victims}
+
+        def killing(process: Stoppable) -> None:
+            worker = by_process[id(process)]
+            log.warning(
+                "worker %s (pid %d) ignored SIGTERM for %g s: SIGKILL",
+                worker.worker_id,
+                worker.process.pid,
+                self.stop_timeout_s,
+                extra={"worker": worker.worker_id, "pid": worker.process.pid},
+            )
+
+        stop_processes([w.process for w in victims], self.stop_timeout_s, on_kill=killing)
         for worker in victims:
-            _signal(worker, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
-        for worker in victims:
-            try:
-                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "worker %s (pid %d) ignored SIGTERM for %g s: SIGKILL",
-                    worker.worker_id,
-                    worker.process.pid,
-                    self.stop_timeout_s,
-                    extra={"worker": worker.worker_id, "pid": worker.process.pid},
-                )
-                _signal(worker, signal.SIGKILL)
-                worker.process.wait()
             log.info(
                 "stopped worker %s (pid %d, status %s)",
                 worker.worker_id,
@@ -218,9 +210,3 @@ class WorkerPool:
     def stop_all(self) -> list[str]:
         """Stop every worker (the autoscaler does this when it stops)."""
         return self.stop(self.live())
-
-
-def _signal(worker: _Worker, sig: signal.Signals) -> None:
-    # The worker may have exited between the poll and the signal.
-    with contextlib.suppress(ProcessLookupError):
-        worker.process.send_signal(sig)

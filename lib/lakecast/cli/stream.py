@@ -5,11 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import date
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lakecast.config import settings
+from lakecast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lakecast.serving.worker_config import WorkerOptions
 
 app = typer.Typer(
     help="Streaming services: replay, worker, monitor, autoscaler.", no_args_is_help=True
@@ -172,14 +177,15 @@ def autoscaler(
     import shlex
 
     from lakecast.autoscaling.policy import load_policy
-    from lakecast.autoscaling.pool import WorkerPool, default_worker_command
+    from lakecast.autoscaling.pool import WorkerPool
     from lakecast.autoscaling.service import AutoscalerService
+    from lakecast.serving.worker_config import worker_command as default_command
 
     cfg = settings()
     loaded = load_policy(policy)
     pool = None
     if act:
-        command = shlex.split(worker_command) if worker_command else default_worker_command()
+        command = shlex.split(worker_command) if worker_command else default_command()
         pool = WorkerPool(
             [*command, *worker_arg],
             stop_timeout_s=stop_timeout,
@@ -225,13 +231,22 @@ def worker(
     """
     from lakecast.kafka.shutdown import install_stop_handlers
     from lakecast.monitoring.logging import configure_json_logging
+    from lakecast.serving.worker_config import WorkerConfig, WorkerOptions
 
-    if delivery is not None and delivery not in ("exactly_once", "at_least_once"):
-        msg = f"--delivery must be exactly_once or at_least_once, found {delivery!r}"
-        raise typer.BadParameter(msg)
     cfg = settings()
+    try:
+        options = WorkerOptions.parse(
+            model=model, group_id=group, delivery=delivery, max_batch=max_batch,
+            max_wait_ms=max_wait_ms, sample_interval_s=sample_interval, registry=registry,
+            entity_features=entity_features, events_topic=topic,
+            predictions_topic=predictions_topic, dlq_topic=dlq_topic,
+            metrics_topic=metrics_topic, transactional_id=transactional_id, source_id=source_id,
+        )  # fmt: skip
+        # Refused here, before any child starts, as the child would refuse it.
+        config = WorkerConfig.from_settings(cfg, options)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     port = cfg.serving.metrics_port if metrics_port is None else metrics_port
-    group_id = group or cfg.serving.group_id
     configure_json_logging("worker")
     stop = threading.Event()
     restore = install_stop_handlers(stop)
@@ -239,47 +254,29 @@ def worker(
         if processes > 1:
             from lakecast.serving.processes import run_processes
 
-            passed = {
-                "--model": model, "--group": group_id, "--delivery": delivery,
-                "--max-batch": max_batch, "--max-wait-ms": max_wait_ms,
-                "--sample-interval": sample_interval, "--registry": registry,
-                "--entity-features": entity_features, "--topic": topic,
-                "--predictions-topic": predictions_topic, "--dlq-topic": dlq_topic,
-                "--metrics-topic": metrics_topic,
-            }  # fmt: skip
-            args = [str(part) for k, v in passed.items() if v is not None for part in (k, v)]
-            report = run_processes(processes, args, metrics_port=port, group_id=group_id, stop=stop)
+            # The children share the group: resolved here, so each slot's ids derive from it.
+            group_id = config.serving.group_id
+            report = run_processes(
+                processes, options, metrics_port=port, group_id=group_id, stop=stop
+            )
             if not report.clean:
                 # A supervisor (systemd, Kubernetes) should see that a worker did not stop well.
                 raise typer.Exit(code=1)
             return
-        _serve_one(
-            port, stop, model=model, registry=registry, entity_features=entity_features,
-            group_id=group_id, delivery=delivery, max_batch=max_batch, max_wait_ms=max_wait_ms,
-            sample_interval_s=sample_interval, events_topic=topic,
-            predictions_topic=predictions_topic, dlq_topic=dlq_topic, metrics_topic=metrics_topic,
-            transactional_id=transactional_id, source_id=source_id,
-        )  # fmt: skip
+        _serve_one(port, stop, options)
     finally:
         restore()
 
 
-def _serve_one(port: int, stop: threading.Event, **options: str | int | float | None) -> None:
+def _serve_one(port: int, stop: threading.Event, options: WorkerOptions) -> None:
     """One worker in this process: topics ensured, /metrics served, run until stopped."""
     from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
     from lakecast.monitoring.endpoint import serve_metrics
     from lakecast.serving.worker import build_worker
 
     cfg = settings()
-    sources = {name: options.pop(name) for name in ("model", "registry", "entity_features")}
-    built = build_worker(
-        cfg,
-        model=str(sources["model"]) if sources["model"] else None,
-        registry_root=str(sources["registry"]) if sources["registry"] else None,
-        entity_features=str(sources["entity_features"]) if sources["entity_features"] else None,
-        overrides=options,
-    )
-    config = built.config
+    built = build_worker(cfg, options)
+    topics = built.config.topics
     # An unknown model, version or alias is named before the broker is dialled (30 s away
     # when it is down); the worker resolves it again when it starts serving.
     built.models.registry.resolve(built.models.reference)
@@ -288,10 +285,10 @@ def _serve_one(port: int, stop: threading.Event, **options: str | int | float | 
         ensure_topics(
             admin,
             [
-                TopicSpec(config.events_topic, cfg.kafka.partitions),
-                TopicSpec(config.predictions_topic, cfg.kafka.partitions),
-                TopicSpec(config.dlq_topic, 1),
-                TopicSpec(config.metrics_topic, 1),
+                TopicSpec(topics.events, cfg.kafka.partitions),
+                TopicSpec(topics.predictions, cfg.kafka.partitions),
+                TopicSpec(topics.dlq, 1),
+                TopicSpec(topics.metrics, 1),
             ],
         )
     finally:

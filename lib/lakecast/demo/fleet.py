@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +14,8 @@ from lakecast.config import Settings
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
 from lakecast.kafka.groups import wait_for_stable_members
 from lakecast.local.state import open_log
+from lakecast.local.stopping import stop_processes
+from lakecast.serving.worker_config import WorkerOptions, worker_command
 
 
 @dataclass(frozen=True)
@@ -59,24 +59,15 @@ class DemoTopics:
         finally:
             admin.close()
 
-    def worker_args(self) -> list[str]:
-        return [
-            "--topic", self.events, "--predictions-topic", self.predictions,
-            "--dlq-topic", self.dlq, "--metrics-topic", self.metrics, "--group", self.group,
-        ]  # fmt: skip
-
-
-def worker_command(topics: DemoTopics, *extra: str) -> list[str]:
-    """The command line of one inference worker serving the demo's topics."""
-    return [
-        sys.executable,
-        "-m",
-        "lakecast.cli.main",
-        "stream",
-        "worker",
-        *topics.worker_args(),
-        *extra,
-    ]
+    def worker_options(self) -> WorkerOptions:
+        """A worker's options for these topics and the run's group."""
+        return WorkerOptions(
+            events_topic=self.events,
+            predictions_topic=self.predictions,
+            dlq_topic=self.dlq,
+            metrics_topic=self.metrics,
+            group_id=self.group,
+        )
 
 
 @dataclass
@@ -90,10 +81,10 @@ class WorkerFleet:
     _child: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        options = self.topics.worker_options().model_copy(update={"sample_interval_s": 2})
         command = worker_command(
-            self.topics, "--processes", str(self.processes), "--metrics-port", "0",
-            "--sample-interval", "2", *self.extra,
-        )  # fmt: skip
+            options, processes=self.processes, metrics_port=0, extra_args=list(self.extra)
+        )
         # One log per run id (0600, its folder 0700): appending is writing it afresh.
         with open_log(self.log_dir / f"workers-{self.topics.run}.log") as log:
             self._child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -104,14 +95,8 @@ class WorkerFleet:
         wait_for_stable_members(bootstrap, self.topics.group, self.processes, timeout_s=timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self._child is None or self._child.poll() is not None:
-            return
-        self._child.send_signal(signal.SIGTERM)
-        try:
-            self._child.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self._child.kill()
-            self._child.wait()
+        if self._child is not None:
+            stop_processes([self._child], timeout_s)
 
 
 def decode_values(records: Iterable[object]) -> list[dict[str, object]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -32,11 +31,13 @@ from typing import Any
 from lakecast.autoscaling.simulate import WORKER_MODEL, load_worker_model
 from lakecast.config import PROJECT_ROOT, Settings
 from lakecast.data.replay import event_payloads, read_events, replay
-from lakecast.demo.fleet import DemoTopics, decode_values, worker_command
+from lakecast.demo.fleet import DemoTopics, decode_values
 from lakecast.kafka.clients import build_producer
 from lakecast.kafka.groups import wait_for_stable_members
 from lakecast.kafka.readback import read_topic
 from lakecast.local.state import open_log, private_dir
+from lakecast.local.stopping import stop_processes
+from lakecast.serving.worker_config import worker_command
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ STEADY_S = (40.0, 30.0)  # before (the monitor's detectors warm up: 8 samples of
 SPIKE_WORK_S = 25.0  # the spike holds this many seconds of one worker's work
 SPIKE_MOST_S = 20.0
 SCALE_DOWN_WAIT_S = 180.0  # the longest wait for the fleet to be back after the last phase
+# The autoscaler stops its own workers before it exits: the longest a service may take.
+STOP_TIMEOUT_S = 40.0
 
 
 def sized_phases(capacity: float) -> tuple[Phase, ...]:
@@ -73,16 +76,6 @@ def _service(name: str, topics: DemoTopics, log_dir: Path, *args: str) -> subpro
     command = [sys.executable, "-m", "lakecast.cli.main", "stream", name, *args]
     with open_log(log_dir / f"{name}-{topics.run}.log") as log:  # a restart appends to it
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes], timeout_s: float = 40.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _play(
@@ -144,7 +137,8 @@ def run_loop_demo(
         print(f"  one worker serves ~{capacity:,.0f} events/s ({workers.name}): load sized from it")
     topics = DemoTopics()
     topics.create(settings)
-    worker = shlex.join(worker_command(topics, "--metrics-port", "0", "--sample-interval", "2"))
+    options = topics.worker_options().model_copy(update={"sample_interval_s": 2})
+    worker = shlex.join(worker_command(options, metrics_port=0))
     monitor = _service(
         "monitor", topics, log_dir,
         "--topic", topics.metrics, "--metrics-port", "0",
@@ -171,7 +165,6 @@ def run_loop_demo(
         _wait_for_scale_down(settings, topics, SCALE_DOWN_WAIT_S)
     finally:
         producer.close()
-        _stop(autoscaler)
-        _stop(monitor)
+        stop_processes([autoscaler, monitor], STOP_TIMEOUT_S)
     records = decode_values(read_topic(settings.kafka, topics.metrics))
     return {kind: [r for r in records if r.get("kind") == kind] for kind in ("anomaly", "scaling")}

@@ -29,6 +29,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import MemberState, TopicPartition
 
+from lakecast.config import LoopSettings
 from lakecast.errors import StreamError
 from lakecast.kafka.batch import BatchReport, Process, first_offsets
 from lakecast.kafka.clients import await_topics
@@ -247,39 +248,33 @@ def run_loop(
     topics: Sequence[str],
     dlq_topic: str,
     stop_event: threading.Event,
-    mode: str = "exactly_once",
-    max_batch: int = 500,
-    max_wait_ms: int = 100,
-    top_up_ms: int = 3,
-    max_failures: int = 8,
-    retry_backoff_s: float = 0.5,
+    loop: LoopSettings | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     close: bool = True,
 ) -> LoopStats:
     """Consume ``topics``, transform with ``process``, produce, until ``stop_event`` is set.
 
-    The consumer must be built with a group id and not subscribed (see
-    :func:`lakecast.kafka.clients.build_consumer`); in ``exactly_once`` mode the producer
+    ``loop`` says how to batch and commit (default: :class:`LoopSettings`' defaults, the
+    worker's). The consumer must be built with a group id and not subscribed (see
+    :func:`lakecast.kafka.clients.build_consumer`); in ``exactly_once`` delivery the producer
     must have a transactional id. When stopped, the batch being collected is finished and
     committed, then (with ``close``) the consumer leaves the group and both clients close.
 
     Raises:
         FatalDeliveryError: the producer was fenced or broke; the process should restart.
-        StreamError: a batch failed to commit ``max_failures`` times in a row for a reason
-            that is not one of its records (with the default backoff, about 20 s of a broker
-            being away), or the dead-letter topic refused a dead letter without its payload.
+        StreamError: a batch failed to commit ``loop.max_failures`` times in a row for a
+            reason that is not one of its records (with the default backoff, about 20 s of a
+            broker being away), or the dead-letter topic refused a dead letter without its
+            payload.
     """
-    if max_batch < 1 or max_wait_ms < 0 or top_up_ms < 0:
-        msg = (
-            "run_loop: need max_batch >= 1, max_wait_ms >= 0 and top_up_ms >= 0, got "
-            f"{max_batch}, {max_wait_ms}, {top_up_ms}"
-        )
-        raise ValueError(msg)
-    delivery = make_delivery(mode, producer, consumer)
+    loop = loop or LoopSettings()
+    max_wait_ms, top_up_ms = loop.max_wait_ms, loop.top_up_ms
+    max_failures, retry_backoff_s = loop.max_failures, loop.retry_backoff_s
+    delivery = make_delivery(loop.delivery, producer, consumer)
     max_request_size = int(producer.config.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
     stats = LoopStats()
     buffer = _Buffer()
-    limit = BatchLimit(max_batch)
+    limit = BatchLimit(loop.max_batch)
     try:
         delivery.start()
         if not await_topics(consumer, topics):

@@ -23,9 +23,9 @@ import psutil
 
 from lakecast.errors import LocalStackError
 from lakecast.local.state import open_log, write_private
+from lakecast.local.stopping import stop_processes
 
 _CREATE_TIME_SLACK_S = 1.0
-_KILL_WAIT_S = 10.0
 _CMDLINE_TRIES = 20
 
 
@@ -206,7 +206,8 @@ def live_process(path: Path) -> TrackedProcess | None:
 
 
 def terminate(process: TrackedProcess, *, timeout_s: float = 30.0, force: bool = False) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL; reaps the process if it is our child.
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL (:func:`stop_processes`); reaps the
+    process if it is our child.
 
     ``force`` sends SIGKILL at once, as a crash would.
     """
@@ -214,16 +215,7 @@ def terminate(process: TrackedProcess, *, timeout_s: float = 30.0, force: bool =
         process.exit_code()
         return
     try:
-        handle = psutil.Process(process.pid)
-        if force:
-            handle.kill()
-        else:
-            handle.terminate()
-        try:
-            handle.wait(timeout=timeout_s)
-        except psutil.TimeoutExpired:
-            handle.kill()
-            handle.wait(timeout=_KILL_WAIT_S)
+        stop_processes([psutil.Process(process.pid)], timeout_s, force=force)
     except psutil.NoSuchProcess:
         pass
     except psutil.Error as exc:

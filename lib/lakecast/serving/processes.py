@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lakecast.config import ENV_PREFIX
+from lakecast.local.stopping import Stoppable, stop_processes
+from lakecast.serving.worker_config import WorkerOptions, worker_command
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +64,18 @@ def slot_source_id(index: int) -> str:
 
 
 def child_command(
-    index: int, base_args: Sequence[str], metrics_port: int, group_id: str
+    index: int, options: WorkerOptions, metrics_port: int, group_id: str
 ) -> list[str]:
-    """The argv of worker ``index``: the same options, one process, its port and slot id."""
+    """The argv of worker ``index``: the same options, one process, its port and slot ids."""
+    slot = options.model_copy(
+        update={
+            "group_id": group_id,
+            "transactional_id": slot_transactional_id(group_id, index),
+            "source_id": slot_source_id(index),
+        }
+    )
     port = metrics_port + index if metrics_port else 0
-    return [
-        sys.executable,
-        "-m",
-        "lakecast.cli.main",
-        "stream",
-        "worker",
-        *base_args,
-        "--processes",
-        "1",
-        "--metrics-port",
-        str(port),
-        "--transactional-id",
-        slot_transactional_id(group_id, index),
-        "--source-id",
-        slot_source_id(index),
-    ]
+    return worker_command(slot, processes=1, metrics_port=port)
 
 
 @dataclass(frozen=True)
@@ -144,21 +135,15 @@ class WorkerProcesses:
         Returns:
             The exit status of each slot's last process (negative: killed by that signal).
         """
-        for child in self.children:
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        slots = [(index, child) for index, child in enumerate(self.children) if child is not None]
+
+        def killing(child: Stoppable) -> None:
+            log.warning("worker pid %d did not stop in %.0f s; killing", child.pid, timeout_s)
+
+        stopped = stop_processes([child for _, child in slots], timeout_s, on_kill=killing)
         statuses: dict[int, int] = {}
-        for index, child in enumerate(self.children):
-            if child is None:
-                continue
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("worker pid %d did not stop in %.0f s; killing", child.pid, timeout_s)
-                child.kill()
-                child.wait()
-            statuses[index] = child.returncode
+        for (index, child), status in zip(slots, stopped, strict=True):
+            statuses[index] = child.returncode if status is None else status
             log.log(
                 logging.INFO if child.returncode == 0 else logging.WARNING,
                 "worker %d (pid %d) stopped with exit status %d",
@@ -171,10 +156,15 @@ class WorkerProcesses:
 
 
 def run_processes(
-    count: int, base_args: Sequence[str], *, metrics_port: int, group_id: str, stop: threading.Event
+    count: int,
+    options: WorkerOptions,
+    *,
+    metrics_port: int,
+    group_id: str,
+    stop: threading.Event,
 ) -> ProcessesReport:
     """Run ``count`` worker processes until ``stop`` is set, then stop them all."""
-    commands = [child_command(i, base_args, metrics_port, group_id) for i in range(count)]
+    commands = [child_command(i, options, metrics_port, group_id) for i in range(count)]
     environments = [slot_environment(group_id, i) for i in range(count)]
     workers = WorkerProcesses(commands, environments)
     workers.start()

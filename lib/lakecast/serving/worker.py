@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,6 +44,7 @@ from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
 from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
 from lakecast.serving.model_source import ModelSource, ServingModel, SnapshotSource
 from lakecast.serving.routing import SHADOW, BatchRouter, RoutingSource, ServingGroup
+from lakecast.serving.worker_config import WorkerConfig, WorkerOptions
 
 if TYPE_CHECKING:
     from lakecast.config import KafkaSettings, Settings
@@ -56,49 +55,6 @@ log = logging.getLogger(__name__)
 # allocates tens of thousands of short-lived objects, freed by reference counting, and the
 # default ran a young collection some 50 times a second.
 GC_THRESHOLDS = (50_000, 20, 20)
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs besides its model and snapshot sources."""
-
-    events_topic: str = "events"
-    predictions_topic: str = "predictions"
-    dlq_topic: str = "events.dlq"
-    metrics_topic: str = "metrics"
-    group_id: str = "lakecast-inference"
-    delivery: str = "exactly_once"
-    max_batch: int = 2000  # reached only with a backlog: a batch is what has arrived
-    max_wait_ms: int = 50
-    top_up_ms: int = 3
-    model_threads: int = 1
-    max_record_bytes: int = 1_000_000
-    sample_interval_s: float = 5.0
-    transaction_timeout_ms: int = 30_000
-    transactional_id: str | None = None  # default: unique per process
-    max_failures: int = 8
-    source_id: str = field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
-        serving, topics = settings.serving, settings.kafka.topics
-        values: dict[str, object] = {
-            "events_topic": topics.events,
-            "predictions_topic": topics.predictions,
-            "dlq_topic": topics.dlq,
-            "metrics_topic": topics.metrics,
-            "group_id": serving.group_id,
-            "delivery": serving.delivery,
-            "max_batch": serving.max_batch,
-            "max_wait_ms": serving.max_wait_ms,
-            "top_up_ms": serving.top_up_ms,
-            "model_threads": serving.model_threads,
-            "max_record_bytes": serving.max_record_bytes,
-            "sample_interval_s": serving.sample_interval_s,
-            "transaction_timeout_ms": serving.transaction_timeout_ms,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -167,7 +123,7 @@ class InferenceWorker:
     # ---- one micro-batch ---------------------------------------------------------------
     def process(self, records: list[ConsumerRecord]) -> BatchResult:
         """Predictions for the good records of ``records``, dead letters for the bad ones."""
-        kept, events, dead = decode_records(records, self.config.max_record_bytes)
+        kept, events, dead = decode_records(records, self.config.serving.max_record_bytes)
         pending = _Pending()
         result = BatchResult(dead_letters=dead, notes=[pending])
         if events:
@@ -264,7 +220,7 @@ class InferenceWorker:
         """One ``predictions`` record per scored event of ``group`` (a dead letter per
         failure), and what the metrics need once the batch is committed; ``served`` gets the
         score of each position when shadows are to be compared with it."""
-        variant, topic, outputs = group.variant, self.config.predictions_topic, result.outputs
+        variant, topic, outputs = group.variant, self.config.topics.predictions, result.outputs
         encoder = PredictionEncoder(group.model.ref, variant, group.experiment, FEATURES_VERSION)
         users: set[str] = set()
         scored: list[float] = []
@@ -356,7 +312,7 @@ class InferenceWorker:
         """
         from lakecast.kafka.clients import build_consumer, build_producer, transactional_id_for
 
-        config = self.config
+        config, serving = self.config, self.config.serving
         self.models.start()
         self.snapshots.start()
         self.router.start()
@@ -368,20 +324,20 @@ class InferenceWorker:
         gc.set_threshold(*GC_THRESHOLDS)
         consumer = build_consumer(
             kafka,
-            group_id=config.group_id,
+            group_id=serving.group_id,
             client_id=config.source_id,
-            max_poll_records=config.max_batch,
+            max_poll_records=serving.max_batch,
         )
         transactional_id = None
-        if config.delivery == "exactly_once":
-            transactional_id = config.transactional_id or transactional_id_for(config.group_id)
+        if serving.delivery == "exactly_once":
+            transactional_id = config.transactional_id or transactional_id_for(serving.group_id)
         producer = build_producer(
             kafka,
-            mode="exactly_once" if config.delivery == "exactly_once" else "at_least_once",
+            mode=serving.delivery,
             transactional_id=transactional_id,
             client_id=config.source_id,
             **(
-                {"transaction_timeout_ms": config.transaction_timeout_ms}
+                {"transaction_timeout_ms": serving.transaction_timeout_ms}
                 if transactional_id
                 else {}
             ),
@@ -390,8 +346,8 @@ class InferenceWorker:
         self._consumer = consumer
         self.sampler = Sampler(
             self.metrics,
-            lambda key, value: samples.send(config.metrics_topic, key=key, value=value),
-            interval_s=config.sample_interval_s,
+            lambda key, value: samples.send(config.topics.metrics, key=key, value=value),
+            interval_s=serving.sample_interval_s,
             snapshot_age=self.snapshots.age_s,
             snapshot_version=lambda: self.snapshots.current().table_version,
         )
@@ -399,28 +355,24 @@ class InferenceWorker:
         log.info(
             "worker %s serving %s with %s (delivery %s)",
             config.source_id,
-            config.events_topic,
+            config.topics.events,
             self.models.current().key,
-            config.delivery,
+            serving.delivery,
         )
         # OpenMP and BLAS size their pools by the cores; a scikit-learn forest then splits a
         # 5-row batch over every core, and the spinning pools of two workers on two cores
         # took the demo's p50 from 19 ms to 100-1,700 ms at 500 events/s. The OpenMP limit
         # holds for the calling thread: the loop's, which runs every predict.
         try:
-            with threadpool_limits(limits=config.model_threads):
+            with threadpool_limits(limits=serving.model_threads):
                 return run_loop(
                     consumer,
                     producer,
                     self.process,
-                    topics=[config.events_topic],
-                    dlq_topic=config.dlq_topic,
+                    topics=[config.topics.events],
+                    dlq_topic=config.topics.dlq,
                     stop_event=stop_event,
-                    mode=config.delivery,
-                    max_batch=config.max_batch,
-                    max_wait_ms=config.max_wait_ms,
-                    top_up_ms=config.top_up_ms,
-                    max_failures=config.max_failures,
+                    loop=config.loop,
                     on_batch=self._after_batch(after_batch),
                 )
         finally:
@@ -445,21 +397,23 @@ def _model_labels(model: ServingModel) -> dict[str, str]:
 
 def build_worker(
     settings: Settings,
+    options: WorkerOptions | None = None,
     *,
-    model: str | None = None,
-    registry_root: str | None = None,
-    entity_features: str | None = None,
     routing: RoutingSource | None = None,
-    overrides: Mapping[str, object] | None = None,
 ) -> InferenceWorker:
-    """A worker from the config, with command-line ``overrides`` of :class:`WorkerConfig`."""
+    """A worker from the config, with the command line's ``options`` applied.
+
+    Raises:
+        ConfigError: an option makes the config invalid.
+    """
     from lakecast.registry import Registry
 
-    serving = settings.serving
-    config = WorkerConfig.from_settings(settings, **dict(overrides or {}))
-    registry = Registry(registry_root or settings.registry_root)
-    models = ModelSource(registry, model or serving.model, poll_s=serving.registry_poll_s)
-    path = entity_features or serving.entity_features or settings.lake.table("entity_features")
+    options = options or WorkerOptions()
+    config = WorkerConfig.from_settings(settings, options)
+    serving = config.serving
+    registry_root = options.registry or settings.registry_root
+    models = ModelSource(Registry(registry_root), serving.model, poll_s=serving.registry_poll_s)
+    path = serving.entity_features or settings.lake.table("entity_features")
     snapshots = SnapshotSource(path, poll_s=serving.snapshot_poll_s)
     if routing is None:
         from lakecast.registry.references import parse_reference
@@ -467,7 +421,7 @@ def build_worker(
 
         # The rollout the registry records for this model (none: everything to the alias).
         routing = RolloutSource(
-            registry_root or settings.registry_root,
+            registry_root,
             parse_reference(models.reference).name,
             interval_s=serving.registry_poll_s,
         )

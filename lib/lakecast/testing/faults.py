@@ -29,13 +29,14 @@ import numpy as np
 import orjson
 
 from lakecast.kafka.groups import wait_for_stable_members
+from lakecast.local.stopping import stop_processes
 from lakecast.testing.events import event_payload
 from lakecast.testing.kafka import read_committed
 from lakecast.testing.traffic import OutputWatch, PacedLoad, event_id_of, input_partition
 from lakecast.testing.workers import (
+    WORKER_STOP_S,
     create_run_topics,
-    stop_processes,
-    worker_command,
+    script_command,
     worker_env,
     worker_options,
 )
@@ -105,9 +106,10 @@ class WorkerGroup:
     def start(self, slot: str) -> subprocess.Popen[bytes]:
         """Start (or start again) the worker of ``slot``; its output goes to a log file."""
         options = worker_options(self.lake, self.topics, self.group, sample_interval_s=5)
-        command = worker_command(*options, "--source-id", slot)
+        slot_ids = {"source_id": slot}
         if self.stable_ids:
-            command += ["--transactional-id", f"{self.group}-{slot}"]
+            slot_ids["transactional_id"] = f"{self.group}-{slot}"
+        command = script_command(options.model_copy(update=slot_ids))
         env = worker_env(self.bootstrap, self.partitions, self.env)
         if self.static_membership:
             env["LAKECAST__KAFKA__GROUP_INSTANCE_ID"] = f"{self.group}-{slot}"
@@ -141,7 +143,7 @@ class WorkerGroup:
         return len(exited)
 
     def stop(self) -> None:
-        stop_processes(self.slots.values())
+        stop_processes(self.slots.values(), WORKER_STOP_S)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Inference worker processes for tests and benchmarks: a run's topics, command line, stop.
+"""Inference worker processes for tests and benchmarks: a run's topics, options, command line.
 
 The e2e worker tests (``tests/e2e/worker_fixtures.py``) and the fault campaigns
 (:mod:`lakecast.testing.faults`) both run ``streaming/inference_worker.py`` processes on
@@ -8,16 +8,16 @@ uuid-named topics of their own; these are the pieces they share.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from lakecast.config import PROJECT_ROOT, KafkaSettings
 from lakecast.kafka.clients import TopicSpec, build_admin, ensure_topics
+from lakecast.serving.worker_config import WorkerOptions, worker_command
 from lakecast.testing.kafka import kafka_settings
 
 WORKER_SCRIPT = PROJECT_ROOT / "streaming" / "inference_worker.py"
+# How long a test worker may take to finish its batch and leave its group after SIGTERM.
+WORKER_STOP_S = 60.0
 
 
 def create_run_topics(cluster: KafkaSettings | str, run: str, partitions: int) -> dict[str, str]:
@@ -39,21 +39,26 @@ def create_run_topics(cluster: KafkaSettings | str, run: str, partitions: int) -
 
 
 def worker_options(
-    lake: Mapping[str, str], topics: Mapping[str, str], group: str, *, sample_interval_s: int
-) -> list[str]:
+    lake: Mapping[str, str], topics: Mapping[str, str], group: str, *, sample_interval_s: float
+) -> WorkerOptions:
     """The options of a worker serving ``lake`` (``registry``, ``snapshot``) on ``topics``
-    in ``group``, with no /metrics endpoint."""
-    return [
-        *("--registry", lake["registry"], "--entity-features", lake["snapshot"]),
-        *("--topic", topics["events"], "--predictions-topic", topics["predictions"]),
-        *("--dlq-topic", topics["dlq"], "--metrics-topic", topics["metrics"]),
-        *("--group", group, "--metrics-port", "0", "--sample-interval", str(sample_interval_s)),
-    ]
+    in ``group``."""
+    return WorkerOptions(
+        registry=lake["registry"],
+        entity_features=lake["snapshot"],
+        events_topic=topics["events"],
+        predictions_topic=topics["predictions"],
+        dlq_topic=topics["dlq"],
+        metrics_topic=topics["metrics"],
+        group_id=group,
+        sample_interval_s=sample_interval_s,
+    )
 
 
-def worker_command(*options: str) -> list[str]:
-    """``streaming/inference_worker.py`` with ``options``, on this interpreter."""
-    return [sys.executable, str(WORKER_SCRIPT), *options]
+def script_command(options: WorkerOptions, *, processes: int | None = None) -> list[str]:
+    """``streaming/inference_worker.py`` with ``options`` and no /metrics endpoint, on this
+    interpreter."""
+    return worker_command(options, processes=processes, metrics_port=0, script=WORKER_SCRIPT)
 
 
 def worker_env(
@@ -66,18 +71,3 @@ def worker_env(
         "LAKECAST__KAFKA__PARTITIONS": str(partitions),
         **(overrides or {}),
     }
-
-
-def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 60.0) -> None:
-    """SIGTERM every live process, then wait for each; one still running after ``timeout_s``
-    is killed."""
-    started = list(processes)
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
