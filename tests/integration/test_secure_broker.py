@@ -262,6 +262,8 @@ def test_workers_score_exactly_once_and_monitor_and_autoscaler_write_their_signa
     assert all(mine[e] == 1 for e in produced), "an event was scored twice"
     samples = [json.loads(v) for v in read_all(secured.kafka("admin"), TOPICS.metrics)]
     assert any(s.get("kind") == "sample" for s in samples), "workers wrote no samples"
+    written = json.dumps(samples)
+    assert all(secret not in written for secret in secured.secrets()), "a secret in metrics"
     worker_log = (tmp_path / "workers.log").read_text(errors="replace")
     assert all(secret not in worker_log for secret in secured.secrets())
 
