@@ -7,22 +7,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lakecast.config import settings
-from lakecast.errors import ModelIntegrityError, UnsafeArtifactError
+from lakecast.errors import ModelIntegrityError, SchemaError, UnsafeArtifactError
 from lakecast.models.flavors import build_predictor
-from lakecast.models.flavors.onnx_flavor import CPU, load, providers
+from lakecast.models.flavors.onnx_flavor import CPU, input_dtype, load, providers
 from lakecast.registry import Registry, Signature
 
 SIGNATURE = Signature.of(["a", "b", "c"], dtype="float64")
 WEIGHTS = np.array([[0.5], [-1.0], [2.0]])
 
 
-def _logistic_graph(*, domain: str = "", external: bool = False) -> bytes:
-    """sigmoid(x @ WEIGHTS) on a (rows, 3) float64 input."""
-    weights = numpy_helper.from_array(WEIGHTS, "weights")
+def _logistic_graph(
+    *, domain: str = "", external: bool = False, element: int = TensorProto.DOUBLE
+) -> bytes:
+    """sigmoid(x @ WEIGHTS) on a (rows, 3) input of ``element`` type (float64 by default)."""
+    dtype = {TensorProto.DOUBLE: np.float64, TensorProto.FLOAT: np.float32}.get(element, np.int64)
+    weights = numpy_helper.from_array(WEIGHTS.astype(dtype), "weights")
     if external:
         weights.data_location = TensorProto.EXTERNAL
         weights.ClearField("raw_data")
@@ -34,8 +38,8 @@ def _logistic_graph(*, domain: str = "", external: bool = False) -> bytes:
     graph = helper.make_graph(
         nodes,
         "logistic",
-        [helper.make_tensor_value_info("features", TensorProto.DOUBLE, [None, 3])],
-        [helper.make_tensor_value_info("score", TensorProto.DOUBLE, [None, 1])],
+        [helper.make_tensor_value_info("features", element, [None, 3])],
+        [helper.make_tensor_value_info("score", element, [None, 1])],
         initializer=[weights],
     )
     opsets = [helper.make_opsetid("", 17)]
@@ -120,3 +124,35 @@ def test_a_registered_onnx_artifact_is_sha256_verified(tmp_path: Path) -> None:
     stored.write_bytes(_logistic_graph().replace(WEIGHTS.tobytes(), (WEIGHTS * 2).tobytes()))
     with pytest.raises(ModelIntegrityError, match="has sha256"):
         registry.load(record.ref)
+
+
+@pytest.mark.parametrize(
+    ("element", "dtype"), [(TensorProto.FLOAT, np.float32), (TensorProto.DOUBLE, np.float64)]
+)
+def test_the_matrix_dtype_follows_the_graphs_input(element: int, dtype: type) -> None:
+    """What the driver reads from the bytes (the JVM's cast, the workers' matrix) is what the
+    session takes: a float graph gets float32 features whatever flavor it came from."""
+    import hashlib
+
+    from lakecast.scoring.batch import matrix_of, matrix_order
+    from lakecast.scoring.cache import ModelPayload
+
+    data = _logistic_graph(element=element)
+    payload = ModelPayload(
+        "logit", "1.1.0", hashlib.sha256(data).hexdigest(), "onnx", SIGNATURE.to_json(),
+        "propagate", data,
+    )  # fmt: skip
+    predictor = _predictor(data)
+    assert input_dtype(data, "test") is dtype
+    assert payload.feature_dtype is predictor.dtype is dtype
+    assert payload.float32_features == (dtype is np.float32)
+    batch = pa.RecordBatch.from_pydict({"a": [1.0, 0.0], "b": [2.0, 1.0], "c": [3.0, -1.0]})
+    matrix = matrix_of(batch, SIGNATURE.input_names, payload.feature_dtype, matrix_order(predictor))
+    assert matrix.dtype == dtype and matrix.flags.c_contiguous
+    expected = 1 / (1 + np.exp(-(np.array([[1.0, 2, 3], [0, 1, -1]]) @ WEIGHTS).reshape(-1)))
+    np.testing.assert_allclose(predictor.predict(matrix), expected, rtol=1e-6)
+
+
+def test_a_graph_taking_integers_is_refused_by_name() -> None:
+    with pytest.raises(SchemaError, match=r"model 'x' version 1\.0\.0: onnx graph input is "):
+        input_dtype(_logistic_graph(element=TensorProto.INT64), "model 'x' version 1.0.0")

@@ -80,6 +80,22 @@ def test_onnx_is_a_minor_version_with_parity_lineage_and_card(
     assert "## Optimization and parity" not in render_card(source)
 
 
+def test_the_keras_graph_folds_its_normalisation_scale_and_takes_float32(
+    lake: dict[str, Any],
+) -> None:
+    """The Normalization's per-column scale lives in the first layer's weights (one pass over
+    the batch fewer) and the graph takes float32, which every scoring path then builds."""
+    import onnx
+
+    from lakecast.scoring.cache import ModelPayload
+
+    record = optimize_version(lake["registry"], lake["keras"].ref, "onnx").record
+    graph = onnx.load_model_from_string(Path(record.artifact_path).read_bytes()).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops[:2] == ["Sub", "MatMul"] and "Mul" not in ops
+    assert ModelPayload.from_version(record).feature_dtype is np.float32
+
+
 def test_int8_of_the_keras_version_stays_inside_its_looser_bound(lake: dict[str, Any]) -> None:
     source = lake["keras"]
     done = optimize_version(lake["registry"], source.ref, "onnx-int8")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from lakecast.models.predictor import Predictor
+    from lakecast.models.predictor import Order, Predictor
 
 SCORE_COLUMN = "score"
 DEFAULT_BATCH_SIZE = 8192
@@ -50,17 +50,26 @@ class ScoringCounters:
     nonfinite_rows: Accumulator[int]
 
 
-def matrix_of(batch: pa.RecordBatch, columns: Sequence[str], dtype: Any) -> np.ndarray:
-    """The named columns of ``batch`` as one C-contiguous (rows, len(columns)) matrix.
+def matrix_of(
+    batch: pa.RecordBatch, columns: Sequence[str], dtype: Any, order: Order = "C"
+) -> np.ndarray:
+    """The named columns of ``batch`` as one contiguous (rows, len(columns)) matrix, in the
+    memory ``order`` the predictor wants (see :class:`~lakecast.models.predictor.MatrixPredictor`).
 
     Nulls become NaN, so the NaN policy decides about them as about any missing value. Each
     column is converted straight into the matrix's dtype (float64 -> float32 rounds as numpy's
     ``astype`` does), without an intermediate float64 matrix.
     """
-    matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype)
+    matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype, order=order)
     for index, name in enumerate(columns):
         matrix[:, index] = batch.column(name).to_numpy(zero_copy_only=False)
     return matrix
+
+
+def matrix_order(predictor: Predictor) -> Order:
+    """The memory layout ``predictor`` scores without a copy (row-major unless it says)."""
+    order: Order = getattr(predictor, "order", "C")
+    return order
 
 
 def predict_in_slices(predictor: Predictor, matrix: np.ndarray, batch_size: int) -> np.ndarray:
@@ -99,11 +108,11 @@ def model_scorer(
     passed = list(out_columns)
     predictor = predictor_for(model)
     inputs = predictor.signature.input_names
-    # Keras runs in float32 anyway: build that matrix directly instead of converting twice.
-    dtype = np.float32 if model.flavor == "keras" else np.float64
+    # The matrix the model computes in, built once from the columns: no conversion copy.
+    dtype, order = model.feature_dtype, matrix_order(predictor)
 
     def score(batch: pa.RecordBatch) -> pa.RecordBatch:
-        matrix = matrix_of(batch, inputs, dtype)
+        matrix = matrix_of(batch, inputs, dtype, order)
         scores = predict_in_slices(predictor, matrix, batch_size)
         if counters is not None:
             counters.rows.add(matrix.shape[0])
@@ -185,8 +194,9 @@ def on_frame(frame: DataFrame, scoring: BatchScoring) -> DataFrame:
     from pyspark.sql import functions as F
 
     passed = scoring.passed_columns
-    # Keras computes in float32: casting in the JVM halves the bytes shipped to Python and
-    # rounds exactly as numpy's astype would (IEEE round-to-nearest), so scores are unchanged.
+    # A float32 model (Keras, an ONNX graph with a float input): casting in the JVM halves the
+    # bytes shipped to Python and rounds exactly as numpy's astype would (IEEE
+    # round-to-nearest), so scores are unchanged.
     as_float = scoring.float32_features
     selected = frame.select(
         *passed,
@@ -228,7 +238,7 @@ class ModelScoring:
             shared=spark.sparkContext.broadcast(payload),
             out_columns=tuple(out_columns),
             feature_columns=tuple(c for c in inputs if c not in out_columns),
-            float32_features=payload.flavor == "keras",
+            float32_features=payload.float32_features,
             batch_size=batch_size,
             counters=counters,
         )

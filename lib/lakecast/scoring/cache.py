@@ -14,8 +14,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from lakecast.errors import ModelIntegrityError
 from lakecast.models.predictor import NanPolicy, Predictor
@@ -73,6 +76,28 @@ class ModelPayload:
     @property
     def where(self) -> str:
         return f"model {self.name!r} version {self.version}"
+
+    @cached_property
+    def feature_dtype(self) -> Any:
+        """The dtype of the feature matrix this model computes in: the one place a scoring
+        path decides it (the JVM's cast on the driver, the matrix in each worker).
+
+        Keras computes in float32; an ONNX graph in the element type of its input (float32
+        for a network converted from Keras, float64 for lakecast's tree ensembles), so a
+        matrix of another dtype would cost a copy per batch; scikit-learn in float64.
+        """
+        if self.flavor == "keras":
+            return np.float32
+        if self.flavor == "onnx":
+            from lakecast.models.flavors.onnx_flavor import input_dtype
+
+            return input_dtype(self.artifact, self.where)
+        return np.float64
+
+    @property
+    def float32_features(self) -> bool:
+        """Whether float32 features lose nothing this model would see."""
+        return bool(self.feature_dtype == np.float32)
 
 
 _lock = threading.Lock()

@@ -30,6 +30,7 @@ from lakecast.scoring.batch import (
     BatchScorer,
     ScoringCounters,
     matrix_of,
+    matrix_order,
     nonfinite_rows,
     on_frame,
     predict_in_slices,
@@ -240,26 +241,28 @@ class _BatchScorer:
         batch: pa.RecordBatch,
         reference: str,
         positions: np.ndarray,
-        matrices: dict[tuple[tuple[str, ...], Any], np.ndarray],
+        matrices: dict[tuple[tuple[str, ...], Any, str], np.ndarray],
     ) -> tuple[np.ndarray, int]:
         """Scores of the rows at ``positions`` by ``reference``, and how many had bad inputs."""
         payload = self.routed.models[reference]
         inputs = tuple(payload.signature.input_names)
-        # Keras computes in float32; the cast rounds as the single-model path's JVM cast does.
-        dtype = np.float32 if payload.flavor == "keras" else np.float64
-        key = (inputs, dtype)
+        # The dtype the model computes in (the cast rounds as the JVM's cast does) and the
+        # layout its predictor takes; variants that share both share the matrix.
+        predictor = self.predictors[reference]
+        dtype, order = payload.feature_dtype, matrix_order(predictor)
+        key = (inputs, dtype, order)
         if key not in matrices:
-            matrices[key] = matrix_of(batch, inputs, dtype)
+            matrices[key] = matrix_of(batch, inputs, dtype, order)
         whole = matrices[key]
         # One variant taking the whole batch (a pinned state) needs no copy of its rows.
         matrix = whole if positions.size == whole.shape[0] else whole[positions]
         bad = nonfinite_rows(matrix)
-        return predict_in_slices(self.predictors[reference], matrix, self.batch_size), bad
+        return predict_in_slices(predictor, matrix, self.batch_size), bad
 
     def score(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         rows = batch.num_rows
         routes = self._route(batch)
-        matrices: dict[tuple[tuple[str, ...], Any], np.ndarray] = {}
+        matrices: dict[tuple[tuple[str, ...], Any, str], np.ndarray] = {}
         scores = np.empty(rows, dtype=np.float64)
         model_index = np.zeros(rows, dtype=np.int64)
         nonfinite = 0
@@ -356,8 +359,8 @@ class RoutedScoring:
             out_columns=tuple(out_columns),
             routing_columns=routing,
             feature_columns=tuple(c for c in inputs if c not in passed),
-            # With Keras models only: the same float32 values, half the bytes shipped.
-            float32_features=all(p.flavor == "keras" for p in payloads),
+            # With float32 models only: the same float32 values, half the bytes shipped.
+            float32_features=all(p.float32_features for p in payloads),
             batch_size=batch_size,
             counters=counters,
         )

@@ -35,6 +35,45 @@ FILE_NAME = "model.onnx"
 ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# The input element types lakecast feeds, by ONNX Runtime's type name: the matrix a caller
+# builds must be of this dtype, or ONNX Runtime refuses it and a conversion costs a copy.
+INPUT_DTYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+_ELEMENT_TYPE_NAMES = {1: "tensor(float)", 11: "tensor(double)"}  # onnx.TensorProto's codes
+
+
+def input_dtype(data: bytes, where: str) -> Any:
+    """The numpy dtype of the feature matrix the graph in ``data`` takes (float32 or float64),
+    read from the graph's declaration without building a session (a driver decides with it).
+
+    Raises:
+        UnsafeArtifactError: the bytes are not an ONNX model.
+        SchemaError: the graph's first input is neither float nor double.
+    """
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        msg = f"{where}: onnx artifact cannot be parsed: {type(exc).__name__}: {exc}"
+        raise UnsafeArtifactError(msg) from exc
+    if not model.graph.input:
+        msg = f"{where}: onnx graph has no input"
+        raise SchemaError(msg)
+    code = model.graph.input[0].type.tensor_type.elem_type
+    return dtype_of(_ELEMENT_TYPE_NAMES.get(code, f"element type {code}"), where)
+
+
+def dtype_of(type_name: str, where: str) -> Any:
+    """The numpy dtype of ONNX Runtime's input type name (``tensor(float)``, ...).
+
+    Raises:
+        SchemaError: a type lakecast does not feed.
+    """
+    dtype = INPUT_DTYPES.get(type_name)
+    if dtype is None:
+        msg = f"{where}: onnx graph input is {type_name}; lakecast feeds float or double"
+        raise SchemaError(msg)
+    return dtype
 
 
 def check_graph(model: Any, where: str) -> None:
@@ -145,11 +184,7 @@ class OnnxPredictor(MatrixPredictor):
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
             msg = f"onnx graph input has shape {shape}; the signature has {width} inputs"
             raise SchemaError(msg)
-        dtype = {"tensor(float)": np.float32, "tensor(double)": np.float64}.get(inputs[0].type)
-        if dtype is None:
-            msg = f"onnx graph input is {inputs[0].type}; lakecast feeds float or double"
-            raise SchemaError(msg)
-        self.dtype = dtype
+        self.dtype = dtype_of(inputs[0].type, "onnx model")
         self._input = inputs[0].name
         self._output = session.get_outputs()[0].name
 

@@ -9,7 +9,9 @@
 - Keras on TensorFlow: tf2onnx on the model's forward pass as a ``tf.function``. Keras 3's
   own ``export(format="onnx")`` is the same call, but its graph takes the constants a
   ``Normalization(mean=..., variance=...)`` layer captures as extra graph inputs, which no
-  caller feeds; here the captured values become initializers.
+  caller feeds; here the captured values become initializers. The normalisation's scaling
+  is then folded into the first layer's weights (:func:`fold_column_scales`): one pass over
+  the batch fewer, the same products to within a rounding.
 - ``int8``: ONNX Runtime's dynamic quantisation of the matrix products of an ONNX graph.
 """
 
@@ -210,8 +212,60 @@ def keras_to_onnx(model: Any, width: int, where: str) -> bytes:
             proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
             proto.graph.input.remove(graph_input)
     proto.graph.output[0].name = _rename_output(proto, OUTPUT_NAME)
+    fold_column_scales(proto.graph)
     data: bytes = proto.SerializeToString()
     return data
+
+
+def fold_column_scales(graph: Any) -> int:
+    """Fold ``MatMul(Mul(x, s), W)`` with constant per-column scales ``s`` (shape (k,) or
+    (1, k)) and constant weights ``W`` (k, n) into ``MatMul(x, s[:, None] * W)``; how many.
+
+    Keras's Normalization is ``(x - mean) * (1 / sqrt(variance))``, an elementwise pass over
+    the whole batch before the first Dense layer: 18 % of ONNX Runtime's time on 65,536 rows
+    here. ``(x * s) @ W`` and ``x @ (s * W)`` are the same sum of the same products, each
+    rounded once differently (the new weights are the float32 rounding of the exact product),
+    so scores move by float32 rounding only. The subtraction of the mean is kept: folding it
+    into the bias would cancel large terms for features far from zero.
+    """
+    from onnx import numpy_helper
+
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    outputs = {output.name for output in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != "MatMul" or node.input[1] not in constants:
+            continue
+        scale_node = producers.get(node.input[0])
+        if scale_node is None or scale_node.op_type != "Mul":
+            continue
+        if consumers.get(scale_node.output[0], 0) != 1 or scale_node.output[0] in outputs:
+            continue
+        kept = [name for name in scale_node.input if name not in constants]
+        scale = [name for name in scale_node.input if name in constants]
+        weights = numpy_helper.to_array(constants[node.input[1]])
+        if len(kept) != 1 or len(scale) != 1 or weights.ndim != 2:
+            continue
+        factors = numpy_helper.to_array(constants[scale[0]])
+        per_column = factors.ndim <= 2 and factors.shape[-1:] == (factors.size,)
+        if not per_column or factors.size != weights.shape[0]:
+            continue
+        exact = factors.reshape(-1, 1).astype(np.float64) * weights.astype(np.float64)
+        name = f"{node.input[1]}/folded_scale"
+        graph.initializer.append(numpy_helper.from_array(exact.astype(weights.dtype), name))
+        for unused in (node.input[1], scale[0]):
+            consumers[unused] -= 1
+            if not consumers[unused] and unused not in outputs:
+                graph.initializer.remove(constants.pop(unused))
+        node.input[:] = [kept[0], name]
+        graph.node.remove(scale_node)
+        folded += 1
+    return folded
 
 
 def _rename_output(proto: Any, name: str) -> str:
