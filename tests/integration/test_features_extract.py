@@ -17,9 +17,9 @@ import pytest
 from lakecast.features.extract import extract_features
 from lakecast.features.snapshot import load_snapshot
 from lakecast.features.spec import EVENT_FEATURE_COLUMNS, FEATURE_COLUMNS, FEATURES_VERSION
-from lakecast.features.store import commit_metadata, table_version
 from lakecast.features.training_set import feature_matrix, feature_rows, valid_events
 from lakecast.features.transforms import FeatureLookups, event_features
+from lakecast.lake.delta import commit_metadata, table_version
 from lakecast.testing.events import make_events
 
 D = date(2024, 3, 4)

@@ -30,8 +30,8 @@ from lakecast.features.spec import (
     ENTITY_FEATURE_COLUMNS,
     RECENCY_CAP_S,
 )
-from lakecast.features.store import replace_partitions
 from lakecast.features.training_set import with_purchase_labels
+from lakecast.lake.delta import replace_partitions
 from lakecast.lake.tables import ENTITY_FEATURES
 from lakecast.testing.events import make_events
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from lakecast.errors import DataError
 from lakecast.features.aggregates import entity_snapshot, price_references, totals_from_rows
 from lakecast.features.spec import FEATURES_VERSION, LABEL_COLUMN, LOOKBACK_DAYS
-from lakecast.features.store import replace_partitions, table_version
 from lakecast.features.training_set import feature_rows, valid_event_condition, valid_events
+from lakecast.lake.delta import replace_partitions, table_version
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

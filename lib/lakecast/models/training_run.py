@@ -100,8 +100,8 @@ def read_training_table(
     Raises:
         SchemaError: no Delta table there, or it lacks feature columns or the label.
     """
-    from lakecast.features.store import table_version
     from lakecast.features.training_set import training_set
+    from lakecast.lake.delta import table_version
 
     read_version = table_version(spark, path) if version is None else version
     frame = spark.read.format("delta").option("versionAsOf", read_version).load(path)

@@ -82,21 +82,18 @@ def write_daily_report(
     spark: SparkSession, predictions_path: str, report_path: str, run_date: date
 ) -> QualitySummary:
     """Replace ``run_date``'s rows of the report table with the report of that date."""
-    from delta.tables import DeltaTable
+    from lakecast.lake.delta import is_delta_table, write_replacing
 
-    from lakecast.lake.delta import table_version
-
-    if DeltaTable.isDeltaTable(spark, predictions_path):
+    if is_delta_table(spark, predictions_path):
         report = daily_report(spark.read.format("delta").load(predictions_path), run_date)
     else:  # nothing scored yet: an empty report, with the report's columns
         report = daily_report(_empty_predictions(spark), run_date)
     rows = report.orderBy(*GROUP_COLUMNS).collect()
-    (
-        report.write.format("delta")
-        .mode("overwrite")
-        .partitionBy("date")
-        .option("replaceWhere", f"date = DATE'{run_date.isoformat()}'")
-        .save(report_path)
+    version = write_replacing(
+        report,
+        report_path,
+        partition_by=("date",),
+        replace_where=f"date = DATE'{run_date.isoformat()}'",
     )
     groups = [
         {
@@ -107,7 +104,7 @@ def write_daily_report(
         }
         for row in rows
     ]
-    return QualitySummary(run_date.isoformat(), groups, table_version(spark, report_path))
+    return QualitySummary(run_date.isoformat(), groups, version)
 
 
 def _empty_predictions(spark: SparkSession) -> DataFrame:

@@ -107,10 +107,11 @@ def _create_with(rows: DataFrame, path: str) -> bool:
     The first run of a fresh table is a plain write, cheaper than a MERGE into an empty
     table; mode ``errorifexists`` makes a racing creator fail here and MERGE instead.
     """
-    from delta.tables import DeltaTable
     from pyspark.errors import AnalysisException
 
-    if DeltaTable.isDeltaTable(rows.sparkSession, path):
+    from lakecast.lake.delta import is_delta_table
+
+    if is_delta_table(rows.sparkSession, path):
         return False
     try:
         (
@@ -174,23 +175,14 @@ def merge_predictions(
 
 def scoring_runs(spark: SparkSession, path: str) -> list[dict[str, Any]]:
     """The run records of every scoring commit of ``predictions``, newest first ([] if none)."""
-    from delta.tables import DeltaTable
+    from lakecast.lake.delta import commit_history
 
-    if not DeltaTable.isDeltaTable(spark, path):
-        return []
-    history = (
-        DeltaTable.forPath(spark, path)
-        .history()
-        .select("version", "userMetadata")
-        .orderBy("version", ascending=False)
-        .collect()
-    )
     runs = []
-    for row in history:
+    for version, metadata in commit_history(spark, path):
         try:
-            record = json.loads(row["userMetadata"] or "{}")
+            record = json.loads(metadata or "{}")
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and record.get("job") == RUN_JOB:
-            runs.append({**record, "predictions_version": int(row["version"])})
+            runs.append({**record, "predictions_version": version})
     return runs
