@@ -19,9 +19,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from lakecast.autoscaling.decision import to_epoch
 from lakecast.errors import InvalidRecordError
 from lakecast.kafka.serde import decode_metric
+from lakecast.kafka.timestamps import to_epoch
 from lakecast.testing.events import event_payload
 
 

@@ -14,12 +14,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import REGISTRY
 
-from lakecast.autoscaling.decision import to_epoch, to_iso
 from lakecast.autoscaling.policy import parse_policy
 from lakecast.autoscaling.pool import WorkerPool
 from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
 from lakecast.kafka.clients import build_producer
+from lakecast.kafka.timestamps import to_epoch, to_iso
 from lakecast.testing.clock import wait_for
 from lakecast.testing.kafka import read_json
 from lakecast.testing.samples import synthetic_sample

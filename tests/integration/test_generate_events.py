@@ -25,7 +25,8 @@ from lakecast.data.events_table import write_events
 from lakecast.errors import SchemaError
 from lakecast.features.vocab import CATEGORIES, COUNTRIES, DEVICES
 from lakecast.lake.delta import partition_columns, table_version, write_replacing
-from lakecast.lake.tables import EVENT_TYPES, EVENTS
+from lakecast.lake.events import EVENT_TYPES
+from lakecast.lake.tables import EVENTS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

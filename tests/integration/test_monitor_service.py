@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from lakecast.autoscaling.decision import to_epoch
 from lakecast.config import KafkaSettings
+from lakecast.kafka.timestamps import to_epoch
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
 from lakecast.testing.clock import wait_for
 from lakecast.testing.kafka import produce, read_json

@@ -37,7 +37,7 @@ def run(records: list[dict[str, Any]], config: MonitorConfig = CONFIG) -> list[d
 
 
 def epoch(anomaly: dict[str, Any]) -> float:
-    from lakecast.autoscaling.decision import to_epoch
+    from lakecast.kafka.timestamps import to_epoch
 
     return to_epoch(anomaly["ts"])
 
@@ -131,7 +131,7 @@ def test_an_alert_direction_must_be_high_low_or_both_of_a_known_metric() -> None
 
 
 def _sample(source: str, ts: float) -> Any:
-    from lakecast.autoscaling.decision import to_iso
+    from lakecast.kafka.timestamps import to_iso
 
     record = next(iter(synthetic_fleet(1, 1, t0=ts, seed=3)))
     return parse_sample(record | {"source": source, "ts": to_iso(ts)})

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lakecast.autoscaling.controller import ScalingController
-from lakecast.autoscaling.decision import ScalingDecision, to_epoch
+from lakecast.autoscaling.decision import ScalingDecision
 from lakecast.autoscaling.policy import AutoscalePolicy, parse_policy
 from lakecast.errors import DataError
+from lakecast.kafka.timestamps import to_epoch
 
 T0 = 1_700_000_000.0
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from lakecast.errors import RegistryError
-from lakecast.registry.references import ModelRef, parse_reference
+from lakecast.registry.references import ModelReference, parse_reference
 
 
 def test_parses_the_three_forms() -> None:
-    assert parse_reference("ctr") == ModelRef("ctr")
-    assert parse_reference("ctr:1.2.0") == ModelRef("ctr", version="1.2.0")
-    assert parse_reference("ctr@champion") == ModelRef("ctr", alias="champion")
+    assert parse_reference("ctr") == ModelReference("ctr")
+    assert parse_reference("ctr:1.2.0") == ModelReference("ctr", version="1.2.0")
+    assert parse_reference("ctr@champion") == ModelReference("ctr", alias="champion")
     assert str(parse_reference("ctr@champion")) == "ctr@champion"
 
 

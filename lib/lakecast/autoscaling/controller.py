@@ -32,10 +32,11 @@ from typing import Any
 from prometheus_client import Gauge
 
 from lakecast.autoscaling.algorithm import Observation, limit_step, recommend, stabilise
-from lakecast.autoscaling.decision import ScalingDecision, to_epoch
+from lakecast.autoscaling.decision import ScalingDecision
 from lakecast.autoscaling.policy import AutoscalePolicy
 from lakecast.autoscaling.predictive import LoadForecaster
 from lakecast.errors import DataError
+from lakecast.kafka.timestamps import to_epoch
 
 DESIRED_REPLICAS = Gauge(
     "lakecast_desired_replicas",

@@ -10,44 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from lakecast.errors import DataError
+from lakecast.kafka.timestamps import to_epoch, to_iso
 
 KIND = "scaling"
-
-
-def to_epoch(ts: object) -> float:
-    """Seconds since the epoch from a record's ``ts``: a number, or ISO-8601 (naive means UTC).
-
-    Raises:
-        DataError: ``ts`` is neither.
-    """
-    if isinstance(ts, bool):
-        msg = f"ts must be epoch seconds or ISO-8601, found {ts!r}"
-        raise DataError(msg)
-    if isinstance(ts, int | float):
-        return float(ts)
-    if isinstance(ts, datetime):
-        moment = ts
-    elif isinstance(ts, str):
-        try:
-            moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        except ValueError as exc:
-            msg = f"ts {ts!r} is not ISO-8601"
-            raise DataError(msg) from exc
-    else:
-        msg = f"ts must be epoch seconds or ISO-8601, found {type(ts).__name__} {ts!r}"
-        raise DataError(msg)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def to_iso(epoch: float) -> str:
-    """ISO-8601 UTC with milliseconds, the ``ts`` format of the topic contracts."""
-    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)

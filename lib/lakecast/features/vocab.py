@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakecast.lake.events import EVENT_TYPES as EVENT_TYPES  # the event contract's
+
 CATEGORIES: Final = (
     "electronics",
     "fashion",
@@ -31,7 +33,6 @@ KNOWN_CATEGORIES: Final = frozenset(CATEGORIES)
 
 DEVICES: Final = ("desktop", "mobile", "tablet")
 COUNTRIES: Final = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA")
-EVENT_TYPES: Final = ("view", "cart", "purchase")
 UNKNOWN: Final = "unknown"
 
 

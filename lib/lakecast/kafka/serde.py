@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from lakecast.errors import InvalidRecordError
+from lakecast.lake.events import EVENT_FIELDS, EVENT_TYPES
 
-EVENT_TYPES = ("view", "cart", "purchase")  # the same tuple as lakecast.lake.tables.EVENT_TYPES
 METRIC_KINDS = ("sample", "anomaly", "scaling", "rollout")
 # Kafka's default max.message.bytes is 1 MiB; a record near that is a bug or an attack.
 MAX_RECORD_BYTES = 1_000_000
@@ -42,20 +43,18 @@ EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_TS_AHEAD = timedelta(days=1)
 
 _DUMP_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC
-_EVENT_STRINGS = (
-    "event_id",
-    "user_id",
-    "session_id",
-    "product_id",
-    "category",
-    "device",
-    "country",
+# The free-text fields (event_type is one of EVENT_TYPES).
+_EVENT_STRINGS = tuple(
+    field.name
+    for field in EVENT_FIELDS
+    if pa.types.is_string(field.type) and field.name != "event_type"
 )
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs 1.5 us, 3x, for every event
 class Event:
-    """One record of the ``events`` topic, validated."""
+    """One record of the ``events`` topic, validated: the fields of
+    :data:`lakecast.lake.events.EVENT_FIELDS`, in order (tests/unit/test_event_contract.py)."""
 
     event_id: str
     user_id: str
@@ -295,6 +294,9 @@ def encode_event(event: Event | Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
+    """The exact model version a prediction was made by (its registry name, version and
+    artifact sha256); a reference to resolve is :class:`lakecast.registry.ModelReference`."""
+
     name: str
     version: str
     sha256: str

@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from lakecast.errors import SchemaError
+from lakecast.features.spec import (
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    PRODUCT_FEATURE_COLUMNS,
+    USER_COUNT_COLUMNS,
+)
+from lakecast.features.vocab import CATEGORIES
+from lakecast.lake.events import EVENT_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -53,22 +61,11 @@ class TableSpec:
             raise SchemaError(msg)
 
 
-EVENT_TYPES = ("view", "cart", "purchase")
-
 EVENTS = TableSpec(
     name="events",
     schema=pa.schema(
         [
-            pa.field("event_id", pa.string(), nullable=False),
-            pa.field("user_id", pa.string(), nullable=False),
-            pa.field("session_id", pa.string(), nullable=False),
-            pa.field("product_id", pa.string(), nullable=False),
-            pa.field("category", pa.string(), nullable=False),
-            pa.field("event_type", pa.string(), nullable=False),
-            pa.field("price", pa.float64(), nullable=False),
-            pa.field("device", pa.string(), nullable=False),
-            pa.field("country", pa.string(), nullable=False),
-            pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+            *EVENT_FIELDS,
             pa.field("date", pa.date32(), nullable=False),
         ]
     ),
@@ -77,29 +74,12 @@ EVENTS = TableSpec(
 
 
 def _feature_tables() -> tuple[TableSpec, TableSpec]:
-    # Imported here so that the feature spec (which names the columns) stays the one source.
-    from lakecast.features.spec import (
-        FEATURE_COLUMNS,
-        LABEL_COLUMN,
-        PRODUCT_FEATURE_COLUMNS,
-        USER_COUNT_COLUMNS,
-    )
-    from lakecast.features.vocab import CATEGORIES
-
+    # The feature spec names the columns: it stays the one source.
     features = TableSpec(
         name="features",
         schema=pa.schema(
             [
-                pa.field("event_id", pa.string(), nullable=False),
-                pa.field("user_id", pa.string(), nullable=False),
-                pa.field("session_id", pa.string(), nullable=False),
-                pa.field("product_id", pa.string(), nullable=False),
-                pa.field("category", pa.string(), nullable=False),
-                pa.field("event_type", pa.string(), nullable=False),
-                pa.field("price", pa.float64(), nullable=False),
-                pa.field("device", pa.string(), nullable=False),
-                pa.field("country", pa.string(), nullable=False),
-                pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+                *EVENT_FIELDS,
                 *(pa.field(name, pa.float64(), nullable=False) for name in FEATURE_COLUMNS),
                 pa.field(LABEL_COLUMN, pa.int32(), nullable=True),
                 pa.field("features_version", pa.string(), nullable=False),

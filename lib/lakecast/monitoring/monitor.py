@@ -32,11 +32,11 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
-from lakecast.autoscaling.decision import to_iso
 from lakecast.config import KafkaSettings
 from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
 from lakecast.kafka.clients import await_topics, build_consumer, build_producer
 from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
+from lakecast.kafka.timestamps import to_iso
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from lakecast.monitoring.prometheus import (
     ANOMALIES,

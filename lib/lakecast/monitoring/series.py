@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from lakecast.autoscaling.decision import to_epoch
 from lakecast.errors import DataError, InvalidRecordError
+from lakecast.kafka.timestamps import to_epoch
 from lakecast.monitoring.detectors import Detector
 
 FLEET_SOURCE = "all"

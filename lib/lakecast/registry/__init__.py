@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lakecast.registry.cards import ModelCard, card_is_complete, render_card
 from lakecast.registry.records import AliasState, AuditEntry, Lineage, ModelVersion
-from lakecast.registry.references import ModelRef, parse_reference
+from lakecast.registry.references import ModelReference, parse_reference
 from lakecast.registry.registry import ModelSummary, Registry, VerifyResult, current_user
 from lakecast.registry.semver import SemVer
 from lakecast.registry.signature import ColumnSpec, Signature, SignatureDiff, diff_signatures
@@ -24,7 +24,7 @@ __all__ = [
     "ColumnSpec",
     "Lineage",
     "ModelCard",
-    "ModelRef",
+    "ModelReference",
     "ModelSummary",
     "ModelVersion",
     "Registry",

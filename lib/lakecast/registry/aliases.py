@@ -15,9 +15,10 @@ from typing import Any
 
 import orjson
 
+from lakecast.lake.deltars import stale
 from lakecast.registry.records import AliasState
 from lakecast.registry.rows import alias_from_row
-from lakecast.registry.store import RegistryTables, stale, utc_now
+from lakecast.registry.store import RegistryTables, utc_now
 
 ChooseVersion = Callable[[AliasState | None], str]
 

@@ -23,7 +23,7 @@ def check_name(kind: str, value: str) -> str:
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelReference:
     """A parsed reference: a name and at most one of an exact version or an alias."""
 
     name: str
@@ -38,7 +38,7 @@ class ModelRef:
         return self.name
 
 
-def parse_reference(text: str) -> ModelRef:
+def parse_reference(text: str) -> ModelReference:
     """Parse ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
 
     Raises:
@@ -50,8 +50,8 @@ def parse_reference(text: str) -> ModelRef:
         raise RegistryError(msg)
     if "@" in text:
         name, alias = text.split("@", 1)
-        return ModelRef(check_name("model name", name), alias=check_name("alias", alias))
+        return ModelReference(check_name("model name", name), alias=check_name("alias", alias))
     if ":" in text:
         name, version = text.split(":", 1)
-        return ModelRef(check_name("model name", name), version=str(SemVer.parse(version)))
-    return ModelRef(check_name("model name", text))
+        return ModelReference(check_name("model name", name), version=str(SemVer.parse(version)))
+    return ModelReference(check_name("model name", text))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lakecast.errors import ModelNotFoundError, RegistryError, VersionRuleError
+from lakecast.lake.deltars import CrashPoint, stale
 from lakecast.models.predictor import NanPolicy, check_nan_policy
 from lakecast.registry.aliases import ChooseVersion, latest_moves, move_alias
 from lakecast.registry.artifacts import ArtifactStore, StoredArtifact, read_verified
@@ -29,7 +30,7 @@ from lakecast.registry.records import (
     ModelVersion,
     check_metrics,
 )
-from lakecast.registry.references import ModelRef, check_name, parse_reference
+from lakecast.registry.references import ModelReference, check_name, parse_reference
 from lakecast.registry.rows import (
     alias_from_row,
     audit_from_row,
@@ -40,7 +41,7 @@ from lakecast.registry.rows import (
 )
 from lakecast.registry.semver import BumpKind, SemVer
 from lakecast.registry.signature import Signature
-from lakecast.registry.store import CrashPoint, RegistryTables, stale, utc_now
+from lakecast.registry.store import RegistryTables, utc_now
 from lakecast.registry.versioning import check_bump, target_version
 
 if TYPE_CHECKING:
@@ -315,7 +316,7 @@ class Registry:
         every few seconds): about 1 ms, a tenth of a :meth:`resolve`."""
         return self.tables.latest_version("versions"), self.tables.latest_version("aliases")
 
-    def resolve(self, reference: str | ModelRef) -> ModelVersion:
+    def resolve(self, reference: str | ModelReference) -> ModelVersion:
         """``NAME@ALIAS``, ``NAME:VERSION`` or ``NAME`` (the latest) to a version record.
 
         Raises:
@@ -343,7 +344,7 @@ class Registry:
         msg = f"model {ref.name!r} has no version {wanted} (versions: {known_versions})"
         raise ModelNotFoundError(msg)
 
-    def load(self, reference: str | ModelRef) -> tuple[ModelVersion, Predictor]:
+    def load(self, reference: str | ModelReference) -> tuple[ModelVersion, Predictor]:
         """Resolve, verify the artifact's sha256 and load it as a Predictor."""
         from lakecast.models import load_model
 
@@ -396,7 +397,7 @@ class Registry:
         the loser re-reads and applies on top, so no promotion is lost.
         """
         check_name("alias", alias)
-        target = self.resolve(ModelRef(name, version=str(SemVer.parse(version))))
+        target = self.resolve(ModelReference(name, version=str(SemVer.parse(version))))
         return self._move_alias(
             name, alias, "promote", who or current_user(), why, lambda current: target.version
         )

@@ -16,19 +16,17 @@ a change with its audit record, or neither.
 from __future__ import annotations
 
 import contextlib
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable, Field, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 
-from lakecast.errors import RegistryError, VersionConflictError
+from lakecast.errors import RegistryError
+from lakecast.lake.deltars import CrashPoint, DeltaTables
 
-T = TypeVar("T")
 _TS = pa.timestamp("us", tz="UTC")
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -97,16 +95,12 @@ KEYS: dict[str, tuple[str, ...]] = {
     "aliases": ("name", "alias", "seq"),  # one row per move; the highest seq is the state
 }
 
-# Called with the name of the point a write reached ("before commit", "after commit"), so a test
-# can kill the process exactly there; None in production.
-CrashPoint = Callable[[str], None]
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class RegistryTables:
+class RegistryTables(DeltaTables):
     """The four Delta tables under one registry root (a path or any delta-rs URI)."""
 
     def __init__(
@@ -117,62 +111,23 @@ class RegistryTables:
         backoff_s: float = 0.02,
         crash_point: CrashPoint | None = None,
     ) -> None:
-        self.root = root.rstrip("/")
-        self.crash_point = crash_point
-        self.storage_options = dict(storage_options or {}) or None
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.conflicts = 0  # commits retried after a concurrent writer won; for metrics and tests
-        self._watched: dict[str, DeltaTable] = {}  # kept open by latest_version
-
-    def uri(self, table: str) -> str:
-        return f"{self.root}/{table}"
-
-    def open(self, table: str) -> DeltaTable | None:
-        """The table at its latest version, or None while nothing was ever written to it."""
-        try:
-            return DeltaTable(self.uri(table), storage_options=self.storage_options)
-        except TableNotFoundError:
-            return None
-
-    def latest_version(self, table: str) -> int | None:
-        """The table's current Delta version (None while it does not exist).
-
-        Cheap enough to poll: the table stays open and only the log entries written since
-        the last call are read (about 0.5 ms on a local disk, against 2 ms to open it and
-        3 more to read it). Not thread-safe: one caller at a time.
-        """
-        watched = self._watched.get(table)
-        if watched is None:
-            watched = self.open(table)
-            if watched is None:
-                return None
-            self._watched[table] = watched
-        else:
-            watched.update_incremental()
-        return watched.version()
+        super().__init__(
+            root,
+            SCHEMAS,
+            label="registry",
+            error=RegistryError,
+            storage_options=storage_options,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            crash_point=crash_point,
+        )
 
     def ensure(self, table: str) -> DeltaTable:
         """The table, created empty with its schema on first use (racing creators agree).
 
         A table written before a column was added to its schema gets the column (nullable).
         """
-        for _ in range(self.max_attempts):
-            found = self.open(table)
-            if found is not None:
-                return self._with_columns(table, found)
-            try:
-                return DeltaTable.create(
-                    self.uri(table),
-                    SCHEMAS[table],
-                    mode="ignore",
-                    name=f"lakecast_registry_{table}",
-                    storage_options=self.storage_options,
-                )
-            except CommitFailedError:
-                continue  # another process created it first
-        msg = f"registry table {self.uri(table)} could not be created"
-        raise RegistryError(msg)
+        return self._with_columns(table, super().ensure(table))
 
     def _with_columns(self, table: str, found: DeltaTable) -> DeltaTable:
         have = {f.name for f in found.schema().fields}
@@ -182,22 +137,6 @@ class RegistryTables:
         with contextlib.suppress(CommitFailedError):  # another process added them first
             found.alter.add_columns([Field.from_arrow(f) for f in missing])
         return self.open(table) or found
-
-    def crash(self, point: str) -> None:
-        """Give the test hook its chance to kill the process at ``point``."""
-        if self.crash_point is not None:
-            self.crash_point(point)
-
-    def read(
-        self, table: str, where: Mapping[str, str] | None = None, snapshot: DeltaTable | None = None
-    ) -> list[dict[str, Any]]:
-        """Rows (as dicts) of a table, optionally with equality filters, from ``snapshot``."""
-        dt = snapshot if snapshot is not None else self.open(table)
-        if dt is None:
-            return []
-        filters = [(column, "=", value) for column, value in (where or {}).items()]
-        data = dt.to_pyarrow_table(filters=filters or None)
-        return data.to_pylist()
 
     def append(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Blind append (the audit log): never conflicts, retried only on transient failures."""
@@ -226,7 +165,7 @@ class RegistryTables:
         updates the matching row only when it holds. A concurrent commit that touched the same
         data raises CommitFailedError, which callers retry through :meth:`with_retry`.
         """
-        source = pa.Table.from_pylist([row], schema=SCHEMAS[table])
+        source = self.row_table(table, row)
         predicate = " AND ".join(f"t.{key} = s.{key}" for key in KEYS[table])
         merger = snapshot.merge(source, predicate, source_alias="s", target_alias="t")
         if update_when is not None:
@@ -239,33 +178,3 @@ class RegistryTables:
         return bool(
             metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
         )
-
-    def with_retry(self, attempt: Callable[[], T], what: str) -> T:
-        """Run ``attempt`` until it commits; exponential backoff with jitter between conflicts.
-
-        Raises:
-            VersionConflictError: still conflicting after ``max_attempts`` tries (retriable).
-        """
-        delay = self.backoff_s
-        number = 1
-        while True:
-            try:
-                return attempt()
-            except (CommitFailedError, _Stale) as exc:
-                self.conflicts += 1
-                if number >= self.max_attempts:
-                    msg = (
-                        f"registry {self.root}: {what} still conflicts after {number} tries: {exc}"
-                    )
-                    raise VersionConflictError(msg) from exc
-            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
-            delay = min(delay * 2, 1.0)
-            number += 1
-
-
-class _Stale(Exception):  # an internal signal, never escapes with_retry
-    """The snapshot that was read no longer holds: re-read and try again."""
-
-
-def stale(what: str) -> _Stale:
-    return _Stale(what)

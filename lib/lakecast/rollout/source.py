@@ -13,9 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
-
+from lakecast.lake.deltars import WatchedTable
 from lakecast.rollout.store import ROLLOUTS_TABLE, RolloutStore
 from lakecast.rollout.strategies import RolloutState
 
@@ -49,7 +47,7 @@ class RolloutSource:
         self.model = model
         self.interval_s = interval_s
         self._clock = clock
-        self._table: DeltaTable | None = None
+        self._watched = WatchedTable(self.store.uri(ROLLOUTS_TABLE), self.store.storage_options)
         self._table_version: int | None = None
         self._state: RolloutState | None = None
         self._checked_at: float | None = None
@@ -83,19 +81,13 @@ class RolloutSource:
 
     def refresh(self) -> RolloutState | None:
         """Look at the table now; read its rows only if its version moved."""
-        if self._table is None:
-            try:
-                self._table = DeltaTable(
-                    self.store.uri(ROLLOUTS_TABLE), storage_options=self.store.storage_options
-                )
-            except TableNotFoundError:
-                return self._state
-        else:
-            self._table.update_incremental()
-        version = self._table.version()
+        table = self._watched.poll()
+        if table is None:
+            return self._state
+        version = table.version()
         if version == self._table_version:
             return self._state
-        found = self.store.record(self.model, self._table)
+        found = self.store.record(self.model, table)
         self.reads += 1
         self._table_version = version
         state = None if found is None else found.state

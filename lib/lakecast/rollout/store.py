@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 from deltalake import DeltaTable
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakecast.errors import RolloutError
-from lakecast.registry.store import CrashPoint, RegistryTables, stale, utc_now
+from lakecast.lake.deltars import CrashPoint, DeltaTables, stale
+from lakecast.registry.store import utc_now
 from lakecast.rollout.strategies import RolloutState
 
 ROLLOUTS_TABLE = "rollouts"
@@ -108,41 +108,25 @@ class RolloutStore:
         max_attempts: int = 30,
         crash_point: CrashPoint | None = None,
     ) -> None:
-        self.root = str(root).rstrip("/")
-        self.storage_options = dict(storage_options or {}) or None
-        # The registry's retry loop: backoff with jitter on CommitFailedError and stale reads;
-        # and its test hook, called at each point a write reaches.
-        self._retry = RegistryTables(
-            self.root, storage_options, max_attempts=max_attempts, crash_point=crash_point
+        self.tables = DeltaTables(
+            root,
+            {ROLLOUTS_TABLE: ROLLOUT_SCHEMA},
+            label="rollout store",
+            error=RolloutError,
+            table_prefix="lakecast_",
+            storage_options=storage_options,
+            max_attempts=max_attempts,
+            crash_point=crash_point,
         )
+        self.root = self.tables.root
+        self.storage_options = self.tables.storage_options
 
     def uri(self, table: str = ROLLOUTS_TABLE) -> str:
-        return f"{self.root}/{table}"
+        return self.tables.uri(table)
 
     def open(self, table: str = ROLLOUTS_TABLE) -> DeltaTable | None:
         """The table at its latest version, or None while nothing was written to it."""
-        try:
-            return DeltaTable(self.uri(table), storage_options=self.storage_options)
-        except TableNotFoundError:
-            return None
-
-    def _ensure(self, table: str) -> DeltaTable:
-        for _ in range(self._retry.max_attempts):
-            found = self.open(table)
-            if found is not None:
-                return found
-            try:
-                return DeltaTable.create(
-                    self.uri(table),
-                    ROLLOUT_SCHEMA,
-                    mode="ignore",
-                    name=f"lakecast_{table}",
-                    storage_options=self.storage_options,
-                )
-            except CommitFailedError:
-                continue  # another process created it first
-        msg = f"rollout store: table {self.uri(table)} could not be created"
-        raise RolloutError(msg)
+        return self.tables.open(table)
 
     # ---- reading ---------------------------------------------------------------------
     def table_version(self) -> int | None:
@@ -263,7 +247,7 @@ class RolloutStore:
         what: str,
     ) -> RolloutRecord:
         def attempt() -> RolloutRecord:
-            snapshot = self._ensure(ROLLOUTS_TABLE)
+            snapshot = self.tables.ensure(ROLLOUTS_TABLE)
             current = self.record(model, snapshot)
             new = change(current)
             if new is None:
@@ -277,19 +261,19 @@ class RolloutStore:
             if current is not None and new.revision != current.revision + 1:
                 msg = f"{what}: revision {new.revision} does not follow {current.revision}"
                 raise RolloutError(msg)
-            source = pa.Table.from_pylist([_row(new)], schema=ROLLOUT_SCHEMA)
+            source = self.tables.row_table(ROLLOUTS_TABLE, _row(new))
             merger = snapshot.merge(
                 source,
                 "t.model = s.model AND t.revision = s.revision",
                 source_alias="s",
                 target_alias="t",
             ).when_not_matched_insert_all()
-            self._retry.crash("before commit")
+            self.tables.crash("before commit")
             metrics = merger.execute()
-            self._retry.crash("after commit")
+            self.tables.crash("after commit")
             if not metrics.get("num_target_rows_inserted", 0):
                 msg = f"{what}: revision moved meanwhile"
                 raise stale(msg)
             return new
 
-        return self._retry.with_retry(attempt, what)
+        return self.tables.with_retry(attempt, what)

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from lakecast.rollout.flags import Condition
 
-ModelRef = Annotated[
+# An exact ``NAME:VERSION`` a rollout routes to (not a reference to resolve: no alias).
+VersionRef = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-+]+$", strip_whitespace=True)
 ]
 VariantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=64)]
@@ -45,7 +46,7 @@ class Variant(_Spec):
     """A named arm of a rollout and the model version that serves it."""
 
     name: VariantName
-    model: ModelRef
+    model: VersionRef
 
 
 class WeightedVariant(Variant):
@@ -58,7 +59,7 @@ class _Strategy(_Spec):
     """Fields every strategy has: the id that salts the buckets and the shadow models."""
 
     id: VariantName = Field(description="rollout / experiment id; salts the sticky buckets")
-    shadows: tuple[ModelRef, ...] = ()
+    shadows: tuple[VersionRef, ...] = ()
     shadow_percent: float = Field(default=100.0, ge=0, le=100)
 
     def variants(self) -> list[Variant]:  # pragma: no cover - every strategy overrides it
@@ -93,8 +94,8 @@ class BlueGreen(_Strategy):
     """Two full deployments; all traffic goes to the active one, switched at once."""
 
     strategy: Literal["blue_green"] = "blue_green"
-    blue: ModelRef
-    green: ModelRef
+    blue: VersionRef
+    green: VersionRef
     active: Literal["blue", "green"] = "blue"
 
     def variants(self) -> list[Variant]:
@@ -108,8 +109,8 @@ class Canary(_Strategy):
     """A candidate takes a growing share of sticky buckets, step by step, after analysis."""
 
     strategy: Literal["canary"] = "canary"
-    champion: ModelRef
-    candidate: ModelRef
+    champion: VersionRef
+    candidate: VersionRef
     steps: tuple[float, ...] = DEFAULT_CANARY_STEPS
     step_index: int = Field(default=0, ge=0)
 
@@ -173,7 +174,7 @@ class Shadow(_Strategy):
     """The champion serves; the shadow models score the same events, and nobody sees them."""
 
     strategy: Literal["shadow"] = "shadow"
-    champion: ModelRef
+    champion: VersionRef
 
     @model_validator(mode="after")
     def _has_shadows(self) -> Shadow:

@@ -83,4 +83,4 @@ def record_step(
             .execute()
         )
 
-    tables.retry.with_retry(attempt, f"record {job} {run_date} step {step!r}")
+    tables.with_retry(attempt, f"record {job} {run_date} step {step!r}")

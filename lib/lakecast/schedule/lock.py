@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lakecast.errors import RunLockedError, ScheduleError
-from lakecast.registry.store import stale, utc_now
+from lakecast.lake.deltars import stale
+from lakecast.registry.store import utc_now
 from lakecast.schedule.tables import ScheduleTables
 
 LOCKS = "locks"
@@ -107,7 +108,7 @@ def acquire(tables: ScheduleTables, name: str, *, lease: timedelta = DEFAULT_LEA
             raise stale(msg)
         return Lease(name=name, seq=seq, owner=owner, expires_at=expires_at)
 
-    return tables.retry.with_retry(attempt, f"take lock {name!r}")
+    return tables.with_retry(attempt, f"take lock {name!r}")
 
 
 def release(tables: ScheduleTables, lease: Lease) -> None:
@@ -138,7 +139,7 @@ def release(tables: ScheduleTables, lease: Lease) -> None:
             .execute()
         )
 
-    tables.retry.with_retry(attempt, f"release lock {lease.name!r}")
+    tables.with_retry(attempt, f"release lock {lease.name!r}")
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from lakecast.kafka.serde import (
     event_from_dict,
     latest_event_ts,
 )
+from lakecast.lake.events import EVENT_FIELDS
 
 OVERSIZED = "oversized"
 MALFORMED_JSON = "malformed_json"
@@ -42,20 +43,8 @@ NON_FINITE = "non_finite"
 TOO_DEEP = "too_deep"
 MODEL_ERROR = "model_error"
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("user_id", pa.string()),
-        ("session_id", pa.string()),
-        ("product_id", pa.string()),
-        ("category", pa.string()),
-        ("event_type", pa.string()),
-        ("price", pa.float64()),
-        ("device", pa.string()),
-        ("country", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
+# The event contract's fields, nullable as the Arrow batch the transforms read is built.
+EVENT_SCHEMA = pa.schema([field.with_nullable(True) for field in EVENT_FIELDS])
 
 
 class RejectedRecord(Exception):

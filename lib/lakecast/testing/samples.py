@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lakecast.autoscaling.decision import to_iso
+from lakecast.kafka.timestamps import to_iso
 
 
 def synthetic_sample(
