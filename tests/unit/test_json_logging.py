@@ -7,6 +7,8 @@ import json
 import logging
 import warnings
 
+import pytest
+
 from lakecast.monitoring.logging import configure_json_logging
 
 
@@ -52,3 +54,31 @@ def test_python_warnings_become_json_lines() -> None:
     (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert line["logger"] == "py.warnings"
     assert "RuntimeWarning: divide by zero" in line["message"]
+
+
+def test_native_lines_written_to_fd_2_become_records_at_their_level(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import os
+
+    from lakecast.monitoring.logging import native_stderr_as_logs
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger = logging.getLogger("tensorflow-test")
+    logger.addHandler(handler)
+    try:
+        with native_stderr_as_logs("tensorflow-test"):
+            os.write(2, b"W0000 00:00:1733390000.1 123 cuda_executor.cc:1] no GPU\n")
+            os.write(2, b"2025-12-05 08:00:00.000000: I tensorflow/core/util/port.cc:1] oneDNN\n")
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called\n")
+            os.write(2, b'{"level":"info","message":"already json"}\n')
+    finally:
+        logger.removeHandler(handler)
+    assert [(r.levelno, r.getMessage().split()[-1]) for r in seen] == [
+        (logging.WARNING, "GPU"),
+        (logging.INFO, "oneDNN"),
+        (logging.WARNING, "called"),
+    ]
+    assert capfd.readouterr().err == '{"level":"info","message":"already json"}\n'

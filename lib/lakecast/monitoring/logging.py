@@ -7,9 +7,14 @@ A log shipper (Vector, Fluent Bit, Promtail) then needs no parsing rules: each l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -71,3 +76,63 @@ def configure_json_logging(
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return handler
+
+
+# The severity letter of a C++ log line: absl's "W0000 00:00:..." and TensorFlow's own
+# "2025-01-01 12:00:00.000000: I tensorflow/...".
+_NATIVE_LEVEL = re.compile(r"^(?:([IWEF])\d{4} |\S+ \S+: ([IWEF]) )")
+_NATIVE_LEVELS = {
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "F": logging.CRITICAL,
+}
+
+
+@contextlib.contextmanager
+def native_stderr_as_logs(logger_name: str) -> Iterator[None]:
+    """Lines written to file descriptor 2 inside the block become records of ``logger_name``.
+
+    TensorFlow 2.21 writes C++ lines (oneDNN, cudart_stub, "All log messages before
+    absl::InitializeLog() is called ...") straight to fd 2 when it is imported, even with
+    ``TF_CPP_MIN_LOG_LEVEL=3``: with this around the import, every line a service writes is
+    JSON. A line's level comes from its severity letter (WARNING when it has none); a line
+    that is already JSON (our own logs, written meanwhile) goes out unchanged. The lines are
+    re-emitted when the block ends, after fd 2 is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # the pipe must not fill up while the block writes to it
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, name="native-stderr", daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees its end
+        os.close(saved)
+        reader.join(timeout=5)
+        os.close(read_end)
+        _emit(logging.getLogger(logger_name), b"".join(chunks).decode(errors="replace"))
+
+
+def _emit(logger: logging.Logger, text: str) -> None:
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                json.loads(line)
+                sys.stderr.write(line + "\n")
+                continue
+        found = _NATIVE_LEVEL.match(line)
+        letter = (found.group(1) or found.group(2)) if found else None
+        logger.log(_NATIVE_LEVELS.get(letter or "", logging.WARNING), line.rstrip())

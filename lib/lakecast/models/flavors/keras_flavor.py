@@ -8,6 +8,7 @@ a private temporary file and loaded from there: what is loaded is what was hashe
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from lakecast.errors import SchemaError, UnsafeArtifactError
 from lakecast.models.flavors.safe_versions import require_safe_release
 from lakecast.models.predictor import MatrixPredictor, NanPolicy
+from lakecast.monitoring.logging import native_stderr_as_logs
 from lakecast.registry.signature import Signature
 
 FILE_NAME = "model.keras"
@@ -30,7 +32,11 @@ _SLICE_ROWS = 65_536
 def import_keras() -> Any:
     """Import keras with the configured backend (env ``KERAS_BACKEND``, default TensorFlow)."""
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
-    import keras
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    # TensorFlow's C++ start-up lines become log records (JSON lines in a service).
+    with native_stderr_as_logs("tensorflow"):
+        import keras
 
     return keras
 
@@ -55,7 +61,10 @@ def load(data: bytes, where: str) -> Any:
         path = Path(tmp) / FILE_NAME
         path.write_bytes(data)
         try:
-            return keras.saving.load_model(path, safe_mode=True, compile=False)
+            # The backend finds its devices as the first model is built; TensorFlow then
+            # writes C++ lines again (cuInit on a machine without a GPU).
+            with native_stderr_as_logs("tensorflow"):
+                return keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:  # keras raises ValueError, TypeError, zipfile errors...
             msg = (
                 f"{where}: keras artifact failed to load in safe mode: {type(exc).__name__}: {exc}"
