@@ -95,10 +95,40 @@ class Source:
         return self.spark.read.format("delta").load(self.path)
 
 
-def timed(action: Callable[[], Any]) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """One timed run: wall seconds, and CPU seconds of this process and all its children (the
+    Spark JVM, its Python workers). On a shared machine the wall time measures the load as
+    much as the method; rows per CPU-second compare methods whatever the load."""
+
+    wall: float
+    cpu: float
+
+    def rates(self, rows: int) -> tuple[float, float]:
+        return rows / self.wall, rows / max(self.cpu, 1e-9)
+
+
+def _tree_cpu() -> dict[int, float]:
+    import psutil
+
+    me = psutil.Process()
+    seconds = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def timed(action: Callable[[], Any]) -> Timing:
+    before = _tree_cpu()
     started = time.perf_counter()
     action()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = _tree_cpu()
+    return Timing(wall, sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()))
 
 
 def train_models(root: Path, seed: int) -> dict[str, Any]:
@@ -149,7 +179,19 @@ def optimize_models(root: Path, trained: dict[str, Any]) -> dict[str, list[tuple
     return optimized
 
 
-def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> Callable[[], Any]:
+@dataclass(frozen=True)
+class InProcessRun:
+    """A session's run on the whole ready matrix (callable), and what a slicing run reuses."""
+
+    session: Any
+    feed: str
+    ready: np.ndarray
+
+    def __call__(self) -> Any:
+        return self.session.run(None, {self.feed: self.ready})
+
+
+def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> InProcessRun:
     """An ONNX Runtime session's run on the ready matrix (the optimised kind's own limit)."""
     from lakecast.models.flavors.onnx_flavor import load
     from lakecast.registry.artifacts import read_verified
@@ -161,7 +203,8 @@ def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> Cal
         matrix, dtype=np.float32 if feed.type == "tensor(float)" else np.float64
     )
     session.run(None, {feed.name: ready[:256]})
-    return lambda: session.run(None, {feed.name: ready})
+    run = InProcessRun(session, feed.name, ready)
+    return run
 
 
 def parity(source: np.ndarray, optimized: np.ndarray) -> str:
@@ -345,15 +388,17 @@ def main() -> None:
         full.frame.limit(1).collect()  # Delta's log of the table loaded before any timing
         cores = spark.sparkContext.defaultParallelism
         print(f"Spark local[*], {cores} cores; batch size {args.batch_size}\n")
-        results: list[tuple[str, str, float, str]] = []
-        optimized_results: list[tuple[str, str, str, float, float, str]] = []
+        results: list[Row] = []
+        optimized_results: list[OptimizedRow] = []
         for flavor, (record, model) in trained.items():
-            limit_s = timed(in_process(flavor, model, matrix, args.batch_size))
-            results.append((flavor, "in-process predict (limit)", args.rows / limit_s, ""))
+            limit = timed(in_process(flavor, model, matrix, args.batch_size))
+            results.append((flavor, "in-process predict (limit)", *limit.rates(args.rows), ""))
             if flavor == "keras":  # predict() builds a tf.data pipeline; this call does not
-                seconds = timed(keras_on_batch(model, matrix))
+                on_batch = timed(keras_on_batch(model, matrix))
                 note = "reference: Keras's lower-level call"
-                results.append((flavor, "in-process predict_on_batch", args.rows / seconds, note))
+                results.append(
+                    (flavor, "in-process predict_on_batch", *on_batch.rates(args.rows), note)
+                )
             paths: list[tuple[str, Callable[[Source, Any, int], Any]]] = [
                 ("Spark I/O floor (no model)", io_floor_path),
                 ("direct I/O floor (no model)", direct_floor_path),
@@ -363,25 +408,35 @@ def main() -> None:
             ]
             for label, path in paths:
                 run_spark(path(warm, record, args.batch_size))
-                seconds = timed(lambda p=path, r=record: run_spark(p(full, r, args.batch_size)))
-                results.append((flavor, label, args.rows / seconds, ""))
+                run = timed(lambda p=path, r=record: run_spark(p(full, r, args.batch_size)))
+                results.append((flavor, label, *run.rates(args.rows), ""))
             run_spark(row_udf_path(warm.frame.sample(fraction=0.03, seed=2), record))
-            seconds = timed(lambda r=record: run_spark(row_udf_path(sample, r)))
+            run = timed(lambda r=record: run_spark(row_udf_path(sample, r)))
             note = f"extrapolated from {args.row_udf_rows:,} rows"
-            results.append((flavor, "row-at-a-time Python UDF", args.row_udf_rows / seconds, note))
+            results.append(
+                (flavor, "row-at-a-time Python UDF", *run.rates(args.row_udf_rows), note)
+            )
             source_limit = next(
                 r[2] for r in results if r[0] == flavor and r[1] == SOURCE_LIMITS[flavor]
             )
+            sliced = timed(source_on_slices(flavor, model, matrix, args.batch_size))
+            label = f"in-process, {args.batch_size:,}-row calls"
+            results.append((flavor, label, *sliced.rates(args.rows), "a batch path's calls"))
             for kind, version in optimized[flavor]:
                 optimized_results += optimized_rows(
                     (full, warm), flavor, kind, version, model, matrix, args.batch_size,
-                    source_limit,
+                    (source_limit, results[-1][2]),
                 )  # fmt: skip
         print_table(results, args.rows)
         print_optimized(optimized_results)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+
+# (flavor, method, rows/s, rows per CPU-second, note)
+Row = tuple[str, str, float, float, str]
+# (flavor, kind, method, rows/s, ratio to the source's limit, rows per CPU-second, note)
+OptimizedRow = tuple[str, str, str, float, float, float, str]
 
 SOURCE_LIMITS = {"sklearn": "in-process predict (limit)", "keras": "in-process predict_on_batch"}
 
@@ -394,6 +449,22 @@ def source_scores(flavor: str, model: Any, matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(s).reshape(-1) for s in slices])
 
 
+def source_on_slices(flavor: str, model: Any, matrix: np.ndarray, rows: int) -> Callable[[], Any]:
+    """The source model on ``rows``-row slices (a batch path's batches), one call each."""
+    if flavor == "sklearn":
+        slices = [matrix[i : i + rows] for i in range(0, len(matrix), rows)]
+        return lambda: [model.predict_proba(s) for s in slices]
+    return keras_on_batch(model, matrix, rows)
+
+
+def onnx_on_slices(record: Any, matrix: np.ndarray, rows: int) -> Callable[[], Any]:
+    """A one-thread session on ``rows``-row slices, as a Spark task runs it."""
+    whole = onnx_in_process(record, matrix, threads=1)
+    session, feed, ready = whole.session, whole.feed, whole.ready
+    slices = [ready[i : i + rows] for i in range(0, len(ready), rows)]
+    return lambda: [session.run(None, {feed: s}) for s in slices]
+
+
 def optimized_rows(
     sources: tuple[Source, Source],
     flavor: str,
@@ -402,53 +473,68 @@ def optimized_rows(
     model: Any,
     matrix: np.ndarray,
     batch_size: int,
-    source_limit: float,
-) -> list[tuple[str, str, str, float, float, str]]:
-    """One optimised kind's rows: in-process ONNX Runtime (1 thread, all cores), both lakecast
-    paths; (flavor, kind, method, rows/s, ratio to the source's limit, note)."""
+    source_limits: tuple[float, float],
+) -> list[OptimizedRow]:
+    """One optimised kind's rows: in-process ONNX Runtime (1 thread, all cores, 1 thread on
+    ``batch_size``-row slices), both lakecast paths. ``source_limits``: the source's limit
+    and its rate on the same slices."""
     full, warm = sources
+    limit, on_slices = source_limits
     rows = len(matrix)
-    found = []
+    found: list[OptimizedRow] = []
     single = onnx_in_process(record, matrix, threads=1)
     scores = np.asarray(single()[0]).reshape(-1)
     note = parity(source_scores(flavor, model, matrix), scores)
-    for label, run in [
+    runs: list[tuple[str, Callable[[], Any]]] = [
         ("in-process session, 1 thread", single),
         ("in-process session, all cores", onnx_in_process(record, matrix, threads=os.cpu_count())),
-    ]:
-        rate = rows / timed(run)
-        found.append((flavor, kind, label, rate, rate / source_limit, note))
+        (f"in-process, {batch_size:,}-row calls", onnx_on_slices(record, matrix, batch_size)),
+    ]
+    for label, run in runs:
+        rate, per_cpu = timed(run).rates(rows)
+        if label.endswith("calls"):
+            note = f"{rate / on_slices:.2f}x the source on the same calls"
+        found.append((flavor, kind, label, rate, rate / limit, per_cpu, note))
     for label, path in [
         ("lakecast mapInArrow", lakecast_path),
         ("lakecast direct read", direct_path),
     ]:
         run_spark(path(warm, record, batch_size))
-        rate = rows / timed(lambda p=path: run_spark(p(full, record, batch_size)))
-        found.append((flavor, kind, label, rate, rate / source_limit, ""))
+        rate, per_cpu = timed(lambda p=path: run_spark(p(full, record, batch_size))).rates(rows)
+        found.append((flavor, kind, label, rate, rate / limit, per_cpu, ""))
     return found
 
 
-def print_optimized(results: list[tuple[str, str, str, float, float, str]]) -> None:
+def print_optimized(results: list[OptimizedRow]) -> None:
     print("optimised kinds (vs src: the source flavor's in-process limit, " + ", ".join(
         f"{f} {m}" for f, m in SOURCE_LIMITS.items()) + ")")  # fmt: skip
-    print(f"{'flavor':<8} {'kind':<10} {'method':<30} {'rows/s':>12} {'vs src':>7}  note")
-    for flavor, kind, method, rate, ratio, note in results:
-        print(f"{flavor:<8} {kind:<10} {method:<30} {rate:>12,.0f} {ratio:>7.2f}  {note}")
+    print(
+        f"{'flavor':<8} {'kind':<10} {'method':<30} {'rows/s':>12} {'vs src':>7} "
+        f"{'rows/cpu-s':>11}  note"
+    )
+    for flavor, kind, method, rate, ratio, per_cpu, note in results:
+        print(
+            f"{flavor:<8} {kind:<10} {method:<30} {rate:>12,.0f} {ratio:>7.2f} "
+            f"{per_cpu:>11,.0f}  {note}"
+        )
     print()
 
 
-def print_table(results: list[tuple[str, str, float, str]], rows: int) -> None:
-    print(f"{'flavor':<8} {'method':<28} {'rows/s':>12} {'vs limit':>9} {'vs pbudf':>9}  note")
+def print_table(results: list[Row], rows: int) -> None:
+    print(
+        f"{'flavor':<8} {'method':<28} {'rows/s':>12} {'vs limit':>9} {'vs pbudf':>9} "
+        f"{'rows/cpu-s':>11}  note"
+    )
     for flavor in dict.fromkeys(r[0] for r in results):
         mine = [r for r in results if r[0] == flavor]
         limit = next(r[2] for r in mine if r[1].startswith("in-process"))
         pbudf = next(r[2] for r in mine if r[1] == "predict_batch_udf")
-        for _, method, rate, note in mine:
+        for _, method, rate, per_cpu, note in mine:
             print(
                 f"{flavor:<8} {method:<28} {rate:>12,.0f} {rate / limit:>9.2f} "
-                f"{rate / pbudf:>9.2f}  {note}"
+                f"{rate / pbudf:>9.2f} {per_cpu:>11,.0f}  {note}"
             )
-        seconds = {method.split(" (")[0]: rows / rate for _, method, rate, _ in mine}
+        seconds = {method.split(" (")[0]: rows / rate for _, method, rate, _, _ in mine}
         print(f"{'':<8} (time for {rows:,} rows: " + ", ".join(
             f"{m} {s:.1f}s" for m, s in seconds.items()) + ")")  # fmt: skip
     print()
