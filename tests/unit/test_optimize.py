@@ -109,6 +109,19 @@ def test_int8_of_the_keras_version_stays_inside_its_looser_bound(lake: dict[str,
     assert "MatMulInteger" in ops
 
 
+def test_int8_stays_inside_its_bound_on_the_workers_feature_values(tmp_path: Path) -> None:
+    """Features of very different ranges (the worker's own: prices next to 0/1 flags): int8
+    quantises a normalised input, never the raw one (0.46 off with the scale folded)."""
+    features = str(tmp_path / "features")
+    write_features_table(features, online=True)
+    registry = Registry(tmp_path / "registry")
+    source = register_with_holdout(registry, features, "keras")
+    done = optimize_version(registry, source.ref, "onnx-int8")
+    assert 0 < done.report.max_abs_diff <= 0.05
+    exact = optimize_version(registry, source.ref, "onnx")
+    assert exact.report.max_abs_diff <= 1e-6
+
+
 def test_a_tree_ensemble_has_nothing_to_quantise(lake: dict[str, Any]) -> None:
     before = len(lake["registry"].versions("purchase"))
     with pytest.raises(ConversionError, match="no matrix products to quantise"):

@@ -79,7 +79,7 @@ def convert(source: ModelVersion, model: object, kind: Kind, where: str) -> tupl
             data = sklearn_to_onnx(model, width, where)
             how = f"{type(model).__name__} converted to ONNX (float64 input)"
         elif source.flavor == "keras":
-            data = keras_to_onnx(model, width, where)
+            data = keras_to_onnx(model, width, where, fold_scales=kind != "onnx-int8")
             how = "Keras forward pass converted by tf2onnx (float32)"
         else:
             msg = f"{where}: a {source.flavor} version is optimised already; start from its source"
