@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The deploy stage (`make deploy-local`, `.ci/run`): on the local stack, train and register a
-# fresh model, run the pre-rollout gates and a short canary of it against the champion through
-# `lakecast deploy`, and exit 1 when the canary is rolled back (0 when it is promoted).
+# fresh model (deploy/train_candidate.py: the champion's recipe retrained, or
+# DEPLOY_CANDIDATE=keras), run the pre-rollout gates and a short canary of it against the
+# champion through `lakecast deploy`, and exit 1 unless it is promoted (gates refused, canary
+# rolled back or undecided).
 #
 # It works in its own lake (.state/deploy-local/lake, made anew each time; LAKECAST_DEPLOY_LAKE
 # to choose another) so the demo's lake/ is left alone, and stops everything it started: a
@@ -34,18 +36,19 @@ trap stop_what_we_started EXIT
 echo "== deploy: events ($ROWS rows over $DAYS days) and features"
 "${SUBMIT[@]}" jobs/generate_events.py --rows "$ROWS" --days "$DAYS" --seed 42 --start-date 2026-01-01
 "${SUBMIT[@]}" jobs/extract_features.py --all
-echo "== deploy: train and register (scikit-learn champion, Keras challenger)"
+echo "== deploy: the champion (jobs/train.py), then a freshly trained candidate as challenger"
 "${SUBMIT[@]}" jobs/train.py --seed 42
+.venv/bin/python deploy/train_candidate.py --flavor "${DEPLOY_CANDIDATE:-sklearn}" --seed 7
 "$LAKECAST" models list
 echo "== deploy: gates and a canary ($STEPS %, ${STEP_SECONDS}s a step) through lakecast deploy"
 set +e
 "$LAKECAST" demo canary --model purchase --steps "$STEPS" --step-seconds "$STEP_SECONDS" --rate 100
 canary=$?
 set -e
-final=$("$LAKECAST" deploy status purchase --json | .venv/bin/python -c \
-  'import json, sys; print(json.load(sys.stdin)["state"]["status"])')
+final=$("$LAKECAST" deploy status purchase --json 2>/dev/null | .venv/bin/python -c \
+  'import json, sys; text = sys.stdin.read(); print(json.loads(text)["state"]["status"] if text else "none")')
 echo "deploy: canary exit status $canary, rollout $final"
-if [[ $canary != 0 || $final == rolled_back || $final == running || $final == paused ]]; then
+if [[ $canary != 0 || $final != promoted ]]; then
   echo "deploy: FAILED (the candidate was not promoted)" >&2
   exit 1
 fi
