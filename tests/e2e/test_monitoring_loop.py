@@ -47,6 +47,7 @@ from lakecast.autoscaling.service import AutoscalerService, GroupLagProbe
 from lakecast.config import KafkaSettings
 from lakecast.kafka.groups import describe_group
 from lakecast.monitoring.monitor import MonitorConfig, MonitorService
+from lakecast.serving.worker_config import worker_command
 from lakecast.testing.events import synthetic_payloads
 from lakecast.testing.kafka import committed_total, produce
 from lakecast.testing.models import served_lake
@@ -183,14 +184,14 @@ def loop_run(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
     group = f"workers-{run}"
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
 
-    def worker_command(worker_id: str) -> list[str]:
+    def command_of(worker_id: str) -> list[str]:
         options = worker_options(lake, topics, group, sample_interval_s=SAMPLE_INTERVAL_S)
         return worker_command(options.model_copy(update={"source_id": worker_id}), metrics_port=0)
 
     logs = root / "workers"
     logs.mkdir()
     pool = WorkerPool(
-        worker_command,
+        command_of,
         name=f"loop-{run}",
         env={
             "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
