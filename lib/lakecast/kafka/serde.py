@@ -20,7 +20,16 @@ import pyarrow as pa
 from lakecast.errors import InvalidRecordError
 from lakecast.lake.events import EVENT_FIELDS, EVENT_TYPES
 
-METRIC_KINDS = ("sample", "anomaly", "scaling", "rollout")
+METRIC_KINDS = (
+    "sample",
+    "anomaly",
+    "scaling",
+    "rollout",
+    "quality",
+    "drift",
+    "staleness",
+    "retrain",
+)
 # Kafka's default max.message.bytes is 1 MiB; a record near that is a bug or an attack.
 MAX_RECORD_BYTES = 1_000_000
 
