@@ -161,6 +161,8 @@ class TopicNames(_Section):
     predictions: str = "predictions"
     dlq: str = "events.dlq"
     metrics: str = "metrics"
+    # A sample of the feature vectors the workers served (drift and skew; see `drift:`).
+    served_features: str = "served_features"
 
 
 class KafkaSettings(_Section):
@@ -366,6 +368,30 @@ class RolloutSettings(_Section):
         return value
 
 
+class DriftSettings(_Section):
+    """Served-feature sampling (the worker) and the drift and skew checks
+    (``jobs/feature_drift.py``) that compare the sample with the serving version's training set.
+
+    PSI: 0.1 is the usual "watch", 0.25 the usual "act" (credit-scoring practice); 0.2 flags a
+    shift before it is large. KS: the largest gap between the two empirical CDFs; 0.1 is an
+    effect size, not a significance level (with thousands of rows any shift is significant).
+    """
+
+    # Share of served events whose model-input vector is logged, chosen by a hash of the event
+    # id (the same events whatever the worker), sent after the batch commits, outside its
+    # transaction; 0 turns sampling off.
+    sample_rate: float = Field(default=0.01, ge=0, le=1)
+    # Samples waiting for the background sender; past this they are dropped and counted,
+    # so a slow or absent broker never slows serving.
+    sample_queue: int = Field(default=10_000, ge=1)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    ks_threshold: float = Field(default=0.1, gt=0, le=1)
+    bins: int = Field(default=10, ge=2, le=100)  # PSI bins: quantiles of the training set
+    min_rows: int = Field(default=200, ge=1)  # fewer live rows in the window: no verdict
+    reference_rows: int = Field(default=100_000, ge=100)  # training rows read, at most
+    skew_tolerance: float = Field(default=1e-6, gt=0)  # online vs batch, per feature
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -379,6 +405,7 @@ class Settings(_Section):
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property

@@ -113,3 +113,12 @@ FEATURES, ENTITY_FEATURES = _feature_tables()
 """``features``: one row per event, the ordered model inputs (float64) and the label where known.
 ``entity_features``: per ``snapshot_date``, the user, product and category aggregates as of that
 date's end (``entity_type`` says which columns a row fills), read online with delta-rs."""
+
+SERVED_FEATURES_ARCHIVE = "archive/served_features"
+"""The archive of the ``served_features`` topic: the sampled model-input vectors of the workers,
+beside ``archive/predictions`` and ``archive/metrics``."""
+FEATURE_DRIFT = "monitoring/feature_drift"
+"""Per drift run, model version and feature: PSI and KS against the training set, the verdict."""
+FEATURE_SKEW = "monitoring/feature_skew"
+"""Per sampled event and feature whose online value differs from the batch job's by more than
+``drift.skew_tolerance``: both values."""
