@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from lakecast.config import KafkaSettings, LoopSettings
@@ -400,6 +400,44 @@ def test_a_partition_handed_back_is_read_from_the_group_committed_offset(
         assert first == list(range(10))
         consumer.commit({tp: OffsetAndMetadata(4, "", -1)})
         consumer._coordinator.request_rejoin()
+        assert _poll_offsets(consumer, until=6) == [4, 5, 6, 7, 8, 9]
+    finally:
+        consumer.close()
+
+
+def test_an_offset_fetch_from_before_a_rebalance_is_not_used_after_it(
+    bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """kafka-python caches a committed-offset fetch that its caller gave up waiting for, keyed
+    by the partition set alone, and hands the cached answer to the next fetch of the same set,
+    even in a later generation (Java keys it by generation too). A fetch given up while no
+    offset was committed yet, answered later with "none", made a member re-read a partition
+    from offset 0 after a rebalance that handed the same set back: the 14,354 doubled
+    predictions of one worker-kill trial. Here such a fetch is left behind, the group commits
+    4, and the member rejoins: it must read from 4, not from the stale "none"."""
+    topic = topic_factory("stalefetch")
+    produce(bootstrap, topic, keyed([b"v%d" % i for i in range(10)]))
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"stalefetch-{time.monotonic_ns()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    try:
+        consumer.subscribe([topic], listener=_Rebalance(consumer, _Buffer()))
+        assert _poll_offsets(consumer, until=10) == list(range(10))
+        coordinator = consumer._coordinator
+        with pytest.raises(KafkaTimeoutError):
+            coordinator.fetch_committed_offsets({tp}, timeout_ms=0)
+        [left_behind] = coordinator._offset_fetch_futures.values()
+        deadline = time.monotonic() + TIMEOUT_S
+        while not left_behind.is_done and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)
+        assert left_behind.succeeded() and left_behind.value == {}  # "nothing committed"
+        consumer.commit({tp: OffsetAndMetadata(4, "", -1)})
+        coordinator.request_rejoin()
         assert _poll_offsets(consumer, until=6) == [4, 5, 6, 7, 8, 9]
     finally:
         consumer.close()

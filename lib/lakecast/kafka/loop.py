@@ -137,6 +137,7 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("partitions revoked: %s (dropped %d buffered records)", sorted(revoked), dropped)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        discard_offset_fetches(self.consumer)
         log.info("partitions assigned: %s", sorted(assigned))
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
@@ -163,6 +164,20 @@ def forget_positions(consumer: KafkaConsumer, partitions: set[TopicPartition]) -
         if state is not None:
             state._position = None  # missing: the next poll fetches the committed offset
             state.drop_pending_record_batch = True
+
+
+def discard_offset_fetches(consumer: KafkaConsumer) -> None:
+    """Drop the committed-offset fetches kafka-python keeps from before this assignment.
+
+    kafka-python caches a fetch whose caller stopped waiting (a ``poll`` timeout) and gives
+    its answer to the next fetch of the same partition set, in any later generation (Java's
+    consumer also checks the generation). A fetch left behind while nothing was committed
+    yet answered "no offset", and after a rebalance that handed the same set back the member
+    reset to ``earliest`` and read committed partitions again from offset 0: 14,354 doubled
+    predictions in one worker-kill trial. Offsets fetched in an older generation are stale
+    whenever another member committed in between, so none survives an assignment.
+    """
+    consumer._coordinator._offset_fetch_futures.clear()  # no public call for this either
 
 
 def group_settled(consumer: KafkaConsumer) -> bool:
