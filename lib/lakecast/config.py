@@ -392,6 +392,66 @@ class DriftSettings(_Section):
     skew_tolerance: float = Field(default=1e-6, gt=0)  # online vs batch, per feature
 
 
+class QualityDrops(_Section):
+    """How far a live outcome metric may fall behind the version's own holdout figure before
+    the monitor alerts: AUC may drop by ``auc``; log loss, Brier and ECE may rise by theirs.
+
+    A version's live AUC varies from day to day by about 0.01-0.02 on a few thousand
+    labelled events, so 0.05 is a drop that is not noise; log loss and Brier move with the
+    base rate too, hence their wider relative allowances.
+    """
+
+    auc: float = Field(default=0.05, ge=0)
+    log_loss: float = Field(default=0.10, ge=0)
+    brier: float = Field(default=0.02, ge=0)
+    ece: float = Field(default=0.05, ge=0)
+
+
+class QualitySettings(_Section):
+    """Prediction quality from realised outcomes (``jobs/evaluate_quality.py``, the monitor).
+
+    The label of an event (a purchase later in the same session, on the same UTC date; see
+    ``lakecast.features.training_set``) is final once its UTC date has ended: the horizon.
+    ``label_delay_hours`` more covers events that arrive late; a day is evaluated only after
+    both. ``min_count`` labelled predictions make a group's figures worth an alert.
+    """
+
+    label_delay_hours: float = Field(default=1.0, ge=0)
+    min_count: int = Field(default=200, ge=1)
+    bins: int = Field(default=10, ge=2, le=100)
+    max_drop: QualityDrops = Field(default_factory=QualityDrops)
+
+
+class RetrainSettings(_Section):
+    """When ``lakecast retrain`` retrains a model, and how the new version is rolled out.
+
+    Triggers: ``quality`` (the latest quality record of the live version has a metric beyond
+    ``quality.max_drop`` of its holdout figure), ``drift`` (at least ``drift_min_features``
+    features of the live version drifted in the latest drift run), ``age`` (the live version
+    is older than ``max_model_age_days``). The candidate is the champion's recipe trained on
+    the last ``train_days`` labelled days (fresh data, so a changed relationship dominates),
+    the last ``holdout_days`` of them held out; it goes through the gates and a canary whose
+    analysis judges outcome metrics over the last ``canary_days`` labelled days.
+    """
+
+    triggers: tuple[Literal["quality", "drift", "age"], ...] = ("quality", "drift", "age")
+    drift_min_features: int = Field(default=1, ge=1)
+    max_model_age_days: float = Field(default=30.0, gt=0)
+    train_days: int = Field(default=3, ge=2)
+    holdout_days: int = Field(default=1, ge=1)
+    canary_days: int = Field(default=1, ge=1)
+    canary_steps: tuple[float, ...] = (50.0, 100.0)
+    canary_step_seconds: float = Field(default=1.0, gt=0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _holdout_within_training(self) -> RetrainSettings:
+        if self.holdout_days >= self.train_days:
+            msg = f"holdout_days ({self.holdout_days}) must be below train_days ({self.train_days})"
+            raise ValueError(msg)
+        return self
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -405,6 +465,8 @@ class Settings(_Section):
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     metrics: MetricsEndpointSettings = Field(default_factory=MetricsEndpointSettings)
     optimization: OptimizationSettings = Field(default_factory=OptimizationSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
