@@ -165,10 +165,42 @@ class TopicNames(_Section):
     served_features: str = "served_features"
 
 
+class TopicReplication(_Section):
+    """How the topics lakecast creates are replicated (and the internal topics of a local cluster).
+
+    Capped at the cluster: on ``n`` brokers a topic gets ``min(factor, n)`` replicas and
+    ``min.insync.replicas`` ``min(min_insync_replicas, replicas)``, so one local broker gives
+    1 / 1 and a three-node cluster 3 / 2: with acks=all (every transactional producer) a write
+    then survives one broker lost and is refused, not silently under-replicated, with two.
+    """
+
+    factor: int = Field(default=3, ge=1)
+    min_insync_replicas: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _isr_within_factor(self) -> TopicReplication:
+        if self.min_insync_replicas > self.factor:
+            msg = (
+                f"min_insync_replicas ({self.min_insync_replicas}) must not exceed "
+                f"factor ({self.factor})"
+            )
+            raise ValueError(msg)
+        return self
+
+    def on_cluster(self, brokers: int) -> tuple[int, int]:
+        """(replicas, min in-sync replicas) for a cluster of ``brokers`` nodes."""
+        if brokers < 1:
+            msg = f"a Kafka cluster has at least one broker, got {brokers}"
+            raise ValueError(msg)
+        replicas = min(self.factor, brokers)
+        return replicas, min(self.min_insync_replicas, replicas)
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     topics: TopicNames = Field(default_factory=TopicNames)
+    replication: TopicReplication = Field(default_factory=TopicReplication)
     partitions: int = Field(default=6, ge=1)
     request_timeout_ms: int = Field(default=30_000, gt=0)
     fetch_max_wait_ms: int = Field(default=500, gt=0)
@@ -353,8 +385,29 @@ class OptimizationSettings(_Section):
     int8_tolerance: float = Field(default=0.05, gt=0, le=1)
 
 
+class GateSettings(_Section):
+    """The pre-rollout gates' defaults (``lakecast.rollout.gates``); a rollout file's ``gates:``
+    section overrides any of them for its rollout.
+
+    ``metric_margin`` is a non-inferiority margin: a candidate may replace the champion when
+    its holdout metric is at most this much worse. 0.005 of ROC AUC is within the spread of
+    retrains of one recipe on the demo data (a reseeded retrain moved it by 0.0002) but
+    refuses a challenger that ranks visibly worse (the demo's MLP, 0.017 below, passed the
+    0.02 the demo's canary allowed before). ``min_holdout`` is the bar a first champion (no
+    champion to compare with) must reach on its own holdout; None turns it off.
+    """
+
+    metric: str = "holdout_roc_auc"  # as jobs/train.py records it
+    higher_is_better: bool = True
+    metric_margin: float = Field(default=0.005, ge=0)
+    latency_margin: float = Field(default=0.10, ge=0)  # allowed relative increase
+    min_holdout: float | None = 0.6
+
+
 class RolloutSettings(_Section):
-    """Rollouts (``lakecast deploy``)."""
+    """Rollouts (``lakecast deploy``) and every other move of a serving alias."""
+
+    gates: GateSettings = Field(default_factory=GateSettings)
 
     # Models whose rollout holds before its last step to 100 % until someone runs
     # `lakecast deploy approve`; the environment gives them comma-separated.

@@ -25,7 +25,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 from kafka.record import util as record_util
 
-from lakecast.config import KafkaSettings
+from lakecast.config import KafkaSettings, TopicReplication
 from lakecast.errors import KafkaAccessError, StreamError
 from lakecast.kafka.partitioner import CachedKeyPartitioner
 
@@ -296,28 +296,78 @@ def build_producer(
     return producer
 
 
+class _Admin(KafkaAdminClient):
+    """A KafkaAdminClient that keeps the settings it was built from (their replication)."""
+
+    lakecast_settings: KafkaSettings
+
+
 def build_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
     check_credentials(settings)
     options = {**settings.client_options(), "client_id": "lakecast-admin", **overrides}
     try:
-        return KafkaAdminClient(**options)
+        admin = _Admin(**options)
     except KafkaError as exc:
         msg = f"build admin client at {settings.bootstrap_servers}: {exc!r}"
         raise StreamError(msg) from exc
+    admin.lakecast_settings = settings
+    return admin
 
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic to create; ``replication_factor`` None: as ``kafka.replication`` says."""
+
     name: str
     partitions: int = 1
-    replication_factor: int = 1
+    replication_factor: int | None = None
     configs: dict[str, str] = field(default_factory=dict)
 
 
+def _replicated(
+    admin: KafkaAdminClient, specs: list[TopicSpec], replication: TopicReplication | None
+) -> list[TopicSpec]:
+    """``specs`` with the replicas and ``min.insync.replicas`` of ``replication`` on this
+    cluster where they leave them open (one replica where there is no setting)."""
+    if replication is None:
+        settings = getattr(admin, "lakecast_settings", None)
+        replication = settings.replication if settings is not None else None
+    open_specs = [spec for spec in specs if spec.replication_factor is None]
+    if not open_specs:
+        return specs
+    if replication is None:
+        return [_with(spec, 1, {}) if spec in open_specs else spec for spec in specs]
+    try:
+        # Fenced (stopped) brokers count: they are members of the cluster, and a topic
+        # created while one is away must still be replicated to it when it comes back.
+        brokers = len(admin.describe_cluster()["brokers"])
+    except KafkaError as exc:
+        msg = f"describe the cluster to size topic replication: {exc!r}"
+        raise StreamError(msg) from exc
+    replicas, min_isr = replication.on_cluster(brokers)
+    isr = {"min.insync.replicas": str(min_isr)}
+    return [
+        spec if spec.replication_factor is not None else _with(spec, replicas, isr)
+        for spec in specs
+    ]
+
+
+def _with(spec: TopicSpec, replicas: int, configs: dict[str, str]) -> TopicSpec:
+    return TopicSpec(spec.name, spec.partitions, replicas, {**configs, **spec.configs})
+
+
 def ensure_topics(
-    admin: KafkaAdminClient, topics: Iterable[TopicSpec], *, timeout_ms: int = 30_000
+    admin: KafkaAdminClient,
+    topics: Iterable[TopicSpec],
+    *,
+    timeout_ms: int = 30_000,
+    replication: TopicReplication | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until they have leaders.
+
+    A spec without a replication factor gets ``replication`` (default: that of the settings
+    :func:`build_admin` was given; one replica for an admin built otherwise), capped at the
+    cluster's broker count, with ``min.insync.replicas`` to match.
 
     On a secured cluster the topics are the admin principal's to create: a topic this
     principal may not create is left alone (logged), and a client that uses one that is
@@ -339,6 +389,7 @@ def ensure_topics(
     specs = [spec for spec in wanted if spec.name not in existing]
     if not specs:
         return []
+    specs = _replicated(admin, specs, replication)
     request = {
         spec.name: {
             "num_partitions": spec.partitions,
