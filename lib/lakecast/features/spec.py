@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from lakecast.features.vocab import (
@@ -79,6 +82,67 @@ FEATURE_COLUMNS: Final = (*EVENT_FEATURE_COLUMNS, *ENTITY_FEATURE_COLUMNS)
 LABEL_COLUMN: Final = "label"
 """1 if the user purchased later in the same session on the same UTC date, else 0; null for
 purchase events themselves (nothing to predict)."""
+
+
+@dataclass(frozen=True)
+class AllowedRange:
+    """A feature's declared closed range; ``None`` leaves that side open. NaN is never allowed."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def describe(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"in [{low}, {high}]"
+
+
+@dataclass(frozen=True)
+class AllowedValues:
+    """A feature's declared categories (for a one-hot or flag column: 0 and 1)."""
+
+    values: tuple[float, ...]
+
+    def describe(self) -> str:
+        return "one of {" + ", ".join(f"{v:g}" for v in self.values) + "}"
+
+
+Invariant = AllowedRange | AllowedValues
+
+_FLAG = AllowedValues((0.0, 1.0))
+_COUNT = AllowedRange(0.0, None)
+_UNIT = AllowedRange(-1.0, 1.0)
+_SHARE = AllowedRange(0.0, 1.0)
+
+
+def _declared_invariants() -> dict[str, Invariant]:
+    declared: dict[str, Invariant] = {
+        # A price above ten million is a unit or parsing error upstream.
+        "log_price": AllowedRange(0.0, math.log1p(1e7)),
+        "price_missing": _FLAG,
+        "price_to_category_mean": _COUNT,
+        "hour_sin": _UNIT,
+        "hour_cos": _UNIT,
+        "weekday_sin": _UNIT,
+        "weekday_cos": _UNIT,
+        "is_weekend": _FLAG,
+        **{name: _COUNT for name in USER_COUNT_COLUMNS},
+        "user_recency_s": AllowedRange(0.0, RECENCY_CAP_S),
+        "user_category_share_7d": _SHARE,
+        "product_views_7d": _COUNT,
+        "product_purchases_7d": _COUNT,
+        "product_conversion_7d": _SHARE,
+    }
+    for name in EVENT_FEATURE_COLUMNS:
+        if name not in declared:  # the one-hot columns
+            declared[name] = _FLAG
+    return {name: declared[name] for name in FEATURE_COLUMNS}
+
+
+FEATURE_INVARIANTS: Final[Mapping[str, Invariant]] = _declared_invariants()
+"""Each model input's allowed range or values, checked on training sets (``jobs/train.py``) and
+on the worker's served batches alike (:mod:`lakecast.features.invariants`). Not part of
+``FEATURES_VERSION``: they constrain the values, they do not define them."""
 
 
 def _fingerprint() -> str:

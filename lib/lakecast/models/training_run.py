@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lakecast.errors import DataError, SchemaError
+from lakecast.features.invariants import check_feature_table
 from lakecast.features.spec import FEATURE_COLUMNS, FEATURES_VERSION, LABEL_COLUMN
 from lakecast.models.evaluation import HoldoutMetrics, evaluate
 from lakecast.models.predictor import NanPolicy
@@ -125,7 +126,8 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
 
     Raises:
         SchemaError: the features table is missing or incomplete.
-        DataError: too few dates or a single class on a side of the split.
+        DataError: too few dates or a single class on a side of the split, or a feature
+            value the spec's invariants rule out.
         RegistryError: the registry refused a version.
     """
     table, table_version = read_training_table(
@@ -134,6 +136,8 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
     if table.num_rows == 0:
         msg = f"train: features table {request.features_path!r} v{table_version} has no labels"
         raise DataError(msg)
+    # The spec's declared ranges and values: a model must not learn from rows they rule out.
+    check_feature_table(table, f"train: features table {request.features_path!r} v{table_version}")
     split = time_holdout_split(
         training_rows(table, FEATURE_COLUMNS, LABEL_COLUMN), request.holdout_days
     )
