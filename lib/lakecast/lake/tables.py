@@ -122,3 +122,6 @@ FEATURE_DRIFT = "monitoring/feature_drift"
 FEATURE_SKEW = "monitoring/feature_skew"
 """Per sampled event and feature whose online value differs from the batch job's by more than
 ``drift.skew_tolerance``: both values."""
+MODEL_QUALITY = "monitoring/model_quality"
+"""Per model version, variant and day whose outcomes are known: AUC, log loss, Brier, ECE with
+the reliability bins, base rate and count (``jobs/evaluate_quality.py``)."""
