@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lakecast.config import PROJECT_ROOT
 from lakecast.errors import RolloutError
 from lakecast.rollout.gates import (
     DEFAULT_CARD_FIELDS,
@@ -117,10 +118,37 @@ def test_failed_gates_raise_a_rollout_error_naming_them() -> None:
         report.raise_if_failed()
 
 
-def test_first_version_only_needs_a_card() -> None:
-    report = run_gates(_version("churn:1.0.0", card={}), None)
-    assert [r.gate for r in report.results] == ["model_card_complete"]
-    assert not report.passed
+def test_first_version_needs_a_card_and_the_minimum_holdout_bar() -> None:
+    bar = GateConfig(min_holdout=0.6)
+    report = run_gates(_version("churn:1.0.0", card={}), None, bar)
+    assert [r.gate for r in report.results] == ["model_card_complete", "holdout_minimum"]
+    assert [r.gate for r in report.failed] == ["model_card_complete"]
+    weak = run_gates(_version("churn:1.0.0", metrics={"holdout_roc_auc": 0.55}), None, bar)
+    assert [r.gate for r in weak.failed] == ["holdout_minimum"]
+    assert weak.failed[0].delta == pytest.approx(-0.05)
+    assert "holdout_roc_auc 0.55, must be at least 0.6" in weak.failed[0].message
+    unmeasured = run_gates(_version("churn:1.0.0", metrics={}), None, bar)
+    assert "missing" in unmeasured.failed[0].message
+    assert run_gates(_version("churn:1.0.0", card={}), None, GateConfig(min_holdout=None)).results
+
+
+def test_configured_gates_are_the_config_with_a_rollout_file_on_top() -> None:
+    from lakecast.config import settings
+    from lakecast.rollout.deploy import load_rollout_file
+
+    configured = GateConfig.configured()
+    assert configured.metric_margin == settings().rollout.gates.metric_margin == 0.005
+    demo = GateConfig.configured(
+        load_rollout_file(PROJECT_ROOT / "conf" / "rollouts" / "demo-canary.yaml")["gates"]
+    )
+    assert (demo.metric_margin, demo.latency_margin) == (0.005, 0.50)
+    # The demo's figures: jobs/train.py's MLP 0.017 below the champion is refused, a reseeded
+    # retrain of the champion's recipe (+0.0002, deploy/train_candidate.py) passes.
+    champion = _version("purchase:1.0.0", metrics={"holdout_roc_auc": 0.7300})
+    mlp = _version("purchase:1.1.0", metrics={"holdout_roc_auc": 0.7130})
+    retrain = _version("purchase:1.2.0", metrics={"holdout_roc_auc": 0.7302})
+    assert [r.gate for r in run_gates(mlp, champion, demo).failed] == ["holdout_metric"]
+    assert run_gates(retrain, champion, demo).passed
 
 
 @dataclass(frozen=True)

@@ -69,20 +69,127 @@ def test_promote_rollback_and_audit_record_who_and_why(
     root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("USER", "dana")
-    assert _run(root, "promote", "ctr", "1.0.0", "--alias", "champion", "--reason", "first")[0] == 0
-    code, out = _run(root, "promote", "ctr", "1.1.0", "--alias", "champion", "--reason", "auc up")
-    assert (code, out.strip()) == (0, "ctr@champion -> 1.1.0 (was 1.0.0)")
+    # These versions have no holdout metric and 1.1.0 no card: only --force moves the alias.
+    forced = ("--force", "--reason")
+    assert _run(root, "promote", "ctr", "1.0.0", "--alias", "champion", *forced, "first")[0] == 0
+    code, out = _run(root, "promote", "ctr", "1.1.0", "--alias", "champion", *forced, "auc up")
+    assert code == 0
+    assert out.strip().endswith("ctr@champion -> 1.1.0 (was 1.0.0) FORCED past failed gates")
     code, out = _run(root, "rollback", "ctr", "--alias", "champion", "--reason", "errors up")
     assert (code, out.strip()) == (0, "ctr@champion -> 1.0.0")
     entries = [e for e in Registry(root).audit("ctr") if e.alias == "champion"]
-    assert [(e.action, e.version, e.who, e.reason) for e in entries] == [
-        ("promote", "1.0.0", "dana", "first"),
-        ("promote", "1.1.0", "dana", "auc up"),
-        ("rollback", "1.0.0", "dana", "errors up"),
+    assert [(e.action, e.version, e.who) for e in entries] == [
+        ("promote", "1.0.0", "dana"),
+        ("promote", "1.1.0", "dana"),
+        ("rollback", "1.0.0", "dana"),
     ]
+    first, second, back = (e.reason for e in entries)
+    assert first.startswith("FORCED past failed gates (") and first.endswith("): first")
+    assert "holdout_minimum: ctr:1.0.0: holdout metric 'holdout_roc_auc' missing" in first
+    assert "model_card_complete: ctr:1.1.0: model card is missing" in second
+    assert second.endswith("): auc up")
+    assert back == "errors up"
     code, out = _run(root, "audit", "ctr")
     assert code == 0
     assert "rollback" in out
+
+
+def _gated_registry(tmp_path: Path) -> Registry:
+    """Three versions with complete cards and holdout AUCs 0.70, 0.71 (non-inferior) and
+    0.65 (refused against 0.71 with the configured 0.005 margin)."""
+    from lakecast.rollout.gates import DEFAULT_CARD_FIELDS
+
+    registry = Registry(tmp_path / "gated")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 2))
+    y = (x[:, 0] > 0).astype(int)
+    card = ModelCard(**{name: f"some {name}" for name in DEFAULT_CARD_FIELDS})
+    for auc in (0.70, 0.71, 0.65):
+        registry.register(
+            "ctr",
+            LogisticRegression().fit(x, y),
+            signature=SIG,
+            metrics={"holdout_roc_auc": auc, "batch_latency_ms": 1.0},
+            card=card,
+        )
+    return registry
+
+
+def test_promote_runs_the_gates_unless_forced_with_a_reason(tmp_path: Path) -> None:
+    root = _gated_registry(tmp_path).root
+    code, out = _run(root, "promote", "ctr", "1.0.0", "--alias", "champion", "--reason", "v1")
+    assert code == 0
+    assert "pass holdout_minimum: ctr:1.0.0: holdout_roc_auc 0.7, must be at least 0.6" in out
+    code, out = _run(root, "promote", "ctr", "1.1.0", "--alias", "champion")
+    assert (code, out.splitlines()[-1]) == (0, "ctr@champion -> 1.1.0 (was 1.0.0)")
+    result = CliRunner().invoke(app, ["models", "--root", root, "promote", "ctr", "1.2.0",
+                                      "--alias", "champion"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "refused by the gates: holdout_metric: ctr:1.2.0: holdout_roc_auc 0.65" in str(
+        result.exception
+    )
+    assert Registry(root).resolve("ctr@champion").version == "1.1.0"
+    result = CliRunner().invoke(
+        app, ["models", "--root", root, "promote", "ctr", "1.2.0", "--alias", "champion", "--force"]
+    )
+    assert "--force needs --reason TEXT" in str(result.exception)
+    code, out = _run(root, "promote", "ctr", "1.2.0", "--alias", "champion", "--force",
+                     "--reason", "incident 42: 1.1.0 times out")  # fmt: skip
+    assert code == 0
+    assert "FAIL holdout_metric" in out
+    last = Registry(root).audit("ctr")[-1]
+    assert (last.action, last.version, last.previous_version) == ("promote", "1.2.0", "1.1.0")
+    assert last.reason.startswith("FORCED past failed gates (holdout_metric: ctr:1.2.0")
+    assert last.reason.endswith("): incident 42: 1.1.0 times out")
+
+
+def test_verify_reports_the_libraries_a_version_was_trained_with(tmp_path: Path) -> None:
+    from lakecast.registry import Lineage
+    from lakecast.registry.environment import compare_libraries, library_versions
+
+    registry = Registry(tmp_path / "libs")
+    x = np.random.default_rng(3).normal(size=(30, 2))
+    model = LogisticRegression().fit(x, (x[:, 1] > 0).astype(int))
+    here = library_versions()
+    older = {**here, "scikit-learn": "0.24.2"}
+    registry.register("ctr", model, signature=SIG, lineage=Lineage(libraries=here))
+    registry.register("ctr", model, signature=SIG, lineage=Lineage(libraries=older))
+    registry.register("ctr", model, signature=SIG, lineage=Lineage(libraries={}))  # pre-18
+    code, out = _run(registry.root, "verify", "ctr")
+    assert code == 0  # a library difference warns, it does not fail verification
+    lines = out.splitlines()
+    assert lines[1].strip() == "libraries: same major.minor as trained"
+    assert lines[3].strip() == (
+        f"libraries DIFFER: scikit-learn trained with 0.24.2, {here['scikit-learn']} here"
+    )
+    assert lines[5].strip().startswith("libraries: unknown")
+    # A patch release is the same library; a missing one differs.
+    checks = compare_libraries({**here, "numpy": here["numpy"] + ".post9"}, here)
+    assert {c.status for c in checks} == {"same"}
+    show = json.loads(_run(registry.root, "show", "ctr:1.0.0", "--json")[1])
+    assert show["lineage"]["libraries"] == here
+
+
+def test_loading_under_another_minor_version_warns_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from lakecast.registry import Lineage
+    from lakecast.registry.environment import library_versions
+
+    registry = Registry(tmp_path / "load")
+    x = np.random.default_rng(4).normal(size=(30, 2))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    older = {**library_versions(), "numpy": "1.0.0"}
+    record = registry.register("ctr", model, signature=SIG, lineage=Lineage(libraries=older))
+    labels = {"model": "ctr", "version": record.version, "library": "numpy"}
+    before = REGISTRY.get_sample_value("lakecast_model_library_mismatch_total", labels) or 0.0
+    with caplog.at_level("WARNING", logger="lakecast.registry.environment"):
+        _, predictor = registry.load("ctr:1.0.0")
+    assert predictor.predict(x[:3]).shape == (3,)  # still loads and scores
+    assert REGISTRY.get_sample_value("lakecast_model_library_mismatch_total", labels) == before + 1
+    assert "numpy trained with 1.0.0" in caplog.text
 
 
 def test_verify_fails_after_tampering(root: str) -> None:

@@ -100,12 +100,14 @@ def card(
 def verify(
     reference: str | None = typer.Argument(None, help="NAME or NAME:VERSION; all when left out."),
 ) -> None:
-    """Re-hash artifacts against the registry's sha256; exit status 1 on any mismatch."""
+    """Re-hash artifacts against the registry's sha256 (exit status 1 on any mismatch) and
+    report the libraries each was trained with against this environment's (a warning only)."""
     results = _registry().verify(reference)
     bad = [r for r in results if not r.ok]
     for result in results:
         mark = "ok  " if result.ok else "FAIL"
         typer.echo(f"{mark} {result.ref} {result.detail}")
+        typer.echo(f"     {result.libraries}")
     if bad:
         typer.secho(f"{len(bad)} of {len(results)} artifacts failed verification", err=True)
         raise typer.Exit(1)
@@ -117,11 +119,22 @@ def promote(
     version: str = typer.Argument(..., help="The version to point the alias at."),
     alias: str = typer.Option(..., "--alias", help="The alias, e.g. champion."),
     reason: str = typer.Option("", "--reason", help="Why, recorded in the audit log."),
+    force: bool = typer.Option(
+        False, "--force", help="Move it even if a gate fails (needs --reason; audited)."
+    ),
 ) -> None:
-    """Point an alias at a version (recorded with who, when and why)."""
-    state = _registry().promote(name, version, alias, who=current_user(), why=reason)
+    """Point an alias at a version after the pre-rollout gates (against the version it points
+    at now, or the config's min_holdout bar for a first one); recorded with who, when and why."""
+    from lakecast.rollout.promotion import promote_through_gates
+
+    done = promote_through_gates(_registry(), name, version, alias, reason=reason, force=force)
+    state = done.state
+    for result in done.report.results:
+        mark = "pass" if result.passed else "FAIL"
+        typer.echo(f"{mark} {result.gate}: {result.message}")
     before = f" (was {state.history[-1]})" if state.history else ""
-    typer.echo(f"{name}@{alias} -> {state.version}{before}")
+    forced = " FORCED past failed gates" if done.forced else ""
+    typer.echo(f"{name}@{alias} -> {state.version}{before}{forced}")
 
 
 @app.command("rollback")

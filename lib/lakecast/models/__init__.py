@@ -24,7 +24,9 @@ def load_model(version: ModelVersion) -> Predictor:
     """
     from lakecast.models.flavors import build_predictor
     from lakecast.registry.artifacts import read_verified
+    from lakecast.registry.environment import check_loaded_libraries
 
+    check_loaded_libraries(version)
     where = f"model {version.name!r} version {version.version}"
     data = read_verified(Path(version.artifact_path), version.sha256, version.name, version.version)
     return build_predictor(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_NAME = "purchase"
 CHAMPION, CHALLENGER = "champion", "challenger"
+REFUSED = "refused"
 # Gradient boosting treats a missing value as a branch of its own, but refuses +-inf; a row
 # the MLP cannot read is better unscored than scored as if it were average.
 NAN_POLICIES: dict[Flavor, NanPolicy] = {"sklearn": "propagate", "keras": "propagate"}
@@ -62,10 +63,11 @@ class TrainedVersion:
 
     flavor: Flavor
     version: str
-    alias: str
+    alias: str | None
     sha256: str
     metrics: dict[str, float]
     fit_seconds: float
+    gates: str = ""  # the champion's gate outcomes (REFUSED: ... when the alias did not move)
 
 
 @dataclass(frozen=True)
@@ -180,13 +182,51 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
             description=f"demo purchase propensity ({flavor})",
         )
         why = f"trained on {request.features_path} v{table_version}"
-        registry.promote(request.model_name, record.version, alias, why=why)
+        gates = ""
+        if alias == CHAMPION:
+            gates = promote_champion(registry, request.model_name, record.version, why)
+        else:  # the challenger serves nothing until `lakecast deploy` gates and canaries it
+            registry.promote(request.model_name, record.version, alias, why=why)
         summary.versions.append(
             TrainedVersion(
-                flavor, record.version, alias, record.sha256, metrics.as_dict(), fit_seconds
+                flavor,
+                record.version,
+                alias if not gates.startswith(REFUSED) else None,
+                record.sha256,
+                metrics.as_dict(),
+                fit_seconds,
+                gates,
             )
         )
     return summary
+
+
+def promote_champion(registry: Registry, name: str, version: str, why: str) -> str:
+    """Make ``name:version`` champion through the pre-rollout gates; what the gates said.
+
+    A first champion must reach the config's ``min_holdout`` bar: below it the job fails (the
+    version stays registered, nothing serves it). Against a live champion a refusal leaves
+    the live one serving and is reported, not raised: a retrain that is not better is a
+    normal outcome of a scheduled run.
+
+    Raises:
+        RolloutError: a first champion failed the gates.
+    """
+    from lakecast.errors import ModelNotFoundError, RolloutError
+    from lakecast.rollout.promotion import promote_through_gates
+
+    try:
+        live = registry.resolve(f"{name}@{CHAMPION}").version
+    except ModelNotFoundError:
+        live = None
+    try:
+        done = promote_through_gates(registry, name, version, CHAMPION, reason=why)
+    except RolloutError as exc:
+        if live is None:
+            msg = f"train: no first champion: {exc}"
+            raise RolloutError(msg) from exc
+        return f"{REFUSED}: {exc}"
+    return "; ".join(f"{r.gate} {'pass' if r.passed else 'FAIL'}" for r in done.report.results)
 
 
 def batch_latency_ms(
@@ -251,7 +291,8 @@ def demo_card(
         ),
         metrics=(
             "ROC AUC (ranking), log loss and Brier score (probability quality), expected "
-            "calibration error over 10 equal-width bins, all on a time-based holdout."
+            "calibration error over 10 equal-width bins, all on a time-based holdout. "
+            + promotion_rule()
         ),
         evaluation_data=(
             f"The labelled rows of the last {request.holdout_days} date(s) of the features "
@@ -273,4 +314,23 @@ def demo_card(
             f"changes (now {FEATURES_VERSION}). Rows with NaN or infinite features score NaN "
             f"(nan_policy `{NAN_POLICIES[flavor]}`) and are counted by the scorer."
         ),
+    )
+
+
+def promotion_rule() -> str:
+    """How a version becomes and stays champion, from the configured gates (for the card)."""
+    from lakecast.rollout.gates import GateConfig
+
+    gates = GateConfig.configured()
+    bar = (
+        ""
+        if gates.min_holdout is None
+        else (f"A first champion must reach {gates.metric} {gates.min_holdout:g} on its holdout. ")
+    )
+    return (
+        f"{bar}A challenger replaces the champion only if its {gates.metric} is at most "
+        f"{gates.metric_margin:g} worse (a non-inferiority margin: within the spread of "
+        "retrains of one recipe, so an equally good retrain is not held back, while a model "
+        "that ranks visibly worse is refused) and its batch latency at most "
+        f"{gates.latency_margin:.0%} higher (rollout.gates in conf/lakecast.yaml)."
     )

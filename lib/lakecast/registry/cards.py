@@ -115,6 +115,8 @@ def render_card(version: ModelVersion) -> str:
         f"(Delta version {'-' if delta_version is None else delta_version})",
         f"- git commit: `{lineage.git_commit or '-'}`",
         f"- lakecast: {lineage.lakecast_version}",
+        "- trained with: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(lineage.libraries.items())) or "unknown"),
         f"- parameters: `{orjson.dumps(lineage.parameters, option=orjson.OPT_SORT_KEYS).decode()}`",
     ]
     if lineage.optimized_from:

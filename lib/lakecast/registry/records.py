@@ -14,6 +14,7 @@ import orjson
 from lakecast.errors import RegistryError
 from lakecast.models.predictor import NanPolicy
 from lakecast.registry.cards import ModelCard
+from lakecast.registry.environment import library_versions
 from lakecast.registry.semver import SemVer
 from lakecast.registry.signature import Signature
 
@@ -55,6 +56,9 @@ class Lineage:
     # tolerance and parity figures of the conversion.
     optimized_from: str | None = None
     optimization: Mapping[str, Any] = field(default_factory=dict)
+    # python, scikit-learn, keras, tensorflow, numpy, lakecast as the version was made; empty
+    # for a version registered before lineage kept them (reported as unknown, never refused).
+    libraries: Mapping[str, str] = field(default_factory=library_versions)
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -67,6 +71,7 @@ class Lineage:
                 "holdout": dict(self.holdout),
                 "optimized_from": self.optimized_from,
                 "optimization": dict(self.optimization),
+                "libraries": dict(self.libraries),
             },
             option=orjson.OPT_SORT_KEYS,
             default=str,
@@ -84,6 +89,7 @@ class Lineage:
             holdout=data.get("holdout") or {},
             optimized_from=data.get("optimized_from"),
             optimization=data.get("optimization") or {},
+            libraries=data.get("libraries") or {},
         )
 
 

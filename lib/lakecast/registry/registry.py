@@ -76,6 +76,8 @@ class VerifyResult:
     ref: str
     ok: bool
     detail: str
+    # The libraries it was trained with against this process's (major.minor); informative only.
+    libraries: str = ""
 
 
 class Registry:
@@ -361,16 +363,19 @@ class Registry:
             if not targets:
                 msg = f"model {ref.name!r} is not registered in {self.root}"
                 raise ModelNotFoundError(msg)
+        from lakecast.registry.environment import compare_libraries, describe_libraries
+
         results = []
         for record in targets:
+            libraries = describe_libraries(compare_libraries(record.lineage.libraries))
             try:
                 read_verified(
                     Path(record.artifact_path), record.sha256, record.name, record.version
                 )
             except RegistryError as exc:
-                results.append(VerifyResult(record.ref, False, str(exc)))
+                results.append(VerifyResult(record.ref, False, str(exc), libraries))
             else:
-                results.append(VerifyResult(record.ref, True, record.sha256))
+                results.append(VerifyResult(record.ref, True, record.sha256, libraries))
         return results
 
     def audit(self, name: str | None = None) -> list[AuditEntry]:

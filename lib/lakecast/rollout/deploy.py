@@ -238,7 +238,7 @@ def start_rollout(
     refs = {v.model for v in state.spec.variants()} | set(state.spec.shadows)
     for ref in sorted(refs - {candidate.ref, champion.ref}):
         _resolve(registry, ref, "model")
-    gates = request.gates or GateConfig.model_validate(request.plan.get("gates") or {})
+    gates = request.gates or GateConfig.configured(request.plan.get("gates"))
     report = check_gates(candidate, champion, gates)
     if not report.passed:
         journal.record(

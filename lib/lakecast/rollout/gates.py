@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from lakecast.config import GateSettings
 from lakecast.errors import RolloutError
 from lakecast.registry.cards import REQUIRED_SECTIONS
 
@@ -118,16 +119,22 @@ class GateResult(BaseModel):
     message: str
 
 
-class GateConfig(BaseModel):
-    """Which metric decides and how much worse anything may be."""
+class GateConfig(GateSettings):
+    """Which metric decides, how much worse anything may be, and the card sections required.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The defaults are ``rollout.gates`` of the config (:class:`lakecast.config.GateSettings`);
+    :meth:`configured` overlays a rollout file's ``gates:`` section on the loaded config.
+    """
 
-    metric: str = "holdout_roc_auc"  # as jobs/train.py records it
-    higher_is_better: bool = True
-    metric_margin: float = Field(default=0.005, ge=0)
-    latency_margin: float = Field(default=0.10, ge=0, description="allowed relative increase")
     card_fields: tuple[str, ...] = DEFAULT_CARD_FIELDS
+
+    @classmethod
+    def configured(cls, overrides: Mapping[str, Any] | None = None) -> GateConfig:
+        """The config's ``rollout.gates`` with ``overrides`` (e.g. a rollout file's) on top."""
+        from lakecast.config import settings
+
+        base = settings().rollout.gates.model_dump()
+        return cls.model_validate({**base, **dict(overrides or {})})
 
 
 def _type_changes(champion: Mapping[str, str], candidate: Mapping[str, str]) -> list[str]:
@@ -206,6 +213,36 @@ def holdout_metric_not_worse(
         threshold=champ - margin if higher_is_better else champ + margin,
         delta=improvement + margin,
         message=message,
+    )
+
+
+def holdout_metric_minimum(
+    candidate: VersionFacts,
+    metric: str,
+    minimum: float,
+    *,
+    higher_is_better: bool = True,
+) -> GateResult:
+    """The candidate's own holdout metric reaches ``minimum`` (the bar of a first champion,
+    which has nothing to be compared with); ``delta`` is the headroom above the bar."""
+    gate = "holdout_minimum"
+    if metric not in candidate.metrics:
+        return GateResult(
+            gate=gate,
+            passed=False,
+            threshold=minimum,
+            message=f"{candidate.ref}: holdout metric {metric!r} missing (the bar is {minimum:g})",
+        )
+    value = candidate.metrics[metric]
+    headroom = value - minimum if higher_is_better else minimum - value
+    word = "at least" if higher_is_better else "at most"
+    return GateResult(
+        gate=gate,
+        passed=headroom >= 0,
+        measured=value,
+        threshold=minimum,
+        delta=headroom,
+        message=f"{candidate.ref}: {metric} {value:.6g}, must be {word} {minimum:g}",
     )
 
 
@@ -303,9 +340,20 @@ class GateReport(BaseModel):
 def run_gates(
     candidate: VersionFacts, champion: VersionFacts | None, config: GateConfig | None = None
 ) -> GateReport:
-    """All gates; with no champion (a first rollout) only the model card is checked."""
-    config = config or GateConfig()
+    """All gates. With no champion (a first version) the card and, when the config sets
+    ``min_holdout``, the candidate's own holdout bar; otherwise the candidate against the
+    champion (signature, non-inferior holdout metric, card, batch latency)."""
+    config = config or GateConfig.configured()
     results = [model_card_complete(candidate, config.card_fields)]
+    if champion is None and config.min_holdout is not None:
+        results.append(
+            holdout_metric_minimum(
+                candidate,
+                config.metric,
+                config.min_holdout,
+                higher_is_better=config.higher_is_better,
+            )
+        )
     if champion is not None:
         results = [
             signature_compatible(candidate, champion),
