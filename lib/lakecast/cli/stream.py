@@ -154,6 +154,7 @@ def monitor(
         config,
         group_id=group,
         from_beginning=from_beginning,
+        quality=cfg.quality,
     )
     _run_until_signal("monitor", metrics_port, service.run)
 

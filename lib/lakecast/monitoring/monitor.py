@@ -32,7 +32,7 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
-from lakecast.config import KafkaSettings
+from lakecast.config import KafkaSettings, QualitySettings
 from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
 from lakecast.kafka.clients import await_topics, build_consumer, build_producer
 from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
@@ -55,6 +55,7 @@ from lakecast.monitoring.series import (
     SeriesState,
     parse_sample,
 )
+from lakecast.quality.alerts import QualityWatch
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,7 @@ class MonitorService:
         group_id: the monitor's consumer group (offsets committed after each poll).
         from_beginning: with no committed offset, start at the earliest record (else latest).
         poll_timeout_ms: how long one poll waits; also how often the stop event is checked.
+        quality: thresholds of the alerts on ``kind=quality`` records (config ``quality:``).
     """
 
     name = "monitor"
@@ -383,10 +385,13 @@ class MonitorService:
         group_id: str = "lakecast-monitor",
         from_beginning: bool = False,
         poll_timeout_ms: int = 500,
+        quality: QualitySettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.topic = metrics_topic
         self.config = config or MonitorConfig()
+        # kind=quality records: gauges, and alerts on drops against the holdout (issue 18).
+        self.quality = QualityWatch(quality, source=self.config.source)
         self.monitor = AnomalyMonitor(self.config)
         self.group_id = group_id
         self.from_beginning = from_beginning
@@ -444,8 +449,14 @@ class MonitorService:
         return self.stats
 
     def handle(self, message: ConsumerRecord) -> list[dict[str, Any]] | None:
-        """One message: anomaly records for a good sample, None for anything else."""
+        """One message: anomaly records for a good sample or quality record, else None."""
         record = read_metric_record(message, self.name, self.stats)
+        if record is not None and record["kind"] == "quality":
+            try:
+                return self.quality.observe(record)
+            except InvalidRecordError as exc:
+                report_bad_record(message, self.name, self.stats, exc)
+                return None
         if record is None or record["kind"] != "sample":
             return None
         try:

@@ -54,3 +54,9 @@ SCALING_DECISIONS = Counter(
     "Decisions of the autoscaler, by direction (up, down, hold).",
     ["group", "direction"],
 )
+MODEL_QUALITY = Gauge(
+    "lakecast_model_quality",
+    "Latest outcome metric of a model version and variant (auc, log_loss, brier, ece, "
+    "base_rate, count) from kind=quality records, for the day they were computed on.",
+    ["model", "version", "variant", "metric"],
+)
