@@ -505,6 +505,29 @@ class RetrainSettings(_Section):
         return self
 
 
+class StalenessSettings(_Section):
+    """The monitor's watch on model and entity-snapshot age (``kind=staleness`` records).
+
+    Every ``check_interval_s`` the monitor resolves each of ``models`` (``NAME@ALIAS``) and
+    writes its age since the end of its training data (the last holdout day) and the age of
+    the newest entity-feature snapshot; over ``max_model_age_days`` or
+    ``max_snapshot_age_hours`` is an alert. The snapshot is rebuilt daily, so a day and a
+    half means a missed run.
+    """
+
+    models: tuple[str, ...] = ("purchase@champion",)
+    max_model_age_days: float = Field(default=30.0, gt=0)
+    max_snapshot_age_hours: float = Field(default=36.0, gt=0)
+    check_interval_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
 class Settings(_Section):
     """Everything lakecast reads from ``conf/lakecast.yaml``."""
 
@@ -521,6 +544,7 @@ class Settings(_Section):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    staleness: StalenessSettings = Field(default_factory=StalenessSettings)
     source: str = Field(default="<defaults>", exclude=True)
 
     @property
