@@ -4,7 +4,9 @@ Everything ``up`` starts is detached and tracked by pid files under the state fo
 (``local.state_dir``, ``.state/`` by default), so ``status`` and ``down`` work from any later
 shell. ``up`` is idempotent: what already runs is left running. ``up --secure`` starts the
 broker with SASL_SSL (SCRAM-SHA-512), ACLs and a principal per service, and writes a config
-overlay per principal (:mod:`lakecast.local.security`).
+overlay per principal (:mod:`lakecast.local.security`). ``up --brokers 3`` starts a three-node
+KRaft cluster instead (:mod:`lakecast.local.cluster`, under ``kafka-cluster/``) on ports chosen
+free once and kept; its bootstrap servers are printed to set as ``kafka.bootstrap_servers``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import typer
 from lakecast.config import OVERLAY_ENV, Settings, settings
 from lakecast.local import processes
 from lakecast.local.broker import LocalBroker, formatted_secure
+from lakecast.local.cluster import LocalKafkaCluster, recorded_nodes
 from lakecast.local.security import ADMIN_USER, SERVICE_USERS, SecureBrokerFiles
 from lakecast.local.spark_cluster import SparkStandaloneCluster
 from lakecast.local.state import private_dir
@@ -49,6 +52,51 @@ def _broker(config: Settings, classpath: str = "", *, secure: bool | None = None
     )
 
 
+def _cluster(
+    config: Settings, classpath: str = "", nodes: int | None = None
+) -> LocalKafkaCluster | None:
+    """The local multi-node cluster; ``nodes`` None: as recorded (None when there is none)."""
+    state = _state_dir(config) / "kafka-cluster"
+    nodes = nodes or recorded_nodes(state)
+    if nodes is None:
+        return None
+    local = config.local
+    return LocalKafkaCluster(
+        state,
+        nodes=nodes,
+        classpath=classpath,
+        replication=config.kafka.replication,
+        host=local.host,
+        start_timeout_s=local.broker_start_timeout_s,
+    )
+
+
+def _cluster_up(config: Settings, nodes: int) -> None:
+    from lakecast.local.jars import resolve_jars
+
+    cluster = _cluster(config, resolve_jars(config).kafka_classpath, nodes)
+    if cluster is None:  # nodes is given
+        raise typer.Exit(code=1)
+    cluster.start()
+    replicas, min_isr = config.kafka.replication.on_cluster(nodes)
+    typer.echo(
+        f"kafka cluster  {nodes} nodes (broker+controller), topics: {replicas} replicas, "
+        f"min.insync.replicas {min_isr}"
+    )
+    _echo_nodes(cluster)
+    typer.echo(f"               LAKECAST__KAFKA__BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
+
+
+def _echo_nodes(cluster: LocalKafkaCluster) -> None:
+    for node in cluster.status():
+        state = "alive" if node.alive else ("not answering" if node.pid else "stopped")
+        pid = f"pid {node.pid}" if node.pid else "no pid"
+        typer.echo(
+            f"  node {node.node_id}       {cluster.host}:{node.port}  controller "
+            f"{cluster.host}:{node.controller_port}  {pid}  {state}"
+        )
+
+
 def _spark(config: Settings) -> SparkStandaloneCluster:
     local = config.local
     return SparkStandaloneCluster(
@@ -67,11 +115,21 @@ def up(
     secure: bool = typer.Option(
         False, "--secure", help="SASL_SSL (SCRAM-SHA-512), ACLs, one principal per service."
     ),
+    brokers: int = typer.Option(
+        1, "--brokers", min=1, help="Kafka nodes: 1, or a KRaft cluster of this many (e.g. 3)."
+    ),
 ) -> None:
     """Start the local Kafka broker (and a Spark cluster); what already runs is kept."""
     from lakecast.local.jars import resolve_jars
 
     config = settings()
+    if brokers > 1:
+        if secure:
+            typer.secho("--secure is for the single broker, not --brokers N", fg="red", err=True)
+            raise typer.Exit(code=2)
+        _cluster_up(config, brokers)
+        _spark_up(config, spark_workers)
+        return
     broker = _broker(config, resolve_jars(config).kafka_classpath, secure=secure)
     was_running = broker.is_running()
     broker.start()
@@ -97,6 +155,10 @@ def up(
             f"not this broker ({broker.bootstrap_servers})",
             fg=typer.colors.YELLOW,
         )
+    _spark_up(config, spark_workers)
+
+
+def _spark_up(config: Settings, spark_workers: int) -> None:
     if spark_workers:
         cluster = _spark(config)
         cluster.start(workers=spark_workers)
@@ -131,6 +193,11 @@ def status() -> None:
         principals = ", ".join((ADMIN_USER, *SERVICE_USERS))
         typer.echo(f"               SASL_SSL, SCRAM-SHA-512, ACLs; principals {principals}")
         typer.echo(f"               overlays {broker.security.root}/NAME.yaml ({OVERLAY_ENV})")
+    kafka_cluster = _cluster(config)
+    if kafka_cluster is not None:
+        running = sum(node.pid is not None for node in kafka_cluster.nodes)
+        typer.echo(f"kafka cluster  {len(kafka_cluster.nodes)} nodes, {running} running")
+        _echo_nodes(kafka_cluster)
     cluster = _spark(config)
     state = cluster.status()
     if state.running:
@@ -159,10 +226,14 @@ def down() -> None:
     stopped_spark = _spark(config).stop()
     if stopped_spark:
         typer.echo(f"spark cluster  stopped  pids {', '.join(str(pid) for pid in stopped_spark)}")
+    kafka_cluster = _cluster(config)
+    stopped_nodes = kafka_cluster.stop() if kafka_cluster is not None else []
+    if stopped_nodes:
+        typer.echo(f"kafka cluster  stopped  pids {', '.join(str(pid) for pid in stopped_nodes)}")
     broker = _broker(config)
     pid = broker.pid
     broker.stop()
     if pid is not None:
         typer.echo(f"kafka broker   stopped  pid {pid}")
-    if not stopped_spark and pid is None:
+    if not stopped_spark and pid is None and not stopped_nodes:
         typer.echo("nothing was running")

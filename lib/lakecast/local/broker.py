@@ -7,6 +7,10 @@ returns only once the broker answers a DescribeCluster request, so a caller can 
 ``stop`` then ``start`` reuses the formatted storage, as a broker restart in production would.
 Given :class:`~lakecast.local.security.SecureBrokerFiles`, the broker listens with SASL_SSL
 (SCRAM-SHA-512) and authorizes with ACLs instead (see :mod:`lakecast.local.security`).
+Given a static quorum (``quorum_voters``) and a shared ``cluster_id``, it is one node of a
+multi-node cluster (:mod:`lakecast.local.cluster`): formatted without ``--standalone``, and
+started with :meth:`LocalBroker.launch` on every node before any waits, since no node answers
+until a majority of the controllers runs.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class LocalBroker:
         template: Path = SERVER_TEMPLATE,
         log4j_config: Path = LOG4J_CONFIG,
         security: SecureBrokerFiles | None = None,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         if port == controller_port:
             msg = f"the Kafka broker and controller need two ports, both are {port}"
@@ -84,7 +91,11 @@ class LocalBroker:
         self.template = template
         self.log4j_config = log4j_config
         self.security = security
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters  # "1@host:port,2@host:port,...": a cluster's node
+        self.cluster_id = cluster_id
         self.last_start_s: float | None = None
+        self._launched_at: float | None = None
 
     # -- where things are -------------------------------------------------------------------
 
@@ -132,7 +143,8 @@ class LocalBroker:
         return processes.live_process(self.pid_file) is not None
 
     def is_answering(self, timeout_s: float = 5.0) -> bool:
-        """Whether the broker answers a DescribeCluster request with itself unfenced."""
+        """Whether the broker answers a DescribeCluster request with itself (its node id)
+        unfenced."""
         if not self._accepts_connections():
             return False
         from kafka.admin import KafkaAdminClient
@@ -155,7 +167,10 @@ class LocalBroker:
             return False
         finally:
             admin.close()
-        return any(not broker.get("is_fenced", False) for broker in brokers)
+        return any(
+            broker.get("broker_id") == self.node_id and not broker.get("is_fenced", False)
+            for broker in brokers
+        )
 
     def admin_security_options(self) -> dict[str, Any]:
         """kafka-python security options of the admin principal (none for a PLAINTEXT broker)."""
@@ -174,11 +189,15 @@ class LocalBroker:
             LocalStackError: formatting failed, or the broker exited or did not answer within
                 ``start_timeout_s``; the message holds the tail of its log.
         """
-        began = time.monotonic()
+        self.launch()
+        self.wait_until_answering()
+
+    def launch(self) -> None:
+        """Start the broker process (formatting the storage first) without waiting for it;
+        nothing when it already runs. :meth:`wait_until_answering` waits."""
+        self._launched_at = time.monotonic()
         self._check_storage_kind()
-        running = processes.live_process(self.pid_file)
-        if running is not None:
-            self._wait_until_answering(running, began)
+        if processes.live_process(self.pid_file) is not None:
             return
         require_free_ports(
             self.host, {"Kafka broker": self.port, "Kafka controller": self.controller_port}
@@ -208,6 +227,20 @@ class LocalBroker:
         ]
         process = processes.spawn_detached(argv, log=self.console_log, cwd=self.state_dir)
         processes.write_pid_file(self.pid_file, process)
+
+    def wait_until_answering(self) -> None:
+        """Wait until the launched broker answers, ``start_timeout_s`` after its launch.
+
+        Raises:
+            LocalStackError: it exited or did not answer in time (it is stopped then); the
+                message holds the tail of its log.
+        """
+        began = self._launched_at if self._launched_at is not None else time.monotonic()
+        process = processes.live_process(self.pid_file)
+        if process is None:
+            msg = f"the Kafka broker on {self.bootstrap_servers} is not running; last lines of "
+            msg += f"its log:\n{self._log_tail()}"
+            raise LocalStackError(msg)
         try:
             self._wait_until_answering(process, began)
         except LocalStackError:
@@ -251,6 +284,8 @@ class LocalBroker:
             "port": str(self.port),
             "controller_port": str(self.controller_port),
             "data_dir": str(self.data_dir),
+            "node_id": str(self.node_id),
+            "quorum_voters": self.quorum_voters or "",
         }
         try:
             text = string.Template(self.template.read_text()).substitute(values)
@@ -282,7 +317,7 @@ class LocalBroker:
 
     def _format_storage(self, java: str) -> None:
         stamp = self.storage_stamp
-        controller = f"{self.host}:{self.controller_port}"
+        controller = self.quorum_voters or f"{self.host}:{self.controller_port}"
         secure = self.security is not None
         if (self.data_dir / "meta.properties").is_file():
             recorded = _read_stamp(stamp)
@@ -296,8 +331,11 @@ class LocalBroker:
                 raise LocalStackError(msg)
             self._check_storage_kind()
             return
-        cluster_id = new_cluster_id()
-        tool = ["kafka.tools.StorageTool", "format", "--standalone",
+        cluster_id = self.cluster_id or new_cluster_id()
+        # A static quorum (controller.quorum.voters) is formatted as it is; a single node
+        # bootstraps its own dynamic quorum.
+        mode = [] if self.quorum_voters else ["--standalone"]
+        tool = ["kafka.tools.StorageTool", "format", *mode,
                 "-t", cluster_id, "-c", str(self.config_file)]  # fmt: skip
         argfile = self.state_dir / "format.args"
         if self.security is not None:
