@@ -1,4 +1,5 @@
-"""Archive the predictions and metrics topics into Delta tables (Spark Structured Streaming).
+"""Archive the predictions, metrics and served-features topics into Delta tables (Structured
+Streaming).
 
     ./spark-submit.sh jobs/archive_topics.py --available-now      # archive what is there, stop
     ./spark-submit.sh jobs/archive_topics.py --trigger-seconds 30  # run until stopped
@@ -14,6 +15,7 @@ import json
 import sys
 
 from lakecast.config import settings
+from lakecast.lake.tables import SERVED_FEATURES_ARCHIVE
 from lakecast.process import run_main
 from lakecast.serving.archive import ArchiveTarget, kafka_client_options, start_archive
 from lakecast.spark import get_spark
@@ -28,8 +30,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--bootstrap", default=cfg.kafka.bootstrap_servers, help="Kafka servers")
     parser.add_argument("--predictions-topic", default=topics.predictions)
     parser.add_argument("--metrics-topic", default=topics.metrics)
+    parser.add_argument("--served-features-topic", default=topics.served_features)
     parser.add_argument("--predictions-table", default=lake.table("archive/predictions"))
     parser.add_argument("--metrics-table", default=lake.table("archive/metrics"))
+    parser.add_argument("--served-features-table", default=lake.table(SERVED_FEATURES_ARCHIVE))
     parser.add_argument("--checkpoints", default=lake.table("_checkpoints/archive"))
     return parser.parse_args(argv)
 
@@ -43,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{args.checkpoints}/predictions"),
         ArchiveTarget("metrics", args.metrics_topic, args.metrics_table,
                       f"{args.checkpoints}/metrics"),
+        ArchiveTarget("served_features", args.served_features_topic,
+                      args.served_features_table, f"{args.checkpoints}/served_features"),
     ]  # fmt: skip
     queries = [
         start_archive(

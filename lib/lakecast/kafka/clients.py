@@ -430,11 +430,12 @@ def ensure_topics(
 
 
 def standard_topics(settings: KafkaSettings) -> list[TopicSpec]:
-    """The four topics of the streaming path, with the configured partition count."""
+    """The topics of the streaming path, with the configured partition count."""
     names = settings.topics
     return [
         TopicSpec(names.events, settings.partitions),
         TopicSpec(names.predictions, settings.partitions),
         TopicSpec(names.dlq, 1),
         TopicSpec(names.metrics, 1),
+        TopicSpec(names.served_features, 1),  # the workers' sample: a trickle
     ]

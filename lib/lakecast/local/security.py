@@ -83,6 +83,7 @@ def service_grants(kafka: KafkaSettings, worker_group: str) -> list[Grant]:
         Grant("worker", "READ", "group", worker_group, prefixed=True),
         *(Grant("worker", "WRITE", "topic", t) for t in (topics.predictions, topics.dlq)),
         Grant("worker", "WRITE", "topic", topics.metrics),
+        Grant("worker", "WRITE", "topic", topics.served_features),
         # transactional_id_for(group) names a worker's producer "<group>-<random>".
         Grant("worker", "WRITE", "transactional_id", worker_group, prefixed=True),
         Grant("worker", "DESCRIBE", "transactional_id", worker_group, prefixed=True),
@@ -99,6 +100,7 @@ def service_grants(kafka: KafkaSettings, worker_group: str) -> list[Grant]:
         Grant("autoscaler", "DESCRIBE", "topic", topics.events),
         Grant("archive", "READ", "topic", topics.predictions),
         Grant("archive", "READ", "topic", topics.metrics),
+        Grant("archive", "READ", "topic", topics.served_features),
         Grant("archive", "READ", "group", SPARK_GROUP_PREFIX, prefixed=True),
     ]
     return grants

@@ -7,7 +7,9 @@ however often the job is stopped and started. ``available_now`` archives what is
 stops (for a scheduler); otherwise the query runs until stopped.
 
 Predictions are flattened into typed columns; metrics keep ``kind``, ``source`` and ``ts`` as
-columns and the whole record as JSON (each kind has its own fields). Both keep the Kafka
+columns and the whole record as JSON (each kind has its own fields); served features (the
+workers' sample, :mod:`lakecast.serving.feature_log`) keep the vector as a map from feature
+name to value, so a new features version adds keys, not columns. Both keep the Kafka
 coordinates (``kafka_partition``, ``kafka_offset``, ``kafka_timestamp``) and are partitioned
 by the record's UTC date.
 """
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
     from lakecast.config import KafkaSecurity
 
-TopicKind = Literal["predictions", "metrics"]
+TopicKind = Literal["predictions", "metrics", "served_features"]
 
 PREDICTION_SCHEMA = (
     "event_id STRING, user_id STRING, ts TIMESTAMP, score DOUBLE, "
@@ -32,6 +34,12 @@ PREDICTION_SCHEMA = (
     "experiment STRING, served BOOLEAN, latency_ms DOUBLE, features_version STRING"
 )
 METRIC_SCHEMA = "kind STRING, source STRING, ts TIMESTAMP"
+SERVED_FEATURES_SCHEMA = (
+    "event_id STRING, user_id STRING, event_ts TIMESTAMP, "
+    "model STRUCT<name: STRING, version: STRING, sha256: STRING>, variant STRING, "
+    "features_version STRING, features MAP<STRING, DOUBLE>, invariant_violations ARRAY<STRING>, "
+    "source STRING, ts TIMESTAMP"
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,26 @@ def archive_rows(records: DataFrame, kind: TopicKind) -> DataFrame:
             "p.served",
             "p.latency_ms",
             "p.features_version",
+            "kafka_partition",
+            "kafka_offset",
+            "kafka_timestamp",
+            "date",
+        )
+    if kind == "served_features":
+        parsed = records.select(F.from_json(value, SERVED_FEATURES_SCHEMA).alias("s"), *coordinates)
+        return parsed.select(
+            "s.event_id",
+            "s.user_id",
+            "s.event_ts",
+            F.col("s.model.name").alias("model_name"),
+            F.col("s.model.version").alias("model_version"),
+            F.col("s.model.sha256").alias("model_sha256"),
+            "s.variant",
+            "s.features_version",
+            "s.features",
+            "s.invariant_violations",
+            "s.source",
+            "s.ts",
             "kafka_partition",
             "kafka_offset",
             "kafka_timestamp",

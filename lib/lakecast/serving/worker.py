@@ -41,6 +41,7 @@ from lakecast.kafka.dlq import DeadLetter
 from lakecast.kafka.loop import LoopStats, run_loop
 from lakecast.kafka.serde import Event, PredictionEncoder
 from lakecast.serving.decoding import MODEL_ERROR, decode_records, events_table
+from lakecast.serving.feature_log import FeatureLog
 from lakecast.serving.metrics import Sampler, WorkerMetrics, lag_of
 from lakecast.serving.model_source import ModelSource, ServingModel, SnapshotSource
 from lakecast.serving.routing import SHADOW, BatchRouter, RoutingSource, ServingGroup
@@ -72,6 +73,11 @@ class _Pending:
     model_ms: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     users: dict[str, set[str]] = field(default_factory=dict)
+    # Per model version ("name:version"): NaN or infinite scores, dead-lettered, never served.
+    nonfinite: dict[str, int] = field(default_factory=dict)
+    # The served-feature sample (key, value) and the count of broken invariants per feature.
+    feature_samples: list[tuple[bytes, bytes]] = field(default_factory=list)
+    violations: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: _Pending) -> None:
         for mine, theirs in (
@@ -87,6 +93,11 @@ class _Pending:
             self.errors[variant] = self.errors.get(variant, 0) + errors
         for variant, users in other.users.items():
             self.users.setdefault(variant, set()).update(users)
+        for key, count in other.nonfinite.items():
+            self.nonfinite[key] = self.nonfinite.get(key, 0) + count
+        self.feature_samples.extend(other.feature_samples)
+        for feature, count in other.violations.items():
+            self.violations[feature] = self.violations.get(feature, 0) + count
 
     @classmethod
     def of(cls, notes: tuple[object, ...]) -> _Pending:
@@ -116,6 +127,7 @@ class InferenceWorker:
         self.snapshots = snapshots
         self.router = BatchRouter(models, routing, background_loading=True)
         self.metrics = metrics or WorkerMetrics(config.source_id)
+        self.feature_log = FeatureLog(config.drift, config.topics.served_features, config.source_id)
         self._consumer: object | None = None
         self.sampler: Sampler | None = None
         self.last_latencies_s: list[float] = []  # end to end, of the last committed batch
@@ -140,7 +152,8 @@ class InferenceWorker:
                 events = [events[i] for i in good]
             if events:
                 matrix = online_feature_matrix(table, self.snapshots.current())
-                self._score(kept, events, matrix, result, pending)
+                broken, pending.violations = self.feature_log.violations(matrix)
+                self._score(kept, events, matrix, result, pending, broken)
         return result
 
     def _score(
@@ -150,6 +163,7 @@ class InferenceWorker:
         matrix: np.ndarray,
         result: BatchResult,
         pending: _Pending,
+        broken: np.ndarray,
     ) -> None:
         plan = self.router.plan(
             [event.user_id for event in events],
@@ -166,6 +180,15 @@ class InferenceWorker:
                 group.model, matrix[group.positions], group.variant, pending
             )
             self._outputs(group, scores, failures, records, events, result, pending, served)
+            pending.feature_samples += self.feature_log.sample(
+                events,
+                group.positions.tolist(),
+                failures,
+                matrix,
+                broken,
+                _model_labels(group.model),
+                group.variant,
+            )
         for group in plan.shadows:
             # A shadow's output is never served: its scores and their differences to what was
             # served go to the metrics only.
@@ -201,9 +224,13 @@ class InferenceWorker:
         pending.model_seconds += elapsed
         pending.model_ms.setdefault(variant, []).append(elapsed * 1000)
         self.metrics.observe_model(elapsed)
+        nonfinite = 0
         for row in np.flatnonzero(~np.isfinite(scores)).tolist():
             if failures[row] is None:
-                failures[row] = f"model {model.key}: score is {scores[row]}"
+                failures[row] = f"model {model.key}: non-finite score {scores[row]}, not served"
+                nonfinite += 1
+        if nonfinite:
+            pending.nonfinite[model.key] = pending.nonfinite.get(model.key, 0) + nonfinite
         return scores, failures
 
     def _outputs(
@@ -280,6 +307,9 @@ class InferenceWorker:
         )
         if pending.shadow:
             self.metrics.record_shadow(pending.shadow)
+        if pending.nonfinite:
+            self.metrics.record_nonfinite(pending.nonfinite)
+        self.feature_log.committed(pending.feature_samples, pending.violations)
         if self._consumer is not None:
             self.metrics.set_lag(lag_of(self._consumer))
 
@@ -352,6 +382,7 @@ class InferenceWorker:
             snapshot_version=lambda: self.snapshots.current().table_version,
         )
         self.sampler.start()
+        self.feature_log.start(lambda topic, key, value: samples.send(topic, key=key, value=value))
         log.info(
             "worker %s serving %s with %s (delivery %s)",
             config.source_id,
@@ -379,6 +410,7 @@ class InferenceWorker:
             self._consumer = None
             try:
                 self.sampler.stop()
+                self.feature_log.stop()
                 samples.flush(timeout=10)
             finally:
                 samples.close(timeout=10)

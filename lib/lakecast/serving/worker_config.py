@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lakecast.config import (
+    DriftSettings,
     LoopSettings,
     ServingSettings,
     Settings,
@@ -123,6 +124,7 @@ class WorkerConfig(BaseModel):
 
     serving: ServingSettings = Field(default_factory=ServingSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
+    drift: DriftSettings = Field(default_factory=DriftSettings)  # the served-feature sample
     transactional_id: str | None = None  # default: unique per process
     source_id: str = Field(default_factory=_default_source_id)
 
@@ -155,7 +157,11 @@ class WorkerConfig(BaseModel):
             raise ConfigError(_with_flags(str(exc))) from exc
         source_id = {"source_id": options.source_id} if options.source_id else {}
         return cls(
-            serving=serving, topics=topics, transactional_id=options.transactional_id, **source_id
+            serving=serving,
+            topics=topics,
+            drift=settings.drift,
+            transactional_id=options.transactional_id,
+            **source_id,
         )
 
 
