@@ -25,12 +25,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lakecast.registry import Registry
-from lakecast.rollout.analysis import CanaryConfig, CanaryVerdict, MetricSpec, analyse_canary
+from lakecast.rollout.analysis import (
+    CanaryConfig,
+    CanaryVerdict,
+    MetricSpec,
+    OutcomeAnalysis,
+    OutcomeEvidence,
+    analyse_canary,
+    judged_metrics,
+)
 from lakecast.rollout.approval import Approval
 from lakecast.rollout.bandit import ThompsonBandit
 from lakecast.rollout.evidence import (
@@ -60,6 +68,14 @@ DEFAULT_METRICS: tuple[MetricSpec, ...] = (
 )
 
 
+class OutcomeSource(Protocol):
+    """Where a canary's outcome evidence comes from: each variant's per-prediction outcome
+    samples (:func:`lakecast.rollout.analysis.outcome_samples`) for predictions whose label
+    horizon has passed."""
+
+    def evidence(self, spec: Canary, since: datetime, until: datetime) -> OutcomeEvidence: ...
+
+
 class BanditSettings(BaseModel):
     """How rewards are joined and how often the weights move."""
 
@@ -83,6 +99,9 @@ class ControllerSettings(BaseModel):
     max_holds: int = Field(default=3, ge=0)
     analysis: CanaryConfig = Field(default_factory=CanaryConfig)
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS
+    # Opt-in: outcome metrics once the rollout has lasted the label horizon (needs an
+    # outcome source given to the controller).
+    outcomes: OutcomeAnalysis | None = None
     champion_alias: str = "champion"
     bandit: BanditSettings = Field(default_factory=BanditSettings)
     # Promotion approval (lakecast.rollout.approval): whether the step to 100 % waits for
@@ -120,6 +139,7 @@ class RolloutController:
         registry: where a passing canary's candidate becomes champion.
         journal: where decisions are recorded.
         metrics: the ``metrics`` topic (samples); needed for a canary.
+        outcomes: outcome evidence, for a canary whose settings opt in to outcome metrics.
         predictions, events: the ``predictions`` and ``events`` topics; needed for a bandit.
         now: the wall clock (sample times are wall-clock times).
     """
@@ -136,8 +156,10 @@ class RolloutController:
         events: TopicTail | None = None,
         who: str = "rollout-controller",
         now: Callable[[], datetime] = utc_now,
+        outcomes: OutcomeSource | None = None,
     ) -> None:
         self.model = model
+        self.outcomes = outcomes
         self.store = store
         self.registry = registry
         self.journal = journal
@@ -277,14 +299,21 @@ class RolloutController:
             "champion": champion.users if by_users else champion.records,
             "candidate": challenger.users if by_users else challenger.records,
         }
+        wanted, outcome_note = tuple(settings.metrics), None
+        if settings.outcomes is not None and self.outcomes is not None:
+            found = self.outcomes.evidence(spec, since, until)
+            wanted, outcome_note = judged_metrics(wanted, settings.outcomes, found.lasted_s)
+            if outcome_note is None:
+                baseline |= dict(found.samples.get("champion", {}))
+                candidate |= dict(found.samples.get("candidate", {}))
         # A metric no worker reports for either variant is not measured by this fleet (not
         # "too few samples"): judge the others rather than hold forever on it.
         unreported = [
             m.name
-            for m in settings.metrics
+            for m in wanted
             if len(baseline.get(m.name, ())) == 0 and len(candidate.get(m.name, ())) == 0
         ]
-        metrics = [m for m in settings.metrics if m.name not in unreported] or settings.metrics
+        metrics = [m for m in wanted if m.name not in unreported] or list(wanted)
         verdict = analyse_canary(
             baseline,
             candidate,
@@ -296,9 +325,11 @@ class RolloutController:
             baseline_model=spec.champion,
             candidate_model=spec.candidate,
         )
-        if len(metrics) < len(settings.metrics):
-            note = f"not reported by the workers, so not judged: {', '.join(unreported)}"
-            verdict = verdict.model_copy(update={"reasons": [*verdict.reasons, note]})
+        notes = [outcome_note] if outcome_note else []
+        if len(metrics) < len(wanted):
+            notes.append(f"not reported by the workers, so not judged: {', '.join(unreported)}")
+        if notes:
+            verdict = verdict.model_copy(update={"reasons": [*verdict.reasons, *notes]})
         return verdict
 
     @staticmethod
