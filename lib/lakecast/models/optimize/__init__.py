@@ -86,7 +86,10 @@ def convert(source: ModelVersion, model: object, kind: Kind, where: str) -> tupl
             raise ConversionError(msg)
         if kind == "onnx-int8":
             data = quantize_int8(data, where)
-            how += ", matrix products dynamically quantised to int8 by ONNX Runtime"
+            how += (
+                ", matrix products after the first dynamically quantised to int8 (weights"
+                " per channel) by ONNX Runtime"
+            )
     import onnxruntime
 
     return data, f"{how}; run by ONNX Runtime {onnxruntime.__version__}"

@@ -287,7 +287,13 @@ def _rename_output(proto: Any, name: str) -> str:
 
 def quantize_int8(data: bytes, where: str) -> bytes:
     """``data``'s graph with its matrix products dynamically quantised to int8 (weights per
-    tensor, activations per batch), by ONNX Runtime's quantiser.
+    output channel, activations per batch), by ONNX Runtime's quantiser, except the first.
+
+    The first product reads the features themselves: one int8 scale per batch for their
+    whole range crushed the typical values under the outliers' (max |score difference|
+    0.0509 on the demo's MLP, over the 0.05 bound). Kept in float32 it is 0.0165, and the
+    hidden layers, where the arithmetic is, are still int8. A graph with one product
+    quantises it.
 
     Raises:
         ConversionError: the graph has no matrix product (a tree ensemble) to quantise.
@@ -295,12 +301,20 @@ def quantize_int8(data: bytes, where: str) -> bytes:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    ops = {node.op_type for node in onnx.load_model_from_string(data).graph.node}
-    if not ops & _MATRIX_OPS:
-        msg = f"{where}: the graph has no matrix products to quantise (its ops: {sorted(ops)})"
+    nodes = onnx.load_model_from_string(data).graph.node
+    products = [node.name for node in nodes if node.op_type in _MATRIX_OPS]  # graph order
+    if not products:
+        ops = sorted({node.op_type for node in nodes})
+        msg = f"{where}: the graph has no matrix products to quantise (its ops: {ops})"
         raise ConversionError(msg)
     with tempfile.TemporaryDirectory(prefix="lakecast-int8-") as tmp:
         source, target = Path(tmp) / "source.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(data)
-        quantize_dynamic(os.fspath(source), os.fspath(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            os.fspath(source),
+            os.fspath(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=products[:1] if len(products) > 1 else [],
+        )
         return target.read_bytes()
