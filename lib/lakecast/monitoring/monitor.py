@@ -38,6 +38,7 @@ from lakecast.kafka.clients import await_topics, build_consumer, build_producer
 from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
 from lakecast.kafka.timestamps import to_iso
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
+from lakecast.monitoring.drift.watch import DriftWatch
 from lakecast.monitoring.prometheus import (
     ANOMALIES,
     ANOMALY_SCORE,
@@ -392,6 +393,8 @@ class MonitorService:
         self.config = config or MonitorConfig()
         # kind=quality records: gauges, and alerts on drops against the holdout (issue 18).
         self.quality = QualityWatch(quality, source=self.config.source)
+        # kind=drift records: gauges, and an alert per drifted feature (issue 18).
+        self.drift = DriftWatch(source=self.config.source)
         self.monitor = AnomalyMonitor(self.config)
         self.group_id = group_id
         self.from_beginning = from_beginning
@@ -454,6 +457,12 @@ class MonitorService:
         if record is not None and record["kind"] == "quality":
             try:
                 return self.quality.observe(record)
+            except InvalidRecordError as exc:
+                report_bad_record(message, self.name, self.stats, exc)
+                return None
+        if record is not None and record["kind"] == "drift":
+            try:
+                return self.drift.observe(record)
             except InvalidRecordError as exc:
                 report_bad_record(message, self.name, self.stats, exc)
                 return None

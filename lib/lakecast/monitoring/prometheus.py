@@ -60,3 +60,9 @@ MODEL_QUALITY = Gauge(
     "base_rate, count) from kind=quality records, for the day they were computed on.",
     ["model", "version", "variant", "metric"],
 )
+FEATURE_DRIFT = Gauge(
+    "lakecast_feature_drift",
+    "Drift of a served feature from the version's training set (kind=drift): statistic psi "
+    "or ks, over the drift job's latest window.",
+    ["model", "version", "feature", "statistic"],
+)
