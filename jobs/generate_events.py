@@ -19,6 +19,7 @@ from lakecast.config import settings
 from lakecast.data.calendar import DEFAULT_START_DATE
 from lakecast.data.clickstream import ClickstreamRun, generate_events
 from lakecast.data.events_table import rows_per_day, write_events
+from lakecast.data.world import ConceptShift
 from lakecast.process import run_main
 from lakecast.spark import get_spark
 
@@ -35,17 +36,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"first date, YYYY-MM-DD (default {DEFAULT_START_DATE}, fixed for determinism)",
     )
     parser.add_argument("--path", help="the table's URI (default: the lake's events table)")
+    parser.add_argument(
+        "--shift-from-day",
+        type=int,
+        help="plant a concept shift from this day of the run on (0: its first date): the "
+        "device and price terms of the purchase signal reverse (lakecast.data.world.ConceptShift)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    run = ClickstreamRun(args.rows, args.days, args.seed, args.start_date)
+    shift = None if args.shift_from_day is None else ConceptShift(args.shift_from_day)
+    run = ClickstreamRun(args.rows, args.days, args.seed, args.start_date, shift)
     path = args.path or settings().lake.table("events")
     spark = get_spark("lakecast-generate-events")
     started = time.perf_counter()
     version = write_events(
-        generate_events(spark, run.rows, run.days, run.seed, run.start_date), path, run
+        generate_events(spark, run.rows, run.days, run.seed, run.start_date, shift), path, run
     )
     elapsed = time.perf_counter() - started
     print(f"events: {run.rows:,} rows, {run.days} days from {run.start_date}, seed {run.seed}")

@@ -35,7 +35,7 @@ def _global_options(
 
 
 def _register() -> None:
-    from lakecast.cli import anomaly, demo, deploy, jars, local, models, run, stream
+    from lakecast.cli import anomaly, demo, deploy, jars, local, models, retrain, run, stream
 
     app.command("jars")(jars.jars)
     app.add_typer(local.app, name="local")
@@ -45,6 +45,7 @@ def _register() -> None:
     app.add_typer(anomaly.app, name="anomaly")
     app.add_typer(demo.app, name="demo")
     app.add_typer(run.app, name="run")
+    app.command("retrain")(retrain.retrain)
 
 
 _register()

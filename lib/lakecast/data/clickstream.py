@@ -82,6 +82,7 @@ class ClickstreamRun:
     days: int
     seed: int = 0
     start_date: dt.date = DEFAULT_START_DATE
+    shift: world.ConceptShift | None = None  # a planted concept shift (demo of the quality loop)
 
     def __post_init__(self) -> None:
         if not 1 <= self.rows <= MAX_ROWS:
@@ -92,6 +93,12 @@ class ClickstreamRun:
             raise ConfigError(msg)
         if self.seed < 0:
             msg = f"generate_events: seed must be >= 0, got {self.seed}"
+            raise ConfigError(msg)
+        if self.shift is not None and self.shift.from_day >= self.days:
+            msg = (
+                f"generate_events: the concept shift starts on day {self.shift.from_day}, "
+                f"past the run's {self.days} days"
+            )
             raise ConfigError(msg)
 
     @property
@@ -133,13 +140,17 @@ def generate_events(
     days: int,
     seed: int = 0,
     start_date: dt.date = DEFAULT_START_DATE,
+    shift: world.ConceptShift | None = None,
 ) -> DataFrame:
     """The run's events as a DataFrame with the ``events`` schema; nothing is computed yet.
 
+    ``shift`` plants a concept shift from one of the run's days on (see
+    :class:`lakecast.data.world.ConceptShift`); the ids and every draw stay the same.
+
     Raises:
-        ConfigError: rows, days or seed are out of range.
+        ConfigError: rows, days or seed are out of range, or the shift starts past the run.
     """
-    run = ClickstreamRun(rows, days, seed, start_date)
+    run = ClickstreamRun(rows, days, seed, start_date, shift)
     frame = _with_events(_explode_events(_with_sessions(_sessions(spark, run), run)), run)
     return frame.select(
         *(frame[field.name].cast(field.dataType) for field in EVENTS.spark_schema())
@@ -284,6 +295,10 @@ def _with_sessions(frame: DataFrame, run: ClickstreamRun) -> DataFrame:
     hour_effect = lookup(F.col("hour"), [signal.hour_effect(hour) for hour in range(24)])
     device_effect = _effect(F.col("device"), signal.device)
     price_effect = F.lit(signal.price_slope) * F.log(target_price / median)
+    if run.shift is not None:
+        shifted = F.col("day") >= F.lit(run.shift.from_day)
+        device_effect = device_effect * F.when(shifted, run.shift.device_factor).otherwise(1.0)
+        price_effect = price_effect * F.when(shifted, run.shift.price_factor).otherwise(1.0)
     cart_logit = (
         F.lit(signal.cart_base)
         + F.col("propensity")

@@ -117,6 +117,27 @@ class PurchaseSignal:
 SIGNAL: Final = PurchaseSignal()
 
 
+@dataclass(frozen=True)
+class ConceptShift:
+    """A planted concept shift: from the run's day ``from_day`` (0 is its first date) on, the
+    device and price terms of both funnel logits are multiplied by these factors.
+
+    The defaults reverse them: desktop buys less than mobile and dearer-than-usual targets
+    sell better, so a model trained before the shift ranks the shifted days' sessions worse
+    (its holdout AUC does not hold) while the features themselves keep their distributions.
+    Rows before ``from_day`` are the same as without the shift.
+    """
+
+    from_day: int
+    device_factor: float = -2.0
+    price_factor: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.from_day < 0:
+            msg = f"concept shift: from_day must be >= 0, got {self.from_day}"
+            raise ValueError(msg)
+
+
 def normalised(weights: dict[str, float] | tuple[float, ...]) -> tuple[float, ...]:
     """Weights scaled to sum to 1, in their order."""
     values = tuple(weights.values()) if isinstance(weights, dict) else tuple(weights)

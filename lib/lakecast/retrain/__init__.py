@@ -1,0 +1,1 @@
+"""Retraining that closes the loop: evidence -> policy -> fresh candidate -> gates -> canary."""
