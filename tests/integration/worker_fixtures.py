@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from lakecast.config import KafkaSettings, ServingSettings, TopicNames
+from lakecast.config import DriftSettings, KafkaSettings, ServingSettings, TopicNames
 from lakecast.registry import Registry
 from lakecast.serving.model_source import ModelSource, SnapshotSource, Wrap
 from lakecast.serving.routing import RoutingSource
@@ -75,6 +75,7 @@ class ThreadedWorker:
         poll_s: float = 0.5,
         routing: RoutingSource | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        drift: DriftSettings | None = None,
     ) -> None:
         config = WorkerConfig(
             topics=TopicNames(**topics),
@@ -86,6 +87,7 @@ class ThreadedWorker:
                 sample_interval_s=0.5,
             ),
             source_id=f"test-{group}",
+            drift=drift or DriftSettings(),
         )
         models = ModelSource(Registry(lake.registry), reference, poll_s=poll_s, wrap=wrap)
         self.worker = InferenceWorker(config, models, SnapshotSource(lake.snapshot), routing)
