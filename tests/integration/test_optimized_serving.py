@@ -1,6 +1,7 @@
 """Optimised (ONNX) versions served by every path, on a real Spark + Delta and a real broker:
 ``score_batch`` (the direct read and Spark's read through mapInArrow) and the streaming worker
-give the source version's scores, within the exact kind's tolerance."""
+give the source version's scores, within the tolerance of the version's kind (exact for
+``onnx``, the int8 bound for the Keras model's ``onnx-int8``)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from lakecast.testing.kafka import produce, read_committed
 from lakecast.testing.models import register_with_holdout, write_features_table
 from tests.integration.worker_fixtures import ThreadedWorker, drain, worker_topics
 
-TOLERANCE = 1e-6  # the exact kind's (optimization.exact_tolerance)
+# optimization.exact_tolerance and int8_tolerance (conf/lakecast.yaml)
+TOLERANCE = {"onnx": 1e-6, "onnx-int8": 0.05}
+SERVED = [("sklearn", "onnx"), ("keras", "onnx"), ("keras", "onnx-int8")]
 
 
 class OptimizedLake:
     """A features table, an entity snapshot, and a registry with both flavors and their
-    ``onnx`` versions: ``optimized[flavor]`` is (source, optimised)."""
+    optimised versions: ``optimized[flavor, kind]`` is (source, optimised)."""
 
     def __init__(self, root: Path) -> None:
         self.features = str(root / "features")
@@ -41,10 +44,13 @@ class OptimizedLake:
         write_features_table(self.features, rows=1_500, online=True)
         write_snapshot(self.snapshot)
         registry = Registry(self.registry)
-        self.optimized: dict[str, tuple[ModelVersion, ModelVersion]] = {}
+        self.optimized: dict[tuple[str, str], tuple[ModelVersion, ModelVersion]] = {}
         for flavor in ("sklearn", "keras"):
             source = register_with_holdout(registry, self.features, flavor)  # type: ignore[arg-type]
-            self.optimized[flavor] = (source, optimize_version(registry, source.ref, "onnx").record)
+            for served, kind in SERVED:
+                if served == flavor:
+                    record = optimize_version(registry, source.ref, kind).record
+                    self.optimized[flavor, kind] = (source, record)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +58,14 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> OptimizedLake:
     return OptimizedLake(tmp_path_factory.mktemp("optimized"))
 
 
-@pytest.mark.parametrize(("flavor", "read"), [("sklearn", "direct"), ("keras", "spark")])
-def test_score_batch_with_the_onnx_version_gives_the_source_scores(
-    spark: Any, lake: OptimizedLake, tmp_path: Path, flavor: str, read: str
+@pytest.mark.parametrize(
+    ("flavor", "kind", "read"),
+    [("sklearn", "onnx", "direct"), ("keras", "onnx", "spark"), ("keras", "onnx-int8", "direct")],
+)
+def test_score_batch_with_the_optimised_version_gives_the_source_scores(
+    spark: Any, lake: OptimizedLake, tmp_path: Path, flavor: str, kind: str, read: str
 ) -> None:
-    source, optimized = lake.optimized[flavor]
+    source, optimized = lake.optimized[flavor, kind]
     predictions = str(tmp_path / "predictions")
     summary = score_batch(
         spark,
@@ -87,18 +96,19 @@ def test_score_batch_with_the_onnx_version_gives_the_source_scores(
             written.column("event_id").to_pylist(), written.column("score").to_pylist(), strict=True
         )
     )
-    assert max(abs(scores[e] - expected[e]) for e in expected) <= TOLERANCE
+    assert max(abs(scores[e] - expected[e]) for e in expected) <= TOLERANCE[kind]
 
 
-@pytest.mark.parametrize("flavor", ["sklearn", "keras"])
-def test_the_worker_serves_the_onnx_version_with_the_source_scores(
+@pytest.mark.parametrize(("flavor", "kind"), SERVED)
+def test_the_worker_serves_the_optimised_version_with_the_source_scores(
     bootstrap: str,
     lake: OptimizedLake,
     topic_factory: Callable[..., str],
     consumer_group: str,
     flavor: str,
+    kind: str,
 ) -> None:
-    source, optimized = lake.optimized[flavor]
+    source, optimized = lake.optimized[flavor, kind]
     topics = worker_topics(topic_factory)
     values = [event_value(i) for i in range(300)]
     produce(bootstrap, topics["events"], ((v["user_id"].encode(), orjson.dumps(v)) for v in values))
@@ -121,5 +131,5 @@ def test_the_worker_serves_the_onnx_version_with_the_source_scores(
     _, predictor = Registry(lake.registry).load(source.ref)
     expected = dict(zip((v["event_id"] for v in values), predictor.predict(matrix), strict=True))
     got = {p.event_id: p.score for p in predictions}
-    assert max(abs(got[e] - expected[e]) for e in expected) <= TOLERANCE
+    assert max(abs(got[e] - expected[e]) for e in expected) <= TOLERANCE[kind]
     assert len({round(s, 4) for s in got.values()}) > 5, "scores should vary across events"
