@@ -73,7 +73,13 @@ class InvariantCheck:
         with np.errstate(invalid="ignore"):
             bad = np.isnan(matrix) | (matrix < self._low) | (matrix > self._high)
         for values, indices in self._value_sets:
-            bad[:, indices] |= ~np.isin(matrix[:, indices], values)
+            block = matrix[:, indices]
+            # A few allowed values (flags: 0 and 1): comparisons, not np.isin (its sort took
+            # the whole check from 0.9 to 2.1 ms per 2,000 rows, on a loaded machine).
+            allowed = block == values[0]
+            for value in values[1:]:
+                allowed |= block == value
+            bad[:, indices] |= ~allowed
         return bad
 
     def violations(self, matrix: np.ndarray) -> list[InvariantViolation]:
