@@ -66,17 +66,9 @@ def table_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """A real single-node KRaft Apache Kafka broker on free ports, for the whole session."""
-    from lakecast.config import settings
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
-    from lakecast.local.ports import free_port
+    from lakecast.testing.brokers import temporary_broker
 
-    broker = LocalBroker(
-        tmp_path_factory.mktemp("kafka"),
-        port=free_port(),
-        controller_port=free_port(),
-        classpath=resolve_jars(settings()).kafka_classpath,
-    )
+    broker = temporary_broker(tmp_path_factory.mktemp("kafka"))
     broker.start()
     yield broker
     broker.stop()

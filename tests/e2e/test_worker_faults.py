@@ -71,18 +71,10 @@ def test_a_worker_killed_mid_stream_and_restarted_scores_every_event_once(
 @pytest.fixture
 def own_broker() -> Iterator[Any]:
     """A broker for this test alone: restarting it must not disturb the session's."""
-    from lakecast.config import settings
-    from lakecast.local.broker import LocalBroker
-    from lakecast.local.jars import resolve_jars
-    from lakecast.local.ports import free_port
+    from lakecast.testing.brokers import temporary_broker
 
     with tempfile.TemporaryDirectory(prefix="lakecast-restart-") as state:
-        broker = LocalBroker(
-            Path(state),
-            port=free_port(),
-            controller_port=free_port(),
-            classpath=resolve_jars(settings()).kafka_classpath,
-        )
+        broker = temporary_broker(Path(state))
         broker.start()
         try:
             yield broker
