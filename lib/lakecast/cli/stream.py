@@ -137,6 +137,7 @@ def monitor(
     """Score every worker's samples for anomalies; write kind=anomaly records to metrics."""
     from lakecast.monitoring.detectors import DEFAULT_DETECTOR
     from lakecast.monitoring.monitor import MonitorConfig, MonitorService
+    from lakecast.monitoring.staleness import StalenessProbe
 
     cfg = settings()
     config = MonitorConfig(
@@ -155,6 +156,13 @@ def monitor(
         group_id=group,
         from_beginning=from_beginning,
         quality=cfg.quality,
+        staleness=cfg.staleness,
+        staleness_probe=StalenessProbe(
+            cfg.staleness,
+            cfg.registry_root,
+            cfg.serving.entity_features or cfg.lake.table("entity_features"),
+            config.source,
+        ),
     )
     _run_until_signal("monitor", metrics_port, service.run)
 

@@ -32,13 +32,14 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
-from lakecast.config import KafkaSettings, QualitySettings
+from lakecast.config import KafkaSettings, QualitySettings, StalenessSettings
 from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
 from lakecast.kafka.clients import await_topics, build_consumer, build_producer
 from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
 from lakecast.kafka.timestamps import to_iso
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from lakecast.monitoring.drift.watch import DriftWatch
+from lakecast.monitoring.nonfinite import NonFiniteWatch
 from lakecast.monitoring.prometheus import (
     ANOMALIES,
     ANOMALY_SCORE,
@@ -56,6 +57,7 @@ from lakecast.monitoring.series import (
     SeriesState,
     parse_sample,
 )
+from lakecast.monitoring.staleness import STALENESS_KIND, StalenessProbe, StalenessWatch
 from lakecast.quality.alerts import QualityWatch
 
 log = logging.getLogger(__name__)
@@ -373,6 +375,9 @@ class MonitorService:
         from_beginning: with no committed offset, start at the earliest record (else latest).
         poll_timeout_ms: how long one poll waits; also how often the stop event is checked.
         quality: thresholds of the alerts on ``kind=quality`` records (config ``quality:``).
+        staleness: age limits of the alerts on ``kind=staleness`` records (``staleness:``).
+        staleness_probe: when given, the monitor writes those records itself, every
+            ``staleness.check_interval_s`` (the registry and the entity snapshot it reads).
     """
 
     name = "monitor"
@@ -387,6 +392,8 @@ class MonitorService:
         from_beginning: bool = False,
         poll_timeout_ms: int = 500,
         quality: QualitySettings | None = None,
+        staleness: StalenessSettings | None = None,
+        staleness_probe: StalenessProbe | None = None,
     ) -> None:
         self.kafka = kafka
         self.topic = metrics_topic
@@ -395,6 +402,10 @@ class MonitorService:
         self.quality = QualityWatch(quality, source=self.config.source)
         # kind=drift records: gauges, and an alert per drifted feature (issue 18).
         self.drift = DriftWatch(source=self.config.source)
+        # kind=staleness records and the samples' non-finite score counts (issue 18).
+        self.staleness = StalenessWatch(staleness, source=self.config.source)
+        self.staleness_probe = staleness_probe
+        self.nonfinite = NonFiniteWatch(source=self.config.source)
         self.monitor = AnomalyMonitor(self.config)
         self.group_id = group_id
         self.from_beginning = from_beginning
@@ -438,6 +449,8 @@ class MonitorService:
                         if found is not None:
                             anomalies += found
                             last_sample = time.monotonic()
+                if self.staleness_probe is not None and self.staleness_probe.due():
+                    self._send_staleness(producer)
                 idle = time.monotonic() - last_sample
                 if self.monitor.fleet.has_open_window and idle > self.config.fleet_window_s:
                     anomalies += self.monitor.close_fleet_window()
@@ -466,15 +479,30 @@ class MonitorService:
             except InvalidRecordError as exc:
                 report_bad_record(message, self.name, self.stats, exc)
                 return None
+        if record is not None and record["kind"] == STALENESS_KIND:
+            try:
+                return self.staleness.observe(record)
+            except InvalidRecordError as exc:
+                report_bad_record(message, self.name, self.stats, exc)
+                return None
         if record is None or record["kind"] != "sample":
             return None
         try:
             sample = parse_sample(record)
+            nonfinite = self.nonfinite.observe(record)
         except (InvalidRecordError, DataError) as exc:
             report_bad_record(message, self.name, self.stats, exc)
             return None
         self.stats.samples += 1
-        return self.monitor.observe(sample)
+        return nonfinite + self.monitor.observe(sample)
+
+    def _send_staleness(self, producer: KafkaProducer) -> None:
+        """The probe's records to the topic; read back, they set the gauges and alert."""
+        for record in self.staleness_probe.records() if self.staleness_probe else []:
+            fields = {k: v for k, v in record.items() if k not in {"kind", "source", "ts"}}
+            ts = datetime.fromisoformat(record["ts"]).astimezone(UTC)
+            value = encode_metric(STALENESS_KIND, record["source"], ts, fields)
+            producer.send(self.topic, key=encode_key(record["source"]), value=value)
 
     def _write(self, producer: KafkaProducer, anomalies: list[dict[str, Any]]) -> None:
         for anomaly in anomalies:

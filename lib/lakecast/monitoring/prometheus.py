@@ -60,6 +60,21 @@ MODEL_QUALITY = Gauge(
     "base_rate, count) from kind=quality records, for the day they were computed on.",
     ["model", "version", "variant", "metric"],
 )
+MODEL_AGE = Gauge(
+    "lakecast_model_age_seconds",
+    "Age of a served model version since the end of its training data (kind=staleness).",
+    ["model", "version", "alias"],
+)
+SNAPSHOT_AGE = Gauge(
+    "lakecast_entity_snapshot_age_seconds",
+    "Age of the newest entity-feature snapshot since the end of its day (kind=staleness).",
+)
+NONFINITE_SCORES = Counter(
+    "lakecast_nonfinite_scores_total",
+    "NaN or infinite scores a model version produced (never served: dead-lettered by the "
+    "workers, null in batch predictions), from the workers' samples and batch runs.",
+    ["model", "version"],
+)
 FEATURE_DRIFT = Gauge(
     "lakecast_feature_drift",
     "Drift of a served feature from the version's training set (kind=drift): statistic psi "

@@ -79,6 +79,8 @@ class SampleWindow:
     model_latency_ms: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     variants: dict[str, VariantStats] = field(default_factory=dict)
+    # Per model version ("name:version"): NaN or infinite scores, dead-lettered, not served.
+    nonfinite_scores: dict[str, int] = field(default_factory=dict)
 
     def variant(self, name: str) -> VariantStats:
         return self.variants.setdefault(name, VariantStats())
@@ -146,4 +148,5 @@ class SampleWindow:
                 "histogram": np.histogram(scores, bins=10, range=(0.0, 1.0))[0].tolist(),
             },
             "variants": {name: stats.to_record() for name, stats in self.variants.items()},
+            "nonfinite_scores": dict(self.nonfinite_scores),
         }

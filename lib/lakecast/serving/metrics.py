@@ -20,6 +20,7 @@ import psutil
 from prometheus_client import Counter, Gauge, Histogram
 
 from lakecast.kafka.serde import encode_metric
+from lakecast.monitoring.prometheus import NONFINITE_SCORES
 from lakecast.monitoring.samples import SampleWindow
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,16 @@ class WorkerMetrics:
             for variant, durations in (variant_model_ms or {}).items():
                 if variant != "shadow":  # a shadow's calls say nothing about serving latency
                     self.window.variant(variant).model_latency_ms.extend(durations)
+
+    def record_nonfinite(self, counts: Mapping[str, int]) -> None:
+        """NaN or infinite scores per model version ("name:version") of a committed batch."""
+        for key, count in counts.items():
+            name, _, version = key.rpartition(":")
+            NONFINITE_SCORES.labels(name, version).inc(count)
+        with self._lock:
+            for key, count in counts.items():
+                found = self.window.nonfinite_scores
+                found[key] = found.get(key, 0) + count
 
     def observe_model(self, seconds: float) -> None:
         MODEL_LATENCY.observe(seconds)
