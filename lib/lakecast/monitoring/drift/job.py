@@ -253,14 +253,14 @@ def run_feature_drift(
         uuid.uuid4().hex, version.name, version.version, reference, live.num_rows, drift, skew
     )
     now = dt.datetime.now(dt.UTC)
-    _append(spark, drift_rows(outcome, request, now), request.drift_table)
+    _append(drift_rows(outcome, request, now), request.drift_table)
     if skew is not None and request.skew_table is not None and skew.differences.num_rows:
         extra = {"run_id": outcome.run_id, "model_name": version.name,
                  "model_version": version.version, "computed_at": now}  # fmt: skip
         table = skew.differences
         for column, value in extra.items():
             table = table.append_column(column, pa.array([value] * table.num_rows))
-        _append(spark, table, request.skew_table)
+        _append(table, request.skew_table)
     return outcome
 
 
@@ -268,10 +268,12 @@ def _ids(live: pa.Table) -> list[str]:
     return sorted(set(live.column("event_id").to_pylist()))
 
 
-def _append(spark: SparkSession, table: pa.Table, path: str) -> None:
-    spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").option(
-        "mergeSchema", "true"
-    ).save(path)
+def _append(table: pa.Table, path: str) -> None:
+    # A run's results are a few dozen rows: delta-rs appends them in milliseconds, where a
+    # Spark write (pandas -> JVM, a job, a Delta commit) took seconds on the loaded machine.
+    from deltalake import write_deltalake
+
+    write_deltalake(path, table, mode="append", schema_mode="merge")
 
 
 def send_drift_metrics(
