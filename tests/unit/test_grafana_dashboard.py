@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 import lakecast.autoscaling.controller
 import lakecast.monitoring.prometheus
+import lakecast.serving.feature_log  # the served-feature sample's metrics
 import lakecast.serving.metrics  # noqa: F401  (defines the worker's metrics)
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "conf" / "grafana" / "lakecast-streaming.json"
