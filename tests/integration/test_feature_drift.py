@@ -4,7 +4,8 @@ A worker serves events whose prices are 40 times the training set's (a planted s
 ``log_price``) and logs every served vector (sample rate 1); the archive job takes the topic
 into Delta; the drift job compares the sample with the training set the registry's lineage
 names and the skew check with a ``features`` table for the same events (written here with the
-worker's own transforms, one value moved, one event left out: the batch job is not run).
+worker's own transforms, one value moved, one event left out: the batch job is not run). Rows
+that break a declared invariant are served, flagged in their sample and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from prometheus_client import REGISTRY
 from pyspark.sql import SparkSession
 
 from lakecast.config import DriftSettings, KafkaSettings
@@ -88,6 +90,14 @@ def test_served_samples_are_archived_and_judged_for_drift_and_skew(
     archived = DeltaTable(archive).to_pyarrow_table()
     assert archived.num_rows == EVENTS
     assert set(archived.column("model_version").to_pylist()) == {version.version}
+    # The test snapshot's per-category counts can exceed the 7-day count (see
+    # test_feature_invariants): those rows were served and flagged, never dead-lettered.
+    flagged = [v for v in archived.column("invariant_violations").to_pylist() if v]
+    assert flagged and all(v == ["user_category_share_7d"] for v in flagged)
+    counted = REGISTRY.get_sample_value(
+        "lakecast_feature_invariant_violations_total", {"feature": "user_category_share_7d"}
+    )
+    assert counted is not None and counted >= len(flagged)
 
     batch = str(tmp_path / "batch_features")
     _batch_features(batch, range(EVENTS - 1))  # the last event: not computed by the batch yet
