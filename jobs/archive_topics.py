@@ -33,13 +33,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--served-features-topic", default=topics.served_features)
     parser.add_argument("--predictions-table", default=lake.table("archive/predictions"))
     parser.add_argument("--metrics-table", default=lake.table("archive/metrics"))
-    parser.add_argument("--served-features-table", default=lake.table(SERVED_FEATURES_ARCHIVE))
+    parser.add_argument(
+        "--served-features-table",
+        help="served-features archive (default: beside the predictions table, "
+        f"{SERVED_FEATURES_ARCHIVE.rsplit('/', 1)[-1]})",
+    )
     parser.add_argument("--checkpoints", default=lake.table("_checkpoints/archive"))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Beside the predictions archive, so a run given its own lake (--predictions-table ...)
+    # keeps all three archives there.
+    served_table = args.served_features_table or (
+        f"{args.predictions_table.rstrip('/').rsplit('/', 1)[0]}/"
+        f"{SERVED_FEATURES_ARCHIVE.rsplit('/', 1)[-1]}"
+    )
     spark = get_spark("lakecast-archive-topics")
     options = kafka_client_options(settings().kafka.security)
     targets = [
@@ -47,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{args.checkpoints}/predictions"),
         ArchiveTarget("metrics", args.metrics_topic, args.metrics_table,
                       f"{args.checkpoints}/metrics"),
-        ArchiveTarget("served_features", args.served_features_topic,
-                      args.served_features_table, f"{args.checkpoints}/served_features"),
+        ArchiveTarget("served_features", args.served_features_topic, served_table,
+                      f"{args.checkpoints}/served_features"),
     ]  # fmt: skip
     queries = [
         start_archive(
