@@ -502,6 +502,13 @@ class RetrainSettings(_Section):
         if self.holdout_days >= self.train_days:
             msg = f"holdout_days ({self.holdout_days}) must be below train_days ({self.train_days})"
             raise ValueError(msg)
+        # The canary replays the newest days: they must be ones the candidate never saw.
+        if self.canary_days > self.holdout_days:
+            msg = (
+                f"canary_days ({self.canary_days}) must not exceed holdout_days "
+                f"({self.holdout_days}): the canary would judge the candidate on its training rows"
+            )
+            raise ValueError(msg)
         return self
 
 

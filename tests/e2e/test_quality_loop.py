@@ -68,7 +68,7 @@ def test_planted_shift_is_detected_retrained_canaried_and_promoted(
     spark: SparkSession, tmp_path: Path, bootstrap: str, topic_factory: Callable[..., str]
 ) -> None:
     lake = {name: str(tmp_path / name) for name in ("events", "features", "entity_features")}
-    lake |= {"predictions": str(tmp_path / "predictions"), "quality": str(tmp_path / "quality")}
+    lake |= {name: str(tmp_path / name) for name in ("predictions", "archive", "quality")}
     registry_root = str(tmp_path / "registry")
     metrics_topic = topic_factory("metrics")
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
@@ -88,6 +88,17 @@ def test_planted_shift_is_detected_retrained_canaried_and_promoted(
                                       predictions_path=lake["predictions"],
                                       registry_root=registry_root))  # fmt: skip
 
+    # The streaming path's archive: day 3's events as a worker served them under a rollout
+    # (variant champion), the same scores, from the archived predictions topic's table.
+    from pyspark.sql import functions as F
+
+    served = spark.read.format("delta").load(lake["predictions"])
+    served.filter(F.to_date("ts") == F.lit(DAYS[-1])).select(
+        "event_id", "user_id", "ts", "score", "model_name", "model_version",
+        F.lit("champion").alias("variant"), F.lit(True).alias("served"),
+        F.to_date("ts").alias("date"),
+    ).write.format("delta").save(lake["archive"])  # fmt: skip
+
     # Outcomes -> model_quality and kind=quality records.
     run = evaluate_quality(
         spark,
@@ -96,14 +107,20 @@ def test_planted_shift_is_detected_retrained_canaried_and_promoted(
             quality_path=lake["quality"],
             registry_root=registry_root,
             predictions_path=lake["predictions"],
-            archive_path=str(tmp_path / "no-archive"),
+            archive_path=lake["archive"],
             first_day=DAYS[0],
             last_day=DAYS[-1],
             as_of=datetime.combine(DAYS[-1] + timedelta(days=2), datetime.min.time(), UTC),
         ),
     )
-    by_day = {r["day"]: r for r in run.records if r["version"] == first.version}
+    by_day = {r["day"]: r for r in run.records if r["variant"] == "default"}
     assert sorted(by_day) == [d.isoformat() for d in DAYS]
+    assert {r["version"] for r in run.records} == {first.version}
+    (streamed,) = [r for r in run.records if r["variant"] == "champion"]
+    assert streamed["day"] == DAYS[-1].isoformat()
+    same_day = by_day[DAYS[-1].isoformat()]
+    assert streamed["count"] == same_day["count"]
+    assert streamed["auc"] == pytest.approx(same_day["auc"])
     holdout_auc = first.metrics["holdout_roc_auc"]
     assert all(r["holdout"]["auc"] == pytest.approx(holdout_auc) for r in by_day.values())
     shifted = [by_day[d.isoformat()]["auc"] for d in DAYS[2:]]

@@ -119,3 +119,10 @@ def test_every_fired_trigger_is_evidence_and_the_configured_order_names_it() -> 
     record = decision_record(decision, "none", "dry_run")
     assert {"model", "trigger", "evidence", "action", "new_version", "outcome"} <= set(record)
     assert _decide(records, triggers=("age",)).trigger is None
+
+
+def test_the_canary_replays_only_days_the_candidate_did_not_train_on() -> None:
+    with pytest.raises(ValueError, match=r"canary_days \(2\) must not exceed holdout_days \(1\)"):
+        RetrainSettings(canary_days=2)
+    with pytest.raises(ValueError, match="must be below train_days"):
+        RetrainSettings(train_days=2, holdout_days=2)

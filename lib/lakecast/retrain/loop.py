@@ -170,7 +170,7 @@ def _retrain_and_deploy(
             "outcomes": {"horizon_s": 86_400.0},
         },
         champion_alias=request.champion_alias,
-        replace_running=True,
+        replace_running=False,  # never over a rollout someone else is running
         reason=reason[:500],
     )
     try:
