@@ -4,6 +4,7 @@ MERGE, bad input stopping the job before any write, NaN policy counting, increme
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +178,15 @@ def test_nonfinite_features_follow_the_policy_and_are_counted(
     summary = score_batch(spark, _request(lake, predictions, f"{NAME}@champion", features=features))
     assert summary.nonfinite_rows == len(bad_ids)
     written = _predictions(spark, predictions)
-    nan_scored = {eid for (eid, _), row in written.items() if np.isnan(row["score"])}
-    assert nan_scored == set(bad_ids)  # the policy is "propagate"
+    # The policy is "propagate": those rows score NaN, which is written as null (no
+    # prediction), never as a score, and counted per version in the summary and the commit.
+    null_scored = {eid for (eid, _), row in written.items() if row["score"] is None}
+    assert null_scored == set(bad_ids)
+    assert all(np.isfinite(row["score"]) for row in written.values() if row["score"] is not None)
+    ref = f"{NAME}:{summary.model_version}"
+    assert summary.nonfinite_scores == {ref: len(bad_ids)}
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{predictions}`").orderBy("version").collect()
+    assert json.loads(history[-1]["userMetadata"])["nonfinite_scores"] == {ref: len(bad_ids)}
 
     # The same artifact under the "error" policy refuses the batch: nothing is written.
     registry: Registry = lake["registry"]

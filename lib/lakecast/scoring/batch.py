@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from lakecast.errors import ScoringError
 from lakecast.scoring.cache import ModelPayload, predictor_for
+from lakecast.scoring.checks import score_array
 
 if TYPE_CHECKING:
     from pyspark import Accumulator
@@ -121,7 +122,7 @@ def model_scorer(
                 counters.nonfinite_rows.add(bad)
         columns = [batch.column(name) for name in passed]
         return pa.RecordBatch.from_arrays(
-            [*columns, pa.array(scores, type=pa.float64())], names=[*passed, SCORE_COLUMN]
+            [*columns, score_array(scores)], names=[*passed, SCORE_COLUMN]
         )
 
     return score

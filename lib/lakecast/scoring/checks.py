@@ -1,9 +1,15 @@
-"""Checks a scoring job makes on the driver before any task runs.
+"""Checks a scoring job makes: on the input before any task runs, on the scores it writes.
 
 A feature column that is missing or has the wrong type would otherwise fail deep inside a task
 (or worse, be silently cast), after some partitions had been scored. Checking the DataFrame's
 schema against the model's signature up front stops the job with every bad column named, and
 nothing is written.
+
+A NaN or infinite score is no prediction: written as NaN it would sort, average and join like
+one. The tasks write it as null (:func:`score_array`), and the run counts the nulls per model
+version (:func:`nonfinite_score_counts`) into its summary and the commit's metadata, and logs
+a warning; the streaming worker dead-letters such a score instead. The row stays (its key and
+model columns say it was scored), so a rerun or a reader can find it.
 """
 
 from __future__ import annotations
@@ -11,9 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+
 from lakecast.errors import SchemaError
 
 if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
     from pyspark.sql.types import DataType, StructType
 
     from lakecast.registry.signature import Signature
@@ -63,3 +73,24 @@ def check_feature_columns(
     if problems:
         msg = f"{where}: " + "; ".join(problems) + " (nothing was scored or written)"
         raise SchemaError(msg)
+
+
+def score_array(scores: np.ndarray) -> pa.Array:
+    """The float64 score column, null where a score is NaN or infinite (see the module)."""
+    finite = np.isfinite(scores)
+    if finite.all():
+        return pa.array(scores, type=pa.float64())
+    return pa.array(scores, type=pa.float64(), mask=~finite)
+
+
+def nonfinite_score_counts(scored: DataFrame, score_column: str, ref: str | None) -> dict[str, int]:
+    """``name:version`` -> rows whose score is null (non-finite). ``ref`` names the one model
+    that scored every row; None reads ``model_name`` and ``model_version`` (a rollout's rows)."""
+    from pyspark.sql import functions as F
+
+    nulls = scored.filter(F.col(score_column).isNull())
+    if ref is not None:
+        count = nulls.count()
+        return {ref: count} if count else {}
+    rows = nulls.groupBy("model_name", "model_version").count().collect()
+    return {f"{row['model_name']}:{row['model_version']}": int(row["count"]) for row in rows}

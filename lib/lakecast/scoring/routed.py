@@ -36,6 +36,7 @@ from lakecast.scoring.batch import (
     predict_in_slices,
 )
 from lakecast.scoring.cache import ModelPayload, predictor_for
+from lakecast.scoring.checks import score_array
 from lakecast.scoring.writer import (
     EXPERIMENT_COLUMN,
     ROW_MODEL_COLUMNS,
@@ -299,7 +300,7 @@ class _BatchScorer:
         return pa.RecordBatch.from_arrays(
             [
                 *passed.columns,
-                pa.array(np.concatenate(score_parts), type=pa.float64()),
+                score_array(np.concatenate(score_parts)),  # non-finite: null
                 pa.array(self.names[models], type=pa.string()),
                 pa.array(self.versions[models], type=pa.string()),
                 pa.array(self.hashes[models], type=pa.string()),

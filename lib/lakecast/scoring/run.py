@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 from lakecast.errors import LakecastError, SchemaError, ScoringError
 from lakecast.scoring.batch import (
     DEFAULT_BATCH_SIZE,
+    SCORE_COLUMN,
     BatchScoring,
     ModelScoring,
     new_counters,
     on_frame,
 )
 from lakecast.scoring.cache import ModelPayload
-from lakecast.scoring.checks import check_feature_columns
+from lakecast.scoring.checks import check_feature_columns, nonfinite_score_counts
 from lakecast.scoring.direct import ReadMode, choose_read, score_direct
 from lakecast.scoring.incremental import changed_rows, last_scored_features_version
 from lakecast.scoring.routed import RolloutPlan, RoutedScoring, rollout_to_follow
@@ -91,6 +92,8 @@ class ScoringSummary:
     rows_scored: int
     nonfinite_rows: int
     predictions_table_version: int | None
+    # Model version -> scores that came out NaN or infinite: written as null, never as a score.
+    nonfinite_scores: dict[str, int] = field(default_factory=dict)
     # The rollout that routed the rows (None: every row scored by model_version), and per
     # (variant, model version, served) how many rows were written.
     rollout: dict[str, Any] | None = None
@@ -217,9 +220,22 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     total = materialized.count() if plan is None else sum(v["rows"] for v in variants)
     rows = total if plan is None else sum(v["rows"] for v in variants if v["served"])
     written = None
+    bad_scores = (
+        nonfinite_score_counts(materialized, SCORE_COLUMN, record.ref if plan is None else None)
+        if total
+        else {}
+    )
+    if bad_scores:
+        log.warning(
+            "%s: non-finite scores written as null, per model version: %s",
+            where,
+            bad_scores,
+            extra={"nonfinite_scores": bad_scores},
+        )
     if total:
         nonfinite = int(counters.nonfinite_rows.value)
         metadata: dict[str, Any] = {"rows": rows, "nonfinite_rows": nonfinite, "read": read.path}
+        metadata["nonfinite_scores"] = bad_scores
         replace = None
         if plan is not None:
             metadata["shadow_rows"] = total - rows
@@ -245,6 +261,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         rows_scored=rows,
         nonfinite_rows=int(counters.nonfinite_rows.value),
         predictions_table_version=written,
+        nonfinite_scores=bad_scores,
         rollout=rollout,
         variants=variants,
         read=read.path,
