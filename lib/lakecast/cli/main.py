@@ -35,7 +35,18 @@ def _global_options(
 
 
 def _register() -> None:
-    from lakecast.cli import anomaly, demo, deploy, jars, local, models, retrain, run, stream
+    from lakecast.cli import (
+        anomaly,
+        demo,
+        deploy,
+        explain,
+        jars,
+        local,
+        models,
+        retrain,
+        run,
+        stream,
+    )
 
     app.command("jars")(jars.jars)
     app.add_typer(local.app, name="local")
@@ -46,6 +57,7 @@ def _register() -> None:
     app.add_typer(demo.app, name="demo")
     app.add_typer(run.app, name="run")
     app.command("retrain")(retrain.retrain)
+    app.command("explain")(explain.explain)
 
 
 _register()
