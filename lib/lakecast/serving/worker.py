@@ -16,6 +16,11 @@ two batches.
 
 ``latency_ms`` on a prediction is the time from the event record's Kafka timestamp to the
 prediction being made; the end-to-end histogram measures to the commit.
+
+Each batch's feature matrix is checked against the spec's declared invariants (a breaking row
+is served and flagged), and a sample of the served vectors goes to the ``served_features``
+topic once the batch is committed, never inside its transaction: see
+:mod:`lakecast.serving.feature_log`.
 """
 
 from __future__ import annotations
