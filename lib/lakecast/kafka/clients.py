@@ -27,6 +27,7 @@ from kafka.record import util as record_util
 
 from lakecast.config import KafkaSettings, TopicReplication
 from lakecast.errors import KafkaAccessError, StreamError
+from lakecast.kafka.coordinator_failover import recover_lost_coordinator
 from lakecast.kafka.partitioner import CachedKeyPartitioner
 
 log = logging.getLogger(__name__)
@@ -293,6 +294,8 @@ def build_producer(
         msg = f"build {mode} producer at {settings.bootstrap_servers}: {exc!r}"
         raise StreamError(msg) from exc
     producer.lakecast_settings = settings
+    if mode == "exactly_once":
+        recover_lost_coordinator(producer)
     return producer
 
 
