@@ -126,3 +126,28 @@ def test_the_canary_replays_only_days_the_candidate_did_not_train_on() -> None:
         RetrainSettings(canary_days=2)
     with pytest.raises(ValueError, match="must be below train_days"):
         RetrainSettings(train_days=2, holdout_days=2)
+
+
+def test_a_dry_run_and_a_quiet_day_are_recorded_in_the_audit(tmp_path: Any) -> None:
+    import json
+
+    from lakecast.registry import Registry
+    from lakecast.retrain.loop import RetrainRequest, run_retrain
+    from lakecast.testing.models import register_model
+
+    root = str(tmp_path / "registry")
+    live = register_model(root)
+
+    def request(records: list[dict[str, Any]]) -> RetrainRequest:
+        drop = [r | {"version": live.version} for r in records]
+        return RetrainRequest(
+            "purchase", str(tmp_path / "features"), root, drop, dry_run=True, now=NOW
+        )
+
+    quiet = run_retrain(request([quality("2026-01-09", 0.77)]), sink=None)
+    assert (quiet["trigger"], quiet["action"], quiet["outcome"]) == (None, "none", "no_trigger")
+    dry = run_retrain(request([quality("2026-01-09", 0.60)]), sink=None)
+    assert (dry["trigger"], dry["outcome"], dry["new_version"]) == ("quality", "dry_run", None)
+    rows = [e for e in Registry(root).audit("purchase") if e.action == "retrain"]
+    assert [json.loads(e.reason)["outcome"] for e in rows] == ["no_trigger", "dry_run"]
+    assert Registry(root).resolve("purchase@champion").version == live.version
