@@ -283,8 +283,6 @@ def run_loop(
             payload.
     """
     loop = loop or LoopSettings()
-    max_wait_ms, top_up_ms = loop.max_wait_ms, loop.top_up_ms
-    max_failures, retry_backoff_s = loop.max_failures, loop.retry_backoff_s
     delivery = make_delivery(loop.delivery, producer, consumer)
     max_request_size = int(producer.config.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
     stats = LoopStats()
@@ -297,23 +295,10 @@ def run_loop(
         consumer.subscribe(topics=list(topics), listener=_Rebalance(consumer, buffer))
         failures = 0
         while not stop_event.is_set():
-            batch = _collect(consumer, buffer, limit.current, max_wait_ms, top_up_ms, stop_event)
-            limit.taken(len(batch))
+            batch = _next_batch(consumer, buffer, limit, loop, stop_event)
             if not batch:
-                group_settled(consumer)  # an idle member must finish a pending rebalance too
                 continue
-            if not group_settled(consumer):
-                _rewind(consumer, batch)  # fetched again once the assignment is settled
-                continue
-            committed: list[BatchReport] = []  # the parts of the batch committed
-            try:
-                run_splitting(delivery, process, batch, dlq_topic, max_request_size, committed)
-                error: KafkaError | None = None
-            except FATAL_PRODUCER_ERRORS as exc:
-                msg = f"commit batch of {len(batch)} records: producer fenced or unusable ({exc!r})"
-                raise FatalDeliveryError(msg) from exc
-            except KafkaError as exc:
-                error = exc
+            committed, error = _commit(delivery, process, batch, dlq_topic, max_request_size)
             for report in committed:
                 _count(stats, report)
                 if on_batch is not None:
@@ -327,25 +312,85 @@ def run_loop(
             stats.aborted += 1
             delivery.abort()
             _rewind(consumer, rest)
-            if isinstance(error, CommitFailedError):
-                # The group moved on (this member was removed or is a generation behind): not
-                # a broker failure. Rejoin, and let the new owner of each partition redo.
-                log.warning("batch of %d aborted, rejoining the group: %r", len(rest), error)
-                consumer._coordinator.request_rejoin()  # kafka-python has no public call
-                continue
-            failures += 1
-            log.warning("batch of %d aborted (%d in a row): %r", len(rest), failures, error)
-            if failures >= max_failures:
-                msg = (
-                    f"commit batch of {len(rest)}: the broker failed {failures} times in a row "
-                    f"(not a fault of one record: those are dead-lettered), last {error!r}"
-                )
-                raise StreamError(msg) from error
-            # Exponential, capped: rides out a broker restart without hammering it.
-            stop_event.wait(min(retry_backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S))
+            failures = _after_abort(consumer, len(rest), error, failures, loop, stop_event)
     finally:
         _shut_down(delivery, consumer, producer, close=close)
     return stats
+
+
+def _next_batch(
+    consumer: KafkaConsumer,
+    buffer: _Buffer,
+    limit: BatchLimit,
+    loop: LoopSettings,
+    stop_event: threading.Event,
+) -> list[ConsumerRecord]:
+    """The next batch to process, or none while there is nothing or the group is moving."""
+    batch = _collect(consumer, buffer, limit.current, loop.max_wait_ms, loop.top_up_ms, stop_event)
+    limit.taken(len(batch))
+    if not batch:
+        group_settled(consumer)  # an idle member must finish a pending rebalance too
+        return []
+    if not group_settled(consumer):
+        _rewind(consumer, batch)  # fetched again once the assignment is settled
+        return []
+    return batch
+
+
+def _commit(
+    delivery: Delivery,
+    process: Process,
+    batch: list[ConsumerRecord],
+    dlq_topic: str,
+    max_request_size: int,
+) -> tuple[list[BatchReport], KafkaError | None]:
+    """Process and commit ``batch``: the reports of the parts committed, and the broker's
+    error that stopped the rest (None: all of it committed).
+
+    Raises:
+        FatalDeliveryError: the producer was fenced or is unusable.
+    """
+    committed: list[BatchReport] = []
+    try:
+        run_splitting(delivery, process, batch, dlq_topic, max_request_size, committed)
+    except FATAL_PRODUCER_ERRORS as exc:
+        msg = f"commit batch of {len(batch)} records: producer fenced or unusable ({exc!r})"
+        raise FatalDeliveryError(msg) from exc
+    except KafkaError as exc:
+        return committed, exc
+    return committed, None
+
+
+def _after_abort(
+    consumer: KafkaConsumer,
+    records: int,
+    error: KafkaError,
+    failures: int,
+    loop: LoopSettings,
+    stop_event: threading.Event,
+) -> int:
+    """What follows an aborted batch of ``records``: rejoin, or back off; the failures in a row.
+
+    Raises:
+        StreamError: the broker failed ``loop.max_failures`` times in a row.
+    """
+    if isinstance(error, CommitFailedError):
+        # The group moved on (this member was removed or is a generation behind): not a
+        # broker failure. Rejoin, and let the new owner of each partition redo.
+        log.warning("batch of %d aborted, rejoining the group: %r", records, error)
+        consumer._coordinator.request_rejoin()  # kafka-python has no public call
+        return failures
+    failures += 1
+    log.warning("batch of %d aborted (%d in a row): %r", records, failures, error)
+    if failures >= loop.max_failures:
+        msg = (
+            f"commit batch of {records}: the broker failed {failures} times in a row "
+            f"(not a fault of one record: those are dead-lettered), last {error!r}"
+        )
+        raise StreamError(msg) from error
+    # Exponential, capped: rides out a broker restart without hammering it.
+    stop_event.wait(min(loop.retry_backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S))
+    return failures
 
 
 def _count(stats: LoopStats, report: BatchReport) -> None:
