@@ -34,19 +34,27 @@ if [[ -L "$state" ]]; then
 fi
 mkdir -p "$state"
 chmod 700 "$state"
-pyfiles="$state/lakecast-lib.zip"
 # Rebuilt every time: cheap, and executors then never run stale code. Written to a fresh
-# temporary file and renamed, so concurrent submits never read a half-written zip.
-building="$(mktemp "$state/.lakecast-lib.XXXXXX")"
-"$python" - "$here/lib" "$building" <<'PY'
-import sys, zipfile, pathlib
+# temporary file, then named by its sha256: a running driver imports lazily from its zip by
+# path (zipimport keeps the offsets it read first), so a zip is never replaced by other bytes
+# under it. One shared name, rewritten by each submit, failed a concurrent job's driver with
+# "ZipImportError: bad local file header". Zips unused for 7 days are removed.
+mkdir -p "$state/pyfiles"
+building="$(mktemp "$state/pyfiles/.building.XXXXXX")"
+digest="$("$python" - "$here/lib" "$building" <<'PY'
+import hashlib, sys, zipfile, pathlib
 root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
     for path in sorted((root / "lakecast").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             zf.write(path, path.relative_to(root))
+print(hashlib.sha256(pathlib.Path(out).read_bytes()).hexdigest()[:16])
 PY
-mv -f "$building" "$pyfiles"
+)"
+pyfiles="$state/pyfiles/lakecast-lib-$digest.zip"
+mv -f "$building" "$pyfiles"  # the same bytes if it was there: a reader sees no change
+touch "$pyfiles"
+find "$state/pyfiles" -maxdepth 1 -name 'lakecast-lib-*.zip' -mtime +7 -delete 2>/dev/null || true
 
 master="local[*]"
 has_master=0
