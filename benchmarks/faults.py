@@ -3,7 +3,10 @@
 Streaming rows (this file): ``--worker-kills`` trials each kill -9 one of two inference
 workers of a group at a random moment under a paced load and start it again in its slot;
 ``--broker-restarts`` trials kill -9 (or ``--broker-stop term``: SIGTERM) the broker under
-load and start it again on the same ports and log dir. Each trial runs on fresh uuid-named
+load and start it again on the same ports and log dir. ``--brokers 3`` runs the streaming
+rows on a three-node KRaft cluster instead, ``--cluster-trials`` of each of its faults (kill -9
+the leader of an events partition, kill -9 a worker's transaction coordinator, a rolling
+restart; :mod:`lakecast.testing.cluster_faults`). Each trial runs on fresh uuid-named
 topics; afterwards every event id must appear exactly once among the committed predictions
 and dead letters. The stall is the longest gap in committed output of one input partition
 after the fault (see :mod:`lakecast.testing.faults`). Batch and registry rows come from
@@ -11,6 +14,7 @@ after the fault (see :mod:`lakecast.testing.faults`). Batch and registry rows co
 
     .venv/bin/python benchmarks/faults.py --worker-kills 20 --broker-restarts 5 --rate 1500 \\
         --skip-batch
+    .venv/bin/python benchmarks/faults.py --brokers 3 --cluster-trials 3 --rate 250 --skip-batch
 
 Exits 1 when any row lost or doubled an event.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 from fault_table import CampaignRow, format_table
 
 from lakecast.testing.brokers import temporary_broker
+from lakecast.testing.cluster_faults import CLUSTER_FAULTS, cluster_trial, temporary_cluster
 from lakecast.testing.faults import (
     Campaign,
     Load,
@@ -131,6 +136,32 @@ def streaming_campaigns(args: argparse.Namespace, scratch: Path) -> list[Campaig
     return rows
 
 
+def cluster_campaigns(args: argparse.Namespace, scratch: Path) -> list[CampaignRow]:
+    """``--cluster-trials`` of each cluster fault on one ``--brokers``-node cluster."""
+    rng = random.Random(args.seed)
+    lake = served_lake(scratch / "lake")
+    cluster = temporary_cluster(scratch / "cluster", nodes=args.brokers)
+    cluster.start()
+    rows: list[CampaignRow] = []
+    try:
+        for fault in CLUSTER_FAULTS:
+            # A rolling restart lasts three node restarts: a slower load keeps its counts small.
+            rate = args.rate if fault != "rolling" else max(1, args.rate // 5)
+            load = Load(rate=rate, after_s=args.after_s)
+            campaign = Campaign(f"{args.brokers} brokers: {fault}")
+            print(f"{fault} at {rate:,} events/s:", flush=True)
+            for index in range(args.cluster_trials):
+                began = time.monotonic()
+                trial = cluster_trial(cluster, fault, lake, scratch / "logs", load=load, rng=rng)
+                campaign.trials.append(trial)
+                _print_trial(index, trial, time.monotonic() - began)
+            exits = sum(t.unasked_exits for t in campaign.trials)
+            rows.append(_row(campaign, f"{rate:,} events/s; workers exited {exits}"))
+    finally:
+        cluster.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker-kills", type=int, default=20, help="worker kill -9 trials")
@@ -139,6 +170,12 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=12.0, help="load after each fault")
     parser.add_argument("--broker-stop", choices=("kill", "term"), default="kill")
     parser.add_argument("--seed", type=int, default=None, help="the fault moments' seed")
+    parser.add_argument(
+        "--brokers", type=int, default=1, help="3: the streaming rows on a three-node cluster"
+    )
+    parser.add_argument(
+        "--cluster-trials", type=int, default=3, help="trials of each fault with --brokers 3"
+    )
     parser.add_argument("--skip-batch", action="store_true", help="streaming rows only")
     batch = _batch_module()
     if batch is not None:
@@ -148,7 +185,10 @@ def main() -> None:
     scratch = scratch_dir("lakecast-faults-")
     rows: list[CampaignRow] = []
     try:
-        rows = streaming_campaigns(args, scratch)
+        if args.brokers > 1:
+            rows = cluster_campaigns(args, scratch)
+        else:
+            rows = streaming_campaigns(args, scratch)
     finally:
         if rows and all(row.clean for row in rows):
             shutil.rmtree(scratch, ignore_errors=True)

@@ -9,8 +9,10 @@ letters, the stall measured), with the faults a replicated cluster is built to s
 - ``rolling``: stop (SIGTERM) and start each node in turn, waiting after each until every
   partition is fully replicated again, as an operator's rolling restart does.
 
-A killed node is started again after ``down_s``, so the cluster is whole for the next trial.
-The workers are never restarted by the trial: one that exits is counted (``unasked_exits``).
+A killed node is launched again after ``down_s`` while the load goes on, and the trial ends
+only when it answers again and every partition is fully replicated, so the cluster is whole
+for the next trial. A worker that exits is started again, as a supervisor would, and counted
+(``unasked_exits``): the tests require none.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ from lakecast.testing.traffic import OutputWatch, PacedLoad
 ClusterFault = Literal["leader", "coordinator", "rolling"]
 CLUSTER_FAULTS: tuple[ClusterFault, ...] = ("leader", "coordinator", "rolling")
 REPLICATED_TIMEOUT_S = 120.0
+
+
+def temporary_cluster(state: Path, nodes: int = 3) -> LocalKafkaCluster:
+    """A :class:`~lakecast.local.cluster.LocalKafkaCluster` of its own under ``state``, on
+    free ports, replicated as the settings say (not started)."""
+    from lakecast.config import settings
+    from lakecast.local.jars import resolve_jars
+
+    config = settings()
+    return LocalKafkaCluster(
+        state,
+        nodes=nodes,
+        classpath=resolve_jars(config).kafka_classpath,
+        replication=config.kafka.replication,
+    )
 
 
 def _admin(cluster: LocalKafkaCluster) -> KafkaAdminClient:
@@ -112,11 +129,13 @@ def wait_fully_replicated(
     raise TimeoutError(msg)
 
 
-def _kill_and_restart(cluster: LocalKafkaCluster, node_id: int, down_s: float) -> None:
+def _kill_and_relaunch(cluster: LocalKafkaCluster, node_id: int, down_s: float) -> None:
+    """kill -9 the node, and launch it again after ``down_s`` without waiting for it: the
+    trial's load goes on while it starts (tens of seconds on a small machine)."""
     node = cluster.node(node_id)
     node.kill()
     time.sleep(down_s)
-    node.start()
+    node.launch()
 
 
 def _victim(
@@ -185,16 +204,15 @@ def cluster_trial(
         else:
             victim, name = _victim(cluster, fault, group, slots, rng)
             fault_at = time.monotonic()
-            _kill_and_restart(cluster, victim, down_s)
+            _kill_and_relaunch(cluster, victim, down_s)
         downtime = time.monotonic() - fault_at
         unasked = group.restart_exited()
         time.sleep(load.after_s)
         unasked += _drain(group, paced, watch)
     finally:
         try:
-            for node in cluster.nodes:
-                if not node.is_running():
-                    node.start()
+            cluster.start()  # waits for a relaunched node; starts one a failure left down
+            wait_fully_replicated(cluster)
         finally:
             _tear_down(group, paced, watch)
     trial = _measure(
