@@ -4,8 +4,11 @@
         [--model purchase] [--holdout-days 1] [--seed 42] [--registry ROOT]
 
 Reads the labelled rows of the ``features`` table (at one Delta version), trains a scikit-learn
-HistGradientBoosting model (registered, then ``champion``) and a Keras MLP (registered, then
-``challenger``), each with holdout metrics, lineage and a model card. Prints a JSON summary.
+HistGradientBoosting model (registered, then ``champion`` through the pre-rollout gates) and a
+Keras MLP (registered, then ``challenger``), each with holdout metrics, lineage (with the library
+versions) and a model card. A first champion must reach ``rollout.gates.min_holdout`` (else the
+job fails, exit 1); a retrain the gates refuse against a live champion leaves that one serving
+and says so in the summary. Prints a JSON summary.
 """
 
 from __future__ import annotations

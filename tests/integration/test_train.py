@@ -27,6 +27,7 @@ from lakecast.models.training_run import (
     train_and_register,
 )
 from lakecast.registry import Registry, card_is_complete
+from lakecast.registry.environment import LIBRARIES
 from lakecast.registry.records import current_git_commit
 from tests.integration.lake_fixtures import generated_lake
 
@@ -82,6 +83,11 @@ def test_both_flavors_are_registered_with_metrics_lineage_and_card(
         assert card_is_complete(record.card), record.card.missing_sections()
         assert f"{record.metrics['holdout_roc_auc']:.4f}" in record.card.evaluation_data
         assert record.signature.input_names == list(FEATURE_COLUMNS)
+        assert set(record.lineage.libraries) == set(LIBRARIES)
+        assert "non-inferiority margin" in record.card.metrics
+    # The first champion went through the gates (card and the min_holdout bar).
+    gates = {v.alias: v.gates for v in summary.versions}
+    assert gates["champion"] == "model_card_complete pass; holdout_minimum pass"
     aucs = [r.metrics["holdout_roc_auc"] for r in (champion, challenger)]
     print(f"holdout ROC AUC: sklearn {aucs[0]:.4f}, keras {aucs[1]:.4f}")
 

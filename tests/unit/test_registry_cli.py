@@ -94,17 +94,17 @@ def test_promote_rollback_and_audit_record_who_and_why(
     assert "rollback" in out
 
 
-def _gated_registry(tmp_path: Path) -> Registry:
-    """Three versions with complete cards and holdout AUCs 0.70, 0.71 (non-inferior) and
-    0.65 (refused against 0.71 with the configured 0.005 margin)."""
+def _gated_registry(tmp_path: Path, aucs: tuple[float, ...] = (0.70, 0.71, 0.65)) -> Registry:
+    """Versions with complete cards and holdout AUCs 0.70, 0.71 (non-inferior) and 0.65
+    (refused against 0.71 with the configured 0.005 margin)."""
     from lakecast.rollout.gates import DEFAULT_CARD_FIELDS
 
-    registry = Registry(tmp_path / "gated")
+    registry = Registry(tmp_path / f"gated-{len(aucs)}")
     rng = np.random.default_rng(2)
     x = rng.normal(size=(40, 2))
     y = (x[:, 0] > 0).astype(int)
     card = ModelCard(**{name: f"some {name}" for name in DEFAULT_CARD_FIELDS})
-    for auc in (0.70, 0.71, 0.65):
+    for auc in aucs:
         registry.register(
             "ctr",
             LogisticRegression().fit(x, y),
@@ -141,6 +141,24 @@ def test_promote_runs_the_gates_unless_forced_with_a_reason(tmp_path: Path) -> N
     assert (last.action, last.version, last.previous_version) == ("promote", "1.2.0", "1.1.0")
     assert last.reason.startswith("FORCED past failed gates (holdout_metric: ctr:1.2.0")
     assert last.reason.endswith("): incident 42: 1.1.0 times out")
+
+
+def test_jobs_train_champion_goes_through_the_same_gates(tmp_path: Path) -> None:
+    from lakecast.errors import RolloutError
+    from lakecast.models.training_run import REFUSED, promote_champion
+
+    weak = _gated_registry(tmp_path, (0.55,))
+    with pytest.raises(RolloutError, match=r"no first champion: .*holdout_roc_auc 0\.55, must be"):
+        promote_champion(weak, "ctr", "1.0.0", "trained")
+    assert "champion" not in weak.aliases("ctr")
+    registry = _gated_registry(tmp_path)
+    assert promote_champion(registry, "ctr", "1.0.0", "v1") == (
+        "model_card_complete pass; holdout_minimum pass"
+    )
+    assert promote_champion(registry, "ctr", "1.1.0", "v2").startswith("signature_compatible pass")
+    refused = promote_champion(registry, "ctr", "1.2.0", "v3")
+    assert refused.startswith(f"{REFUSED}: promote ctr:1.2.0 to ctr@champion refused by the gates")
+    assert registry.resolve("ctr@champion").version == "1.1.0"  # the live one keeps serving
 
 
 def test_verify_reports_the_libraries_a_version_was_trained_with(tmp_path: Path) -> None:

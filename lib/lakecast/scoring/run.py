@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakecast.errors import LakecastError, SchemaError, ScoringError
+from lakecast.registry.environment import check_loaded_libraries
 from lakecast.scoring.batch import (
     DEFAULT_BATCH_SIZE,
     SCORE_COLUMN,
@@ -138,6 +139,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         raise ScoringError(msg)
     registry = Registry(request.registry_root)
     record = registry.resolve(request.model)
+    check_loaded_libraries(record)  # the tasks load it under the driver's libraries
     state = None
     if not request.ignore_rollout:
         state = rollout_to_follow(request.registry_root, request.model)
