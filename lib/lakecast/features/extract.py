@@ -18,7 +18,7 @@ from lakecast.features.training_set import feature_rows, valid_event_condition, 
 from lakecast.lake.delta import replace_partitions, table_version
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
 
 @dataclass(frozen=True)
@@ -58,21 +58,9 @@ def extract_features(
     """
     from pyspark.sql import functions as F
 
-    from lakecast.lake.tables import ENTITY_FEATURES, EVENTS, FEATURES
+    from lakecast.lake.tables import ENTITY_FEATURES, FEATURES
 
-    events_version = table_version(spark, events_path)
-    events = spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
-    EVENTS.check(_arrow_schema(events), f"extract features from {events_path}")
-    if run_date is not None:
-        first = run_date - timedelta(days=LOOKBACK_DAYS)
-        events = events.filter(F.col("date").between(F.lit(first), F.lit(run_date)))
-        dates = [run_date]
-    else:
-        dates = sorted(row["date"] for row in events.select("date").distinct().collect())
-        if not dates:
-            msg = f"extract features: events table {events_path!r} v{events_version} is empty"
-            raise DataError(msg)
-
+    events, events_version, dates = _read_events(spark, events_path, run_date)
     valid = valid_events(events)
     # One pass for the price reference and the count of dropped rows.
     stats = (
@@ -92,17 +80,7 @@ def extract_features(
     features_commit = replace_partitions(
         rows, features_path, FEATURES, dates if run_date else None, metadata
     )
-    labels = (
-        spark.read.format("delta")
-        .load(features_path)
-        .filter(F.col("date").isin(dates))
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.count(LABEL_COLUMN).alias("labelled"),
-            F.coalesce(F.sum(LABEL_COLUMN), F.lit(0)).alias("positives"),
-        )
-        .collect()[0]
-    )
+    labels = _label_counts(spark, features_path, dates)
     snapshot_date = dates[-1]
     entity_commit = replace_partitions(
         entity_snapshot(valid, snapshot_date, totals),
@@ -123,6 +101,51 @@ def extract_features(
         snapshot_date=snapshot_date.isoformat(),
         entity_rows=entity_commit.rows_written or 0,
         entity_features_table_version=entity_commit.version,
+    )
+
+
+def _read_events(
+    spark: SparkSession, events_path: str, run_date: date | None
+) -> tuple[DataFrame, int, list[date]]:
+    """The events a run reads (``run_date`` and its look-back, or all), the table version
+    read, and the dates whose features it computes.
+
+    Raises:
+        SchemaError: no events table, or one whose schema breaks the contract.
+        DataError: a full rebuild of an empty events table.
+    """
+    from pyspark.sql import functions as F
+
+    from lakecast.lake.tables import EVENTS
+
+    events_version = table_version(spark, events_path)
+    events = spark.read.format("delta").option("versionAsOf", events_version).load(events_path)
+    EVENTS.check(_arrow_schema(events), f"extract features from {events_path}")
+    if run_date is not None:
+        first = run_date - timedelta(days=LOOKBACK_DAYS)
+        events = events.filter(F.col("date").between(F.lit(first), F.lit(run_date)))
+        return events, events_version, [run_date]
+    dates = sorted(row["date"] for row in events.select("date").distinct().collect())
+    if not dates:
+        msg = f"extract features: events table {events_path!r} v{events_version} is empty"
+        raise DataError(msg)
+    return events, events_version, dates
+
+
+def _label_counts(spark: SparkSession, features_path: str, dates: list[date]) -> Row:
+    """Rows, labelled rows and positive labels of ``dates`` in the features just written."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.read.format("delta")
+        .load(features_path)
+        .filter(F.col("date").isin(dates))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(LABEL_COLUMN).alias("labelled"),
+            F.coalesce(F.sum(LABEL_COLUMN), F.lit(0)).alias("positives"),
+        )
+        .collect()[0]
     )
 
 
