@@ -79,7 +79,7 @@ demo: setup ## Install, start the local stack and run the whole pipeline end to 
 	@echo "== 5. streaming: two workers serve a replayed day"
 	$(VENV)/bin/lakecast demo stream --workers 2 --limit $(STREAM_EVENTS)
 	@echo "== 6. canary against the champion of a retrain of its recipe (the Keras challenger is below the gates' non-inferiority margin)"
-	$(PY) deploy/train_candidate.py --seed 7
+	$(PY) deploy/train_candidate.py --seed $(SEED)
 	-$(VENV)/bin/lakecast demo canary --model purchase
 	@echo "== 7. monitor and autoscaler during a replay with a spike"
 	$(VENV)/bin/lakecast demo loop

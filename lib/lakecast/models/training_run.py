@@ -329,8 +329,8 @@ def promotion_rule() -> str:
     )
     return (
         f"{bar}A challenger replaces the champion only if its {gates.metric} is at most "
-        f"{gates.metric_margin:g} worse (a non-inferiority margin: within the spread of "
-        "retrains of one recipe, so an equally good retrain is not held back, while a model "
-        "that ranks visibly worse is refused) and its batch latency at most "
+        f"{gates.metric_margin:g} worse (a non-inferiority margin: an equally good retrain "
+        "is not held back, a model that ranks visibly worse, say 0.015 of AUC, is refused) "
+        "and its batch latency at most "
         f"{gates.latency_margin:.0%} higher (rollout.gates in conf/lakecast.yaml)."
     )
