@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The deploy stage (`make deploy-local`, `.ci/run`): on the local stack, train and register a
 # fresh model (deploy/train_candidate.py: the champion's recipe retrained, or
-# DEPLOY_CANDIDATE=keras), run the pre-rollout gates and a short canary of it against the
-# champion through `lakecast deploy`, and exit 1 unless it is promoted (gates refused, canary
-# rolled back or undecided).
+# DEPLOY_CANDIDATE=keras; DEPLOY_OPTIMIZE=onnx|onnx-int8 canaries its optimised version), run
+# the pre-rollout gates and a short canary of it against the champion through `lakecast deploy`,
+# and exit 1 unless it is promoted (gates refused, canary rolled back or undecided).
 #
 # It works in its own lake (.state/deploy-local/lake, made anew each time; LAKECAST_DEPLOY_LAKE
 # to choose another) so the demo's lake/ is left alone, and stops everything it started: a
@@ -38,7 +38,8 @@ echo "== deploy: events ($ROWS rows over $DAYS days) and features"
 "${SUBMIT[@]}" jobs/extract_features.py --all
 echo "== deploy: the champion (jobs/train.py), then a freshly trained candidate as challenger"
 "${SUBMIT[@]}" jobs/train.py --seed 42
-.venv/bin/python deploy/train_candidate.py --flavor "${DEPLOY_CANDIDATE:-sklearn}" --seed 7
+.venv/bin/python deploy/train_candidate.py --flavor "${DEPLOY_CANDIDATE:-sklearn}" --seed 7 \
+  ${DEPLOY_OPTIMIZE:+--optimize "$DEPLOY_OPTIMIZE"}
 "$LAKECAST" models list
 echo "== deploy: gates and a canary ($STEPS %, ${STEP_SECONDS}s a step) through lakecast deploy"
 set +e

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from lakecast.config import settings
 from lakecast.features.spec import FEATURE_COLUMNS, LABEL_COLUMN
 from lakecast.models.evaluation import evaluate
+from lakecast.models.optimize import KINDS, optimize_version
 from lakecast.models.training import (
     GradientBoostingRecipe,
     MlpRecipe,
@@ -44,6 +45,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--flavor", choices=("sklearn", "keras"), default="sklearn")
     parser.add_argument("--features", default=cfg.lake.table("features"))
+    parser.add_argument(
+        "--optimize",
+        choices=KINDS,
+        help="make the candidate's optimised version (lakecast models optimize) the challenger",
+    )
     args = parser.parse_args()
 
     source = DeltaTable(args.features)
@@ -88,7 +94,11 @@ def main() -> None:
         nan_policy=NAN_POLICIES[args.flavor],
         description=f"deploy-stage candidate ({args.flavor})",
     )
-    registry.promote(args.model, record.version, CHALLENGER, why="deploy stage candidate")
+    why = "deploy stage candidate"
+    if args.optimize:  # the optimised version rolls out like any other
+        record = optimize_version(registry, record.ref, args.optimize).record
+        why += f" ({args.optimize} of the retrain, parity checked)"
+    registry.promote(args.model, record.version, CHALLENGER, why=why)
     print(json.dumps({"candidate": f"{args.model}:{record.version}", **metrics.as_dict()}))
 
 
