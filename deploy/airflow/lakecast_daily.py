@@ -1,6 +1,6 @@
 """lakecast's daily batch work as an Apache Airflow DAG: one task per step, in order.
 
-    extract -> score -> archive -> quality
+    extract -> score -> archive -> report -> quality -> drift
 
 Each task runs ``lakecast run daily --date {{ ds }} --step STEP`` from the checkout at
 ``$LAKECAST_HOME`` (default: the checkout this file is in). The run date is the data interval's
@@ -8,6 +8,10 @@ start (``ds``): the run for 2026-01-07 starts once that day is over. ``catchup``
 every date since ``start_date`` in order (``max_active_runs=1``), and a step already done for a
 date is skipped by lakecast itself, so clearing and re-running a task is safe. A date that
 another scheduler is running is refused by the lock in the lake (the task fails and retries).
+``quality`` needs the day's outcomes, final ``quality.label_delay_hours`` (1 h by default)
+after the day's end; the DAG runs just after midnight, so that task usually exits 75 (waiting)
+at first and retries until the outcomes are in: :data:`QUALITY_RETRIES` tries
+:data:`QUALITY_RETRY_DELAY` apart cover a delay of up to 3 hours.
 
 Copy (or symlink) this file into the DAGs folder. Tested with Airflow 3.3 (``make airflow-test``).
 """
@@ -22,13 +26,15 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-STEPS = ("extract", "score", "archive", "quality")
+STEPS = ("extract", "score", "archive", "report", "quality", "drift")
+QUALITY_RETRIES = 9
+QUALITY_RETRY_DELAY = timedelta(minutes=20)
 LAKECAST_HOME = os.environ.get("LAKECAST_HOME", str(Path(__file__).resolve().parents[2]))
 START = datetime.fromisoformat(os.environ.get("LAKECAST_DAG_START", "2026-01-01T00:00:00+00:00"))
 
 with DAG(
     dag_id="lakecast_daily",
-    description="lakecast: extract -> score -> archive -> quality report, per date",
+    description="lakecast: extract -> score -> archive -> report -> quality -> drift, per date",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=START,
     catchup=True,
@@ -42,6 +48,11 @@ with DAG(
             bash_command=f"exec .venv/bin/lakecast run daily --date {{{{ ds }}}} --step {step}",
             cwd=LAKECAST_HOME,
             append_env=True,
+            **(
+                {"retries": QUALITY_RETRIES, "retry_delay": QUALITY_RETRY_DELAY}
+                if step == "quality"
+                else {}
+            ),
         )
         for step in STEPS
     ]

@@ -68,12 +68,14 @@ def test_the_dag_loads_with_its_steps_in_order_daily_with_catchup(tmp_path: Path
     assert done.returncode == 0, done.stderr[-3000:]
     dag = json.loads(done.stdout.strip().splitlines()[-1])
     assert dag["import_errors"] == {}
-    assert dag["tasks"] == ["extract", "score", "archive", "quality"]
+    assert dag["tasks"] == ["extract", "score", "archive", "report", "quality", "drift"]
     assert dag["downstream"] == {
         "extract": ["score"],
         "score": ["archive"],
-        "archive": ["quality"],
-        "quality": [],
+        "archive": ["report"],
+        "report": ["quality"],
+        "quality": ["drift"],
+        "drift": [],
     }
     assert dag["catchup"] is True
     assert dag["schedule"] == "0 0 * * *"  # a day's run starts once the day is over
@@ -105,7 +107,7 @@ def test_airflow_dags_test_runs_one_date_end_to_end(
     assert ran.returncode == 0, output[-5000:]
 
     steps = finished_steps(ScheduleTables(str(lake.root / "_schedule")), "daily", RUN_DATE)
-    assert sorted(steps) == ["archive", "extract", "quality", "score"]
+    assert sorted(steps) == ["archive", "drift", "extract", "quality", "report", "score"]
     assert steps["extract"].summary["run_dates"] == [RUN_DATE.isoformat()]
     features = DeltaTable(str(lake.root / "features")).to_pandas()
     assert set(features["date"].astype(str)) == {RUN_DATE.isoformat()}

@@ -1,12 +1,20 @@
-"""``lakecast run daily``: one date's batch work, extract -> score -> archive -> quality report.
+"""``lakecast run daily``: one date's batch work and the model-quality loop's checks of it.
+
+    extract -> score -> archive -> report -> quality -> drift
 
 Every step is idempotent on its own (extract replaces the date's partitions, scoring MERGEs the
 rows changed since the model's last run, the archive's checkpoints append each topic record
-once, the report replaces its date) and is recorded in the lake when it finished, so a re-run
-of a date skips what is done and redoes what failed. The date's lock (:mod:`.lock`) is taken
-before Spark starts and refuses a second concurrent run of that date, on any machine. Each
-step prints one JSON line: ``{"job", "run_date", "step", "status", "seconds", "summary"}``
-with status ``done``, ``skipped`` or ``failed``; a failed step stops the run with its error.
+once, the report and ``model_quality`` replace their date, drift appends one run) and is
+recorded in the lake when it finished, so a re-run of a date skips what is done and redoes
+what failed. The date's lock (:mod:`.lock`) is taken before Spark starts and refuses a second
+concurrent run of that date, on any machine. Each step prints one JSON line: ``{"job",
+"run_date", "step", "status", "seconds", "summary"}`` with status ``done``, ``skipped``,
+``waiting`` (``quality`` before the day's outcomes are final: not recorded, so the next run of
+the date does it) or ``failed``.
+
+A failed *batch* step (extract, score, archive) stops the date: the steps after it read what
+it writes. The *checks* (report, quality, drift) read only what the batch steps wrote, so one
+that fails does not keep the others from running; the run raises the first failure after them.
 """
 
 from __future__ import annotations
@@ -16,13 +24,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from lakecast.config import DriftSettings, KafkaSettings, QualitySettings
 from lakecast.errors import ScheduleError
 from lakecast.process import describe_error, one_line
-from lakecast.schedule.ledger import finished_steps, record_step
+from lakecast.schedule.ledger import StepRecord, finished_steps, record_step
 from lakecast.schedule.lock import DEFAULT_LEASE, holding
+from lakecast.schedule.loop_steps import quality_waiting, run_drift, run_quality
 from lakecast.schedule.tables import ScheduleTables
 
 if TYPE_CHECKING:
@@ -31,7 +41,11 @@ if TYPE_CHECKING:
     from lakecast.config import Settings
 
 JOB = "daily"
-STEPS = ("extract", "score", "archive", "quality")
+STEPS = ("extract", "score", "archive", "report", "quality", "drift")
+CHECKS = frozenset({"report", "quality", "drift"})  # a failure here does not stop the others
+# Before the quality loop, the step that writes reports/daily_quality was named "quality"; its
+# ledger rows say so by their summary's kind and count as "report" (see _finished).
+_LEGACY_REPORT_KIND = "predictions_summary"
 
 
 @dataclass(frozen=True)
@@ -47,16 +61,32 @@ class DailyPlan:
     bootstrap: str
     predictions_topic: str
     metrics_topic: str
+    served_features_topic: str
     archive_predictions: str
     archive_metrics: str
+    archive_served_features: str
     archive_checkpoints: str
     quality_report: str
+    model_quality: str
+    feature_drift: str
+    feature_skew: str
     schedule_root: str
     kafka_options: Mapping[str, str] = field(default_factory=dict)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    # Where the quality and drift steps send their kind=quality / kind=drift records (its
+    # topics.metrics); None sends none.
+    kafka: KafkaSettings | None = None
 
     @classmethod
     def from_settings(cls, cfg: Settings, *, model: str | None = None) -> DailyPlan:
         """The tables of ``jobs/*.py``'s defaults under the configured lake root."""
+        from lakecast.lake.tables import (
+            FEATURE_DRIFT,
+            FEATURE_SKEW,
+            MODEL_QUALITY,
+            SERVED_FEATURES_ARCHIVE,
+        )
         from lakecast.serving.archive import kafka_client_options
 
         lake, topics = cfg.lake, cfg.kafka.topics
@@ -70,12 +100,20 @@ class DailyPlan:
             bootstrap=cfg.kafka.bootstrap_servers,
             predictions_topic=topics.predictions,
             metrics_topic=topics.metrics,
+            served_features_topic=topics.served_features,
             archive_predictions=lake.table("archive/predictions"),
             archive_metrics=lake.table("archive/metrics"),
+            archive_served_features=lake.table(SERVED_FEATURES_ARCHIVE),
             archive_checkpoints=lake.table("_checkpoints/archive"),
             quality_report=lake.table("reports/daily_quality"),
+            model_quality=lake.table(MODEL_QUALITY),
+            feature_drift=lake.table(FEATURE_DRIFT),
+            feature_skew=lake.table(FEATURE_SKEW),
             schedule_root=lake.table("_schedule"),
             kafka_options=kafka_client_options(cfg.kafka.security),
+            quality=cfg.quality,
+            drift=cfg.drift,
+            kafka=cfg.kafka,
         )
 
 
@@ -85,7 +123,7 @@ class StepOutcome:
 
     run_date: date
     step: str
-    status: str  # done, skipped or failed
+    status: str  # done, skipped, waiting or failed
     seconds: float
     summary: dict[str, Any]
 
@@ -142,6 +180,8 @@ def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) 
                       f"{plan.archive_checkpoints}/predictions"),
         ArchiveTarget("metrics", plan.metrics_topic, plan.archive_metrics,
                       f"{plan.archive_checkpoints}/metrics"),
+        ArchiveTarget("served_features", plan.served_features_topic, plan.archive_served_features,
+                      f"{plan.archive_checkpoints}/served_features"),
     ]  # fmt: skip
     archived: dict[str, int] = {}
     for target in targets:  # one at a time: two queries at once only compete for 2 cores
@@ -157,7 +197,7 @@ def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) 
     return {"archived_rows": archived}
 
 
-def _quality(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
+def _report(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
     from lakecast.schedule.quality import write_daily_report
 
     return write_daily_report(spark, plan.predictions, plan.quality_report, run_date).as_dict()
@@ -167,8 +207,22 @@ STEP_FUNCTIONS: dict[str, Step] = {
     "extract": _extract,
     "score": _score,
     "archive": _archive,
-    "quality": _quality,
+    "report": _report,
+    "quality": run_quality,
+    "drift": run_drift,
 }
+# Steps that may not be able to run yet: the summary of why, or None when they can.
+WAITS: dict[str, Callable[[DailyPlan, date, datetime], dict[str, Any] | None]] = {
+    "quality": quality_waiting,
+}
+
+
+def _finished(tables: ScheduleTables, run_date: date) -> dict[str, StepRecord]:
+    done = finished_steps(tables, JOB, run_date)
+    legacy = done.get("quality")
+    if legacy is not None and legacy.summary.get("kind") == _LEGACY_REPORT_KIND:
+        done["report"] = done.pop("quality")
+    return done
 
 
 def check_steps(steps: Sequence[str]) -> tuple[str, ...]:
@@ -192,6 +246,7 @@ def run_daily(
     force: bool = False,
     lease: timedelta = DEFAULT_LEASE,
     emit: Callable[[str], None] = print,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[StepOutcome]:
     """Run ``steps`` of ``run_date`` in order under the date's lock, skipping finished ones.
 
@@ -199,18 +254,22 @@ def run_daily(
         spark: called for a session only when a step has work to do.
         force: redo steps even if recorded as finished.
         emit: receives each step's JSON line as soon as the step ends.
+        now: the clock that says whether the date's outcomes are final.
 
     Raises:
         RunLockedError: another process runs this date now.
-        LakecastError: a step failed (its ``failed`` line was emitted first).
+        LakecastError: a step failed (its ``failed`` line was emitted first); a failed check
+            is raised after the other checks ran.
     """
     chosen = check_steps(steps)
     tables = ScheduleTables(plan.schedule_root)
     outcomes: list[StepOutcome] = []
+    failure: Exception | None = None
     with holding(tables, f"{JOB}/{run_date.isoformat()}", lease=lease):
-        done = {} if force else finished_steps(tables, JOB, run_date)
+        done = {} if force else _finished(tables, run_date)
         run_id = uuid.uuid4().hex
         for step in chosen:
+            waiting = WAITS[step](plan, run_date, now()) if step in WAITS else None
             if step in done:
                 record = done[step]
                 outcome = StepOutcome(
@@ -220,11 +279,26 @@ def run_daily(
                     0.0,
                     {"finished_at": record.finished_at.isoformat(), "run_id": record.run_id},
                 )
+            elif waiting is not None:
+                outcome = StepOutcome(run_date, step, "waiting", 0.0, waiting)
             else:
-                outcome = _run_step(tables, plan, run_date, step, run_id, spark, emit)
+                try:
+                    outcome = _run_step(tables, plan, run_date, step, run_id, spark, emit)
+                except Exception as exc:
+                    if step not in CHECKS:
+                        raise
+                    failure = failure or exc
+                    outcomes.append(_failed_outcome(run_date, step, exc))
+                    continue  # its failed line is out; the other checks still run
             outcomes.append(outcome)
             emit(outcome.json_line())
+    if failure is not None:
+        raise failure
     return outcomes
+
+
+def _failed_outcome(run_date: date, step: str, exc: BaseException) -> StepOutcome:
+    return StepOutcome(run_date, step, "failed", 0.0, {"error": one_line(describe_error(exc))})
 
 
 def _run_step(

@@ -1,11 +1,10 @@
-"""The day's quality report: what the ``predictions`` table holds for a date, per model version
-and variant (row counts and the score distribution), written to ``reports/daily_quality``.
+"""The daily run's ``report`` step: what the ``predictions`` table holds for a date, per model
+version and variant (row counts and the score distribution), written to ``reports/daily_quality``.
 
-lakecast has no quality job yet (``model_quality``: AUC, calibration per version and day, which
-needs the labels to have arrived). Until it does, this report is what the daily run can say
-about a day: how many rows each version and variant scored, and how their scores are spread.
-The date of a prediction is the UTC date of its event's ``ts``. Replacing the date's partition
-makes the step idempotent.
+It needs no labels, so it is there the moment the day is scored; the outcome figures (AUC,
+calibration per version and day) come later from the ``quality`` step, in ``model_quality``
+(:mod:`lakecast.schedule.loop_steps`). The date of a prediction is the UTC date of its event's
+``ts``. Replacing the date's partition makes the step idempotent.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class QualitySummary:
             "run_date": self.run_date,
             "groups": self.groups,
             "report_table_version": self.report_table_version,
-            "kind": "predictions_summary",  # not model quality yet: see the module docstring
+            "kind": "predictions_summary",  # not outcome quality: see the module docstring
         }
 
 

@@ -2,8 +2,11 @@
 
 :func:`small_lake` writes a few hundred generated events over three days into ``events``,
 registers a small scikit-learn ``purchase`` model (trained on synthetic features, so it scores
-the real features table over (0, 1)) as ``champion``, and puts a few committed records into the
-``predictions`` and ``metrics`` topics that a daily run's archive step will read.
+the real features table over (0, 1); its lineage names those rows, kept as a Delta table, so
+the drift job has a reference) as ``champion``, and puts a few committed records into the
+``predictions``, ``metrics`` and ``served_features`` topics that a daily run's archive step
+will read. The served-feature sample is of the second day, its first feature shifted by
+:data:`SHIFT` standard deviations: the one feature the drift step must flag.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
 START = date(2026, 1, 1)
 TOPIC_RECORDS = 20
 SAMPLE_STEP_S = 5.0
+SERVED_SAMPLES = 600  # enough that no unshifted feature's KS passes 0.1 by chance
+SHIFT = 2.5
+TRAINING_DAYS = 3  # the champion's training rows: the days before START
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class SmallLake:
     bootstrap: str
     predictions_topic: str
     metrics_topic: str
+    served_features_topic: str
     model_version: str
 
     def environment(self) -> dict[str, str]:
@@ -41,6 +48,7 @@ class SmallLake:
             "LAKECAST__KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "LAKECAST__KAFKA__TOPICS__PREDICTIONS": self.predictions_topic,
             "LAKECAST__KAFKA__TOPICS__METRICS": self.metrics_topic,
+            "LAKECAST__KAFKA__TOPICS__SERVED_FEATURES": self.served_features_topic,
         }
 
 
@@ -92,6 +100,52 @@ def metric_records(start: datetime) -> list[tuple[str, str, datetime, dict[str, 
     return records  # fmt: skip
 
 
+def served_feature_values(model: dict[str, str], day: date) -> list[dict[str, Any]]:
+    """:data:`SERVED_SAMPLES` ``served_features`` records of ``day``, the first feature shifted."""
+    from lakecast.features.spec import FEATURE_COLUMNS, FEATURES_VERSION
+    from lakecast.testing.features import synthetic_feature_matrix
+
+    matrix, _ = synthetic_feature_matrix(SERVED_SAMPLES, seed=11)
+    matrix[:, 0] += SHIFT
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    return [
+        {
+            "event_id": f"s-{i}",
+            "user_id": f"u-{i % 7}",
+            "event_ts": noon + timedelta(seconds=i),
+            "model": model,
+            "variant": "champion",
+            "features_version": FEATURES_VERSION,
+            "features": dict(zip(FEATURE_COLUMNS, row.tolist(), strict=True)),
+            "invariant_violations": [],
+            "source": "w0",
+            "ts": noon + timedelta(seconds=i, milliseconds=5),
+        }
+        for i, row in enumerate(matrix)
+    ]
+
+
+def _training_table(path: str) -> tuple[int, dict[str, Any]]:
+    """The champion's training rows (the same matrix it is fitted on) as a ``features`` table:
+    its Delta version and the lineage's dates."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from lakecast.testing.features import synthetic_features
+
+    first = START - timedelta(days=TRAINING_DAYS)
+    write_deltalake(
+        path,
+        synthetic_features(1500, seed=2, days=TRAINING_DAYS, start_date=first),
+        partition_by=["date"],
+    )
+    dates = {
+        "train_from": first.isoformat(),
+        "train_to": (START - timedelta(days=1)).isoformat(),
+        "train_rows": 1500,
+    }
+    return int(DeltaTable(path).version()), dates
+
+
 def small_lake(
     spark: SparkSession, root: Path, bootstrap: str, *, rows: int = 900, days: int = 3
 ) -> SmallLake:
@@ -101,10 +155,16 @@ def small_lake(
 
     from lakecast.data.clickstream import ClickstreamRun, generate_events
     from lakecast.data.events_table import write_events
-    from lakecast.kafka.serde import ModelRef, Prediction, encode_metric, encode_prediction
+    from lakecast.kafka.serde import (
+        ModelRef,
+        Prediction,
+        encode_json,
+        encode_metric,
+        encode_prediction,
+    )
     from lakecast.models.training import GradientBoostingRecipe
     from lakecast.models.training_run import model_signature
-    from lakecast.registry import Registry
+    from lakecast.registry import Lineage, Registry
     from lakecast.testing.features import synthetic_feature_matrix
 
     run = ClickstreamRun(rows=rows, days=days, seed=5, start_date=START)
@@ -113,13 +173,21 @@ def small_lake(
     registry = Registry(root / "registry")
     x, y = synthetic_feature_matrix(1500, seed=2)
     model = GradientBoostingRecipe(max_iter=20, seed=1).fit(x, y)
-    record = registry.register("purchase", model, flavor="sklearn", signature=model_signature())
+    training = str(root / "training_features")
+    training_version, dates = _training_table(training)
+    lineage = Lineage(
+        training_table=training, training_table_version=training_version, holdout=dates
+    )
+    record = registry.register(
+        "purchase", model, flavor="sklearn", signature=model_signature(), lineage=lineage
+    )
     registry.promote("purchase", record.version, "champion")
 
     suffix = uuid.uuid4().hex[:8]
     predictions, metrics = f"predictions-{suffix}", f"metrics-{suffix}"
+    served = f"served-features-{suffix}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(name, 1, 1) for name in (predictions, metrics)], 30_000)
+    admin.create_topics([NewTopic(name, 1, 1) for name in (predictions, metrics, served)], 30_000)
     admin.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     ts = datetime(START.year, START.month, START.day + 1, 12, tzinfo=UTC)
@@ -139,6 +207,9 @@ def small_lake(
         producer.send(predictions, key=b"u", value=encode_prediction(value))
     for kind, source, at, fields in metric_records(ts):
         producer.send(metrics, key=source.encode(), value=encode_metric(kind, source, at, fields))
+    model_ref = {"name": "purchase", "version": record.version, "sha256": record.sha256}
+    for sample in served_feature_values(model_ref, ts.date()):
+        producer.send(served, key=sample["user_id"].encode(), value=encode_json(sample))
     producer.flush()
     producer.close()
     return SmallLake(
@@ -148,5 +219,6 @@ def small_lake(
         bootstrap=bootstrap,
         predictions_topic=predictions,
         metrics_topic=metrics,
+        served_features_topic=served,
         model_version=record.version,
     )
