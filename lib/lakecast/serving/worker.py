@@ -29,7 +29,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,8 @@ from lakecast.serving.routing import SHADOW, BatchRouter, RoutingSource, Serving
 from lakecast.serving.worker_config import WorkerConfig, WorkerOptions
 
 if TYPE_CHECKING:
+    from kafka import KafkaConsumer, KafkaProducer
+
     from lakecast.config import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -345,18 +348,56 @@ class InferenceWorker:
             FatalDeliveryError: the producer was fenced; restart the process.
             StreamError: the broker stayed away for too long.
         """
-        from lakecast.kafka.clients import build_consumer, build_producer, transactional_id_for
+        config = self.config
+        with self._sources_running(), _long_lived_heap():
+            consumer, producer, samples = self._clients(kafka)
+            self._consumer = consumer
+            sampler = self._start_sampling(samples)
+            log.info(
+                "worker %s serving %s with %s (delivery %s)",
+                config.source_id,
+                config.topics.events,
+                self.models.current().key,
+                config.serving.delivery,
+            )
+            # OpenMP and BLAS size their pools by the cores; a scikit-learn forest then splits
+            # a 5-row batch over every core, and the spinning pools of two workers on two
+            # cores took the demo's p50 from 19 ms to 100-1,700 ms at 500 events/s. The OpenMP
+            # limit holds for the calling thread: the loop's, which runs every predict.
+            try:
+                with threadpool_limits(limits=config.serving.model_threads):
+                    return run_loop(
+                        consumer,
+                        producer,
+                        self.process,
+                        topics=[config.topics.events],
+                        dlq_topic=config.topics.dlq,
+                        stop_event=stop_event,
+                        loop=config.loop,
+                        on_batch=self._after_batch(after_batch),
+                    )
+            finally:
+                self._consumer = None
+                self._stop_sampling(sampler, samples)
 
-        config, serving = self.config, self.config.serving
+    @contextmanager
+    def _sources_running(self) -> Iterator[None]:
+        """The model, the snapshot and the routing polled while serving; stopped after."""
         self.models.start()
         self.snapshots.start()
         self.router.start()
-        # Everything alive now (modules, the model, the snapshot) lives as long as the
-        # process: keep it out of the cyclic collector's full passes, which scanned all of it
-        # and paused serving for up to 90 ms (4 times in 17 s at 3,400 events/s).
-        gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
+        try:
+            yield
+        finally:
+            self.models.stop()
+            self.snapshots.stop()
+
+    def _clients(self, kafka: KafkaSettings) -> tuple[KafkaConsumer, KafkaProducer, KafkaProducer]:
+        """The group's consumer, the output producer (transactional in exactly-once) and the
+        plain producer of the metrics samples and served-feature samples."""
+        from lakecast.kafka.clients import build_consumer, build_producer, transactional_id_for
+
+        config, serving = self.config, self.config.serving
         consumer = build_consumer(
             kafka,
             group_id=serving.group_id,
@@ -378,53 +419,45 @@ class InferenceWorker:
             ),
         )
         samples = build_producer(kafka, mode="at_least_once", client_id=f"{config.source_id}-m")
-        self._consumer = consumer
-        self.sampler = Sampler(
+        return consumer, producer, samples
+
+    def _start_sampling(self, samples: KafkaProducer) -> Sampler:
+        config = self.config
+        self.sampler = sampler = Sampler(
             self.metrics,
             lambda key, value: samples.send(config.topics.metrics, key=key, value=value),
-            interval_s=serving.sample_interval_s,
+            interval_s=config.serving.sample_interval_s,
             snapshot_age=self.snapshots.age_s,
             snapshot_version=lambda: self.snapshots.current().table_version,
         )
-        self.sampler.start()
+        sampler.start()
         self.feature_log.start(lambda topic, key, value: samples.send(topic, key=key, value=value))
-        log.info(
-            "worker %s serving %s with %s (delivery %s)",
-            config.source_id,
-            config.topics.events,
-            self.models.current().key,
-            serving.delivery,
-        )
-        # OpenMP and BLAS size their pools by the cores; a scikit-learn forest then splits a
-        # 5-row batch over every core, and the spinning pools of two workers on two cores
-        # took the demo's p50 from 19 ms to 100-1,700 ms at 500 events/s. The OpenMP limit
-        # holds for the calling thread: the loop's, which runs every predict.
+        return sampler
+
+    def _stop_sampling(self, sampler: Sampler, samples: KafkaProducer) -> None:
         try:
-            with threadpool_limits(limits=serving.model_threads):
-                return run_loop(
-                    consumer,
-                    producer,
-                    self.process,
-                    topics=[config.topics.events],
-                    dlq_topic=config.topics.dlq,
-                    stop_event=stop_event,
-                    loop=config.loop,
-                    on_batch=self._after_batch(after_batch),
-                )
+            sampler.stop()
+            self.feature_log.stop()
+            samples.flush(timeout=10)
         finally:
-            self._consumer = None
-            try:
-                self.sampler.stop()
-                self.feature_log.stop()
-                samples.flush(timeout=10)
-            finally:
-                samples.close(timeout=10)
-                self.models.stop()
-                self.snapshots.stop()
-                # Leave the collector as found: the process may go on (tests, notebooks), and
-                # its exit then finalises objects the usual way.
-                gc.set_threshold(*thresholds)
-                gc.unfreeze()
+            samples.close(timeout=10)
+
+
+@contextmanager
+def _long_lived_heap() -> Iterator[None]:
+    """Everything alive now (modules, the model, the snapshot) lives as long as the process:
+    kept out of the cyclic collector's full passes, which scanned all of it and paused
+    serving for up to 90 ms (4 times in 17 s at 3,400 events/s). The collector is left as
+    found: the process may go on (tests, notebooks), and its exit then finalises objects the
+    usual way."""
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _model_labels(model: ServingModel) -> dict[str, str]:
