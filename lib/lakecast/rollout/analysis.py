@@ -317,6 +317,29 @@ def analyse_canary(
         srm = sample_ratio_mismatch(observed_counts, expected_split, config.srm_alpha)
     score = _score(results)
     reasons = [result.reason for result in results if result.classification != "pass"]
+    verdict = _metrics_verdict(score, results, config, reasons)
+    if srm is not None and srm.mismatch:
+        verdict = _after_mismatch(verdict, srm, config, reasons)
+    return CanaryVerdict(
+        verdict=verdict,
+        action=_ACTIONS[verdict],
+        score=score,
+        metrics=results,
+        srm=srm,
+        reasons=reasons,
+        pass_score=config.pass_score,
+        marginal_score=config.marginal_score,
+        rollout_id=rollout_id,
+        baseline=baseline_model,
+        candidate=candidate_model,
+    )
+
+
+def _metrics_verdict(
+    score: float | None, results: Sequence[MetricResult], config: CanaryConfig, reasons: list[str]
+) -> Verdict:
+    """The verdict of the metrics alone: by score, failed by a critical metric, and never a
+    pass on partial evidence. Appends its reasons."""
     verdict: Verdict
     if score is None:
         verdict = "insufficient_data"
@@ -339,28 +362,20 @@ def analyse_canary(
         reasons.append(
             f"score {score:.1f} (pass >= {config.pass_score}, marginal >= {config.marginal_score})"
         )
-    if srm is not None and srm.mismatch:
-        reasons.append(
-            f"sample ratio mismatch: observed {srm.observed}, expected {srm.expected} "
-            f"(chi2={srm.chi2:.4g}, p={srm.p_value:.3g} < {config.srm_alpha})"
-        )
-        if config.srm_action == "fail":
-            verdict = "fail"
-        elif verdict != "fail":
-            verdict = "marginal"
-    return CanaryVerdict(
-        verdict=verdict,
-        action=_ACTIONS[verdict],
-        score=score,
-        metrics=results,
-        srm=srm,
-        reasons=reasons,
-        pass_score=config.pass_score,
-        marginal_score=config.marginal_score,
-        rollout_id=rollout_id,
-        baseline=baseline_model,
-        candidate=candidate_model,
+    return verdict
+
+
+def _after_mismatch(
+    verdict: Verdict, srm: SrmResult, config: CanaryConfig, reasons: list[str]
+) -> Verdict:
+    """A sample ratio mismatch fails the canary or makes it marginal (``srm_action``)."""
+    reasons.append(
+        f"sample ratio mismatch: observed {srm.observed}, expected {srm.expected} "
+        f"(chi2={srm.chi2:.4g}, p={srm.p_value:.3g} < {config.srm_alpha})"
     )
+    if config.srm_action == "fail":
+        return "fail"
+    return verdict if verdict == "fail" else "marginal"
 
 
 OUTCOME_LOG_LOSS = "outcome_log_loss"
