@@ -55,7 +55,7 @@ CHAMPION = f"{MODEL}@champion"
 ARCHIVED_PREDICTIONS = 40
 _POLL_S = 0.1
 _FAILURE_WORDS = ("ExecutorLostFailure", "Lost executor", "SparkException", "Job aborted")
-PREDICTION_COLUMNS = ["event_id", "user_id", "ts", "model_name", "model_version", "model_sha256"]
+PREDICTION_COLUMNS = ["event_id", "user_id", "ts", "model_name", "model_version"]
 
 
 @dataclass
@@ -178,7 +178,9 @@ def _fill_topics(bootstrap: str, predictions: str) -> dict[str, str]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(name, 2, 1) for name in topics.values()], timeout_ms=30_000)
     admin.close()
-    rows = DeltaTable(predictions).to_pyarrow_table(columns=[*PREDICTION_COLUMNS, "score"])
+    rows = DeltaTable(predictions).to_pyarrow_table(
+        columns=[*PREDICTION_COLUMNS, "model_sha256", "score"]
+    )
     rows = rows.sort_by("event_id").slice(0, ARCHIVED_PREDICTIONS).to_pylist()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for row in rows:
@@ -254,20 +256,40 @@ def test_features_are_the_same_row_for_row(runs: Runs) -> None:
     assert entity.equals(_sorted(local.table("entity_features"), keys))
 
 
-def test_the_registry_holds_the_same_versions_and_sha256s(runs: Runs) -> None:
+def _versions(lake: Lake) -> list[tuple[str, str, str, dict[str, float]]]:
     from lakecast.registry import Registry
 
-    def versions(lake: Lake) -> list[tuple[str, str, str]]:
-        found = Registry(lake.table("registry")).versions(MODEL)
-        return sorted((v.version, v.flavor, v.sha256) for v in found)
+    found = Registry(lake.table("registry")).versions(MODEL)
+    holdout = {v.version: {k: m for k, m in v.metrics.items() if k.startswith("holdout_")}
+               for v in found}  # fmt: skip
+    return sorted((v.version, v.flavor, v.sha256, holdout[v.version]) for v in found)
 
-    on_cluster = versions(runs.cluster)
-    assert [flavor for _, flavor, _ in on_cluster] == ["sklearn", "keras"]
-    assert on_cluster == versions(runs.local)
-    aliases = {name: state.version for name, state in
-               Registry(runs.cluster.table("registry")).aliases(MODEL).items()}  # fmt: skip
-    assert aliases == {name: state.version for name, state in
-                       Registry(runs.local.table("registry")).aliases(MODEL).items()}  # fmt: skip
+
+def test_the_registry_holds_the_same_versions_trained_alike(runs: Runs) -> None:
+    from lakecast.registry import Registry
+
+    on_cluster, on_local = _versions(runs.cluster), _versions(runs.local)
+    assert [flavor for _, flavor, _, _ in on_cluster] == ["sklearn", "keras"]
+    # Same versions, flavors and holdout metrics (AUC, log loss, Brier, ...), to the bit.
+    assert [(v, f, m) for v, f, _, m in on_cluster] == [(v, f, m) for v, f, _, m in on_local]
+    aliases = [
+        Registry(lake.table("registry")).aliases(MODEL) for lake in (runs.cluster, runs.local)
+    ]
+    pointed = [{name: state.version for name, state in found.items()} for found in aliases]
+    assert pointed[0] == pointed[1] == {"champion": "1.0.0", "challenger": "1.1.0"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="artifacts are not byte-reproducible: the same rows trained twice (on any master) "
+    "give identical holdout metrics and scores but other sha256s. The skops zip names each "
+    "array file by the array's id() and stamps entries with the save time; the .keras zip's "
+    "metadata.json holds date_saved and its config.json differs (model.weights.h5 is equal)",
+)
+def test_the_registry_holds_the_same_sha256s(runs: Runs) -> None:
+    assert [sha for _, _, sha, _ in _versions(runs.cluster)] == [
+        sha for _, _, sha, _ in _versions(runs.local)
+    ]
 
 
 @pytest.mark.parametrize("table", ["predictions_spark", "predictions"])
@@ -278,6 +300,9 @@ def test_predictions_equal_those_of_local_to_1e_12(runs: Runs, table: str) -> No
     assert scored.num_rows == features.num_rows == reference.num_rows
     for column in PREDICTION_COLUMNS:
         assert scored.column(column).equals(reference.column(column)), column
+    # Each row names the artifact that scored it: its own registry's champion.
+    champion = {sha for version, _, sha, _ in _versions(runs.cluster) if version == "1.0.0"}
+    assert set(scored["model_sha256"].to_pylist()) == champion
     differences = [
         abs(a - b)
         for a, b in zip(scored["score"].to_pylist(), reference["score"].to_pylist(), strict=True)
