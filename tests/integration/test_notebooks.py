@@ -2,8 +2,11 @@
 against a small lake the test builds: no cell may fail, and every plot cell must show an image.
 
 The lake: generated events over three days and their features, a champion and a second version
-shadowing it (a recorded Shadow rollout), the predictions of a batch run under that rollout, and
-the archived metrics topic of a short replay (samples, an anomaly, scaling up and down).
+shadowing it (a recorded Shadow rollout), the predictions of a batch run under that rollout, the
+archived metrics topic of a short replay (samples, an anomaly, scaling up and down), and the
+model-quality loop's tables: ``model_quality`` of the three days (both versions) and one drift
+run of the champion over the archived served-feature sample of the second day, whose first
+feature is shifted (:mod:`lakecast.testing.daily`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 MODEL = "purchase"
+SHOWN: dict[str, list[str]] = {}  # notebook stem -> text its outputs must hold (set by the lake)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,57 @@ def notebook_lake(spark: Any, kafka_broker: Any, tmp_path_factory: pytest.TempPa
         "metrics", lake.metrics_topic, str(root / "archive" / "metrics"), str(root / "_cp")
     )
     start_archive(spark, lake.bootstrap, target, available_now=True).awaitTermination(300)
+    _quality_loop_tables(spark, root, lake)
     return root
+
+
+def _quality_loop_tables(spark: Any, root: Path, lake: Any) -> None:
+    """``model_quality`` of the three days and a drift run over the served-feature sample."""
+    from datetime import UTC, datetime, timedelta
+
+    from lakecast.config import DriftSettings
+    from lakecast.features.spec import FEATURE_COLUMNS
+    from lakecast.lake.tables import FEATURE_DRIFT, MODEL_QUALITY, SERVED_FEATURES_ARCHIVE
+    from lakecast.monitoring.drift.job import DriftRequest, run_feature_drift
+    from lakecast.quality.evaluate import QualityRequest, evaluate_quality
+    from lakecast.serving.archive import ArchiveTarget, start_archive
+    from lakecast.testing.daily import START
+
+    served = str(root / SERVED_FEATURES_ARCHIVE)
+    target = ArchiveTarget(
+        "served_features", lake.served_features_topic, served, str(root / "_cps")
+    )
+    start_archive(spark, lake.bootstrap, target, available_now=True).awaitTermination(300)
+    quality = evaluate_quality(
+        spark,
+        QualityRequest(
+            events_path=lake.events,
+            quality_path=str(root / MODEL_QUALITY),
+            registry_root=lake.registry,
+            predictions_path=str(root / "predictions"),
+            first_day=START,
+            last_day=START + timedelta(days=2),
+        ),
+    )
+    day = datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=1)
+    drift = run_feature_drift(
+        spark,
+        DriftRequest(
+            model=f"{MODEL}:{lake.model_version}",
+            registry_root=lake.registry,
+            served_features=served,
+            drift_table=str(root / FEATURE_DRIFT),
+            start=day,
+            end=day + timedelta(days=1),
+        ),
+        DriftSettings(),
+    )
+    assert [d.feature for d in drift.drift if d.drifted] == [FEATURE_COLUMNS[0]]
+    SHOWN["03_batch_scores_and_rollouts"] = [f"{len(quality.records)} model_quality rows"]
+    SHOWN["04_stream_metrics_anomalies_scaling"] = [
+        f"drifted: [('{lake.model_version}', '{FEATURE_COLUMNS[0]}')]",
+        "entity snapshot age: ",
+    ]
 
 
 def _with_parameters(notebook: Any, values: dict[str, Any]) -> Any:
@@ -103,3 +157,8 @@ def test_the_notebook_runs_and_every_plot_cell_shows_an_image(
     for cell in plots:
         images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         assert images, f"{path.name}: plot cell without an image:\n{cell.source[:200]}"
+    printed = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
+    for text in SHOWN.get(path.stem, []):
+        assert text in printed, f"{path.name}: the outputs do not show {text!r}"
