@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -100,7 +101,14 @@ class LocalCluster:
     def submit(self, master: str, *args: str, log: Path) -> dict[str, Any]:
         """Run a job to its end; its JSON summary (the last JSON line), or fail naming the log."""
         process = self.start_submit(master, *args, log=log)
-        code = process.wait(timeout=JOB_TIMEOUT_S)
+        try:
+            code = process.wait(timeout=JOB_TIMEOUT_S)
+        finally:
+            # A timeout (ours or pytest-timeout's) must not leave the job's JVM and Python
+            # driver running: they are in their own session, so pytest's end does not stop them.
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         output = log.read_text()
         if code != 0:
             msg = f"spark-submit {args} on {master} exited {code}; {log}:\n{output[-4000:]}"
