@@ -22,7 +22,7 @@ import time
 import uuid
 
 import orjson
-from streaming import PipeContext, broker, build_inference_worker  # benchmarks/streaming.py
+from streaming_pipes import PipeContext, broker, build_inference_worker  # benchmarks/
 
 from lakecast.config import KafkaSettings, settings
 from lakecast.kafka.batch import BatchReport
