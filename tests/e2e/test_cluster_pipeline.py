@@ -47,7 +47,10 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 # The module's fixture runs 7 jobs through spark-submit; at load 18 on 2 cores one took 5 min.
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3000)]
+# Not in make test yet (issue 16, open): no run of this module has passed as a pytest run;
+# the last failed at archive_topics on the cluster (not diagnosed), and one run took 15-29 min
+# on the loaded 2-core machine. make test-spark-cluster runs it.
+pytestmark = [pytest.mark.cluster, pytest.mark.spark_cluster, pytest.mark.timeout(3000)]
 
 ROWS, DAYS, SEED, START = 3000, 3, 11, date(2026, 3, 2)
 MODEL = "cluster"
