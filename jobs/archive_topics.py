@@ -15,9 +15,9 @@ import json
 import sys
 
 from lakecast.config import settings
+from lakecast.lake.archive import ArchiveTarget, kafka_client_options, start_archive
 from lakecast.lake.tables import SERVED_FEATURES_ARCHIVE
 from lakecast.process import run_main
-from lakecast.serving.archive import ArchiveTarget, kafka_client_options, start_archive
 from lakecast.spark import get_spark
 
 

@@ -157,7 +157,7 @@ def _run_on_local(spark: SparkSession, lake: Lake) -> None:
 def _archive_on_local(
     spark: SparkSession, lake: Lake, bootstrap: str, topics: dict[str, str]
 ) -> None:
-    from lakecast.serving.archive import ArchiveTarget, start_archive
+    from lakecast.lake.archive import ArchiveTarget, start_archive
 
     t = lake.table
     for kind in ("predictions", "metrics"):

@@ -25,6 +25,7 @@ from lakecast.config import DriftSettings, KafkaSettings
 from lakecast.features.online import online_feature_matrix
 from lakecast.features.snapshot import snapshot_from_arrow
 from lakecast.features.spec import FEATURE_COLUMNS
+from lakecast.lake.archive import ArchiveTarget, start_archive
 from lakecast.monitoring.drift.job import (
     DriftRequest,
     drift_metric_fields,
@@ -32,7 +33,6 @@ from lakecast.monitoring.drift.job import (
     send_drift_metrics,
 )
 from lakecast.registry import Registry
-from lakecast.serving.archive import ArchiveTarget, start_archive
 from lakecast.testing.events import event_payload, event_value, make_events
 from lakecast.testing.features import snapshot_rows, write_snapshot
 from lakecast.testing.kafka import produce, read_json

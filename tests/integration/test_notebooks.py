@@ -26,13 +26,13 @@ SHOWN: dict[str, list[str]] = {}  # notebook stem -> text its outputs must hold 
 @pytest.fixture(scope="module")
 def notebook_lake(spark: Any, kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lakecast.features.extract import extract_features
+    from lakecast.lake.archive import ArchiveTarget, start_archive
     from lakecast.models.training import GradientBoostingRecipe
     from lakecast.models.training_run import model_signature
     from lakecast.registry import Registry
     from lakecast.rollout.store import RolloutStore
     from lakecast.rollout.strategies import RolloutState, Shadow
     from lakecast.scoring.run import ScoringRequest, score_batch
-    from lakecast.serving.archive import ArchiveTarget, start_archive
     from lakecast.testing.daily import small_lake
     from lakecast.testing.features import synthetic_feature_matrix
 
@@ -83,10 +83,10 @@ def _quality_loop_tables(spark: Any, root: Path, lake: Any) -> None:
 
     from lakecast.config import DriftSettings
     from lakecast.features.spec import FEATURE_COLUMNS
+    from lakecast.lake.archive import ArchiveTarget, start_archive
     from lakecast.lake.tables import FEATURE_DRIFT, MODEL_QUALITY, SERVED_FEATURES_ARCHIVE
     from lakecast.monitoring.drift.job import DriftRequest, run_feature_drift
     from lakecast.quality.evaluate import QualityRequest, evaluate_quality
-    from lakecast.serving.archive import ArchiveTarget, start_archive
     from lakecast.testing.daily import START
 
     served = str(root / SERVED_FEATURES_ARCHIVE)

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from pyspark.sql import SparkSession
 
 from lakecast.kafka.serde import ModelRef, Prediction, encode_metric, encode_prediction
-from lakecast.serving.archive import ArchiveTarget, start_archive
+from lakecast.lake.archive import ArchiveTarget, start_archive
 from lakecast.testing.kafka import read_committed
 
 TS = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from lakecast.config import KafkaSecurity
-from lakecast.serving.archive import kafka_client_options
+from lakecast.lake.archive import kafka_client_options
 
 
 def test_plaintext_needs_only_the_protocol() -> None:

@@ -81,13 +81,13 @@ class DailyPlan:
     @classmethod
     def from_settings(cls, cfg: Settings, *, model: str | None = None) -> DailyPlan:
         """The tables of ``jobs/*.py``'s defaults under the configured lake root."""
+        from lakecast.lake.archive import kafka_client_options
         from lakecast.lake.tables import (
             FEATURE_DRIFT,
             FEATURE_SKEW,
             MODEL_QUALITY,
             SERVED_FEATURES_ARCHIVE,
         )
-        from lakecast.serving.archive import kafka_client_options
 
         lake, topics = cfg.lake, cfg.kafka.topics
         return cls(
@@ -173,7 +173,7 @@ def _score(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) ->
 
 
 def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
-    from lakecast.serving.archive import ArchiveTarget, start_archive
+    from lakecast.lake.archive import ArchiveTarget, start_archive
 
     targets = [
         ArchiveTarget("predictions", plan.predictions_topic, plan.archive_predictions,
