@@ -73,7 +73,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
+    import batch_scoring_optimized
+    import batch_scoring_paths
+    from pyspark import cloudpickle
+
     from lakecast.spark import get_spark
+
+    # The paths' functions run in Spark's Python workers, which cannot import these script
+    # modules: ship them by value, as a function of the script itself (__main__) is.
+    for module in (batch_scoring_paths, batch_scoring_optimized):
+        cloudpickle.register_pickle_by_value(module)
 
     root = Path(tempfile.mkdtemp(prefix="lakecast-bench-"))
     try:
