@@ -139,22 +139,18 @@ def keras_on_batch(model: Any, matrix: np.ndarray, rows: int = 65_536) -> Callab
 
 
 def lakecast_path(source: Source, record: Any, batch_size: int) -> Any:
-    from lakecast.scoring.batch import score_frame
-    from lakecast.scoring.cache import ModelPayload
+    from lakecast.scoring.plan import SingleModel, score_frame
 
-    payload = ModelPayload.from_version(record)
-    return score_frame(source.frame, payload, out_columns=["event_id"], batch_size=batch_size)
+    plan = SingleModel.of(record)
+    return score_frame(source.frame, plan, out_columns=["event_id"], batch_size=batch_size)
 
 
 def direct_path(source: Source, record: Any, batch_size: int) -> Any:
     """What ``score_batch`` runs by default: the workers read the files, Spark distributes."""
-    from lakecast.scoring.batch import ModelScoring
-    from lakecast.scoring.cache import ModelPayload
+    from lakecast.scoring.plan import PlanScoring, SingleModel
 
-    payload = ModelPayload.from_version(record)
-    scoring = ModelScoring.build(
-        source.spark, payload, out_columns=["event_id"], batch_size=batch_size
-    )
+    plan = SingleModel.of(record)
+    scoring = PlanScoring.build(source.spark, plan, out_columns=["event_id"], batch_size=batch_size)
     return _direct(source, scoring)
 
 

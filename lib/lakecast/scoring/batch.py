@@ -7,9 +7,10 @@ back as one Arrow column beside the key columns. Rows with NaN or infinite featu
 the columns named), imputed, scored NaN, or handed to the model as they are.
 
 The per-batch scoring does not care where the batches come from: a :class:`BatchScoring`
-(one model here, a rollout's variants in :mod:`lakecast.scoring.routed`) turns each Arrow batch
-into its scored rows, whether Spark read the table and shipped the batches (:func:`on_frame`)
-or the Python workers read the table's files themselves (:mod:`lakecast.scoring.direct`).
+(a run's plan, :class:`lakecast.scoring.plan.PlanScoring`: one model, or a rollout's variants)
+turns each Arrow batch into its scored rows, whether Spark read the table and shipped the
+batches (:func:`on_frame`) or the Python workers read the table's files themselves
+(:mod:`lakecast.scoring.direct`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lakecast.scoring.checks import score_array
 if TYPE_CHECKING:
     from pyspark import Accumulator
     from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
 
     from lakecast.models.predictor import Order, Predictor
@@ -89,7 +90,7 @@ def nonfinite_rows(matrix: np.ndarray) -> int:
     return int(matrix.shape[0] - np.isfinite(matrix).all(axis=1).sum())
 
 
-def _check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         msg = f"score: batch_size must be >= 1, got {batch_size}"
         raise ScoringError(msg)
@@ -135,7 +136,7 @@ def score_mapper(
     counters: ScoringCounters | None,
 ) -> ArrowMapper:
     """The function ``mapInArrow`` runs in each Python worker (see the module docstring)."""
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     passed = list(out_columns)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -207,83 +208,7 @@ def on_frame(frame: DataFrame, scoring: BatchScoring) -> DataFrame:
     return selected.mapInArrow(scoring_mapper(scoring), scoring.output_schema(selected.schema))
 
 
-@dataclass(frozen=True)
-class ModelScoring:
-    """:class:`BatchScoring` with one model: ``out_columns`` plus ``score`` per row."""
-
-    shared: Broadcast[ModelPayload]
-    out_columns: tuple[str, ...]
-    feature_columns: tuple[str, ...]
-    float32_features: bool
-    batch_size: int
-    counters: ScoringCounters | None = None
-
-    @classmethod
-    def build(
-        cls,
-        spark: SparkSession,
-        payload: ModelPayload,
-        *,
-        out_columns: Sequence[str],
-        batch_size: int,
-        counters: ScoringCounters | None = None,
-    ) -> ModelScoring:
-        """Broadcast ``payload`` (once; each Python worker loads it once).
-
-        Raises:
-            ScoringError: ``batch_size`` is below 1.
-        """
-        _check_batch_size(batch_size)
-        inputs = payload.signature.input_names
-        return cls(
-            shared=spark.sparkContext.broadcast(payload),
-            out_columns=tuple(out_columns),
-            feature_columns=tuple(c for c in inputs if c not in out_columns),
-            float32_features=payload.float32_features,
-            batch_size=batch_size,
-            counters=counters,
-        )
-
-    @property
-    def passed_columns(self) -> tuple[str, ...]:
-        return self.out_columns
-
-    def output_schema(self, source: StructType) -> StructType:
-        from pyspark.sql.types import DoubleType, StructField, StructType
-
-        by_name = {f.name: f for f in source.fields}
-        return StructType(
-            [by_name[name] for name in self.out_columns]
-            + [StructField(SCORE_COLUMN, DoubleType(), True)]
-        )
-
-    def scorer(self) -> BatchScorer:
-        return model_scorer(self.shared.value, self.out_columns, self.batch_size, self.counters)
-
-
 def new_counters(frame: DataFrame) -> ScoringCounters:
+    """Fresh accumulators on ``frame``'s SparkContext."""
     context = frame.sparkSession.sparkContext
     return ScoringCounters(context.accumulator(0), context.accumulator(0))
-
-
-def score_frame(
-    frame: DataFrame,
-    payload: ModelPayload,
-    *,
-    out_columns: Sequence[str] = ("event_id",),
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    counters: ScoringCounters | None = None,
-) -> DataFrame:
-    """``frame``'s ``out_columns`` plus ``score`` (float64), scored by ``payload``'s model.
-
-    Only ``out_columns`` and the model's inputs cross into Python. The model is broadcast once
-    and loaded once per Python worker. Nothing runs until an action.
-    """
-    scoring = ModelScoring.build(
-        frame.sparkSession,
-        payload,
-        out_columns=out_columns,
-        batch_size=batch_size,
-        counters=counters,
-    )
-    return on_frame(frame, scoring)

@@ -6,7 +6,8 @@ as a worker's micro-batch (one ``route_batch`` call, keyed by ``user_id``; for a
 rollout with the same device / country / category attributes), so a user gets the same
 variant in batch as on the stream. Each variant's rows are then predicted together. Every
 model of the rollout is verified on the driver, broadcast once with the state, and loaded once
-per Python worker (:mod:`lakecast.scoring.cache`).
+per Python worker (:mod:`lakecast.scoring.cache`). :class:`RolloutPlan` is the run's
+:class:`~lakecast.scoring.plan.ScoringPlan`; its tasks get :class:`RoutedModels`.
 
 Shadow models score the rows the router samples for them. Workers send shadow scores to the
 metrics only; the batch writes them, as variant ``shadow`` with ``served`` false, because a
@@ -16,7 +17,7 @@ not written twice for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,28 +27,27 @@ import pyarrow as pa
 from lakecast.errors import ModelNotFoundError, ScoringError
 from lakecast.scoring.batch import (
     SCORE_COLUMN,
-    ArrowMapper,
     BatchScorer,
     ScoringCounters,
     matrix_of,
     matrix_order,
     nonfinite_rows,
-    on_frame,
     predict_in_slices,
 )
 from lakecast.scoring.cache import ModelPayload, predictor_for
-from lakecast.scoring.checks import score_array
+from lakecast.scoring.checks import nonfinite_score_counts, score_array
+from lakecast.scoring.plan import RowCounts
 from lakecast.scoring.writer import (
     EXPERIMENT_COLUMN,
     ROW_MODEL_COLUMNS,
     SERVED_COLUMN,
     VARIANT_COLUMN,
+    ExperimentRows,
 )
 
 if TYPE_CHECKING:
-    from pyspark.broadcast import Broadcast
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructField
 
     from lakecast.models.predictor import Predictor
     from lakecast.registry import Registry
@@ -98,6 +98,12 @@ class RoutedModels:
 
         return Router(RolloutState.from_json(self.state_json))
 
+    def scorer(
+        self, out_columns: Sequence[str], batch_size: int, counters: ScoringCounters | None
+    ) -> BatchScorer:
+        """In a Python worker: a function routing and scoring one Arrow batch (models cached)."""
+        return routed_scorer(self, out_columns, batch_size, counters)
+
 
 @dataclass(frozen=True)
 class RolloutPlan:
@@ -142,12 +148,70 @@ class RolloutPlan:
         return cls(state, {v.name: v.model for v in serving}, shadows, routed)
 
     @property
+    def label(self) -> str:
+        spec = self.state.spec
+        return f"{self.state.model} rollout {spec.id!r} (revision {self.state.revision})"
+
+    @property
     def payloads(self) -> list[ModelPayload]:
         return list(self.routed.models.values())
 
     @property
     def required_columns(self) -> tuple[str, ...]:
         return (self.routed.key_column, *self.routed.attribute_columns)
+
+    def rollout_key(self) -> tuple[str, int] | None:
+        return (self.state.spec.id, self.state.revision)
+
+    def task_models(self) -> RoutedModels:
+        return self.routed
+
+    def score_fields(self) -> list[StructField]:
+        """``score``, the model of each row and the rollout tags (see the module docstring)."""
+        from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField
+
+        text = [StructField(c, StringType(), True) for c in (*ROW_MODEL_COLUMNS, VARIANT_COLUMN)]
+        return [
+            StructField(SCORE_COLUMN, DoubleType(), True),
+            *text,
+            StructField(EXPERIMENT_COLUMN, StringType(), True),
+            StructField(SERVED_COLUMN, BooleanType(), True),
+        ]
+
+    def count_rows(self, scored: DataFrame) -> RowCounts:
+        """Rows per (variant, model, served) of ``scored``, routed and materialized."""
+        columns = (VARIANT_COLUMN, "model_name", "model_version", SERVED_COLUMN)
+        groups = scored.groupBy(*columns).count()
+        found = [
+            {
+                "variant": row[VARIANT_COLUMN],
+                "model_name": row["model_name"],
+                "model_version": row["model_version"],
+                "served": bool(row[SERVED_COLUMN]),
+                "rows": int(row["count"]),
+            }
+            for row in groups.collect()
+        ]
+        variants = sorted(found, key=lambda v: (not v["served"], v["variant"], v["model_version"]))
+        return RowCounts(
+            written=sum(v["rows"] for v in variants),
+            served=sum(v["rows"] for v in variants if v["served"]),
+            variants=tuple(variants),
+        )
+
+    def nonfinite_scores(self, scored: DataFrame) -> dict[str, int]:
+        return nonfinite_score_counts(scored, SCORE_COLUMN, None)
+
+    def merge_terms(
+        self, counts: RowCounts, full_run: bool
+    ) -> tuple[dict[str, Any], ExperimentRows | None]:
+        """The shadow rows in the metadata; a full run replaces the experiment's rows it did
+        not write (stale: an event that moved to another variant keeps one served row)."""
+        metadata = {"shadow_rows": counts.written - counts.served}
+        if not full_run:
+            return metadata, None
+        names = tuple(sorted({payload.name for payload in self.payloads}))
+        return metadata, ExperimentRows(self.state.spec.id, names)
 
     def describe(self) -> dict[str, Any]:
         """The rollout as a run records it (the commit's metadata, the job's summary)."""
@@ -175,26 +239,6 @@ def routed_scorer(
         routed, routed.router(), predictors, list(out_columns), batch_size, counters
     )
     return scorer.score
-
-
-def routed_mapper(
-    shared: Broadcast[RoutedModels],
-    out_columns: Sequence[str],
-    batch_size: int,
-    counters: ScoringCounters | None,
-) -> ArrowMapper:
-    """The function ``mapInArrow`` runs in each Python worker (see the module docstring)."""
-    if batch_size < 1:
-        msg = f"score: batch_size must be >= 1, got {batch_size}"
-        raise ScoringError(msg)
-    passed = list(out_columns)
-
-    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        score = routed_scorer(shared.value, passed, batch_size, counters)
-        for batch in batches:
-            yield score(batch)
-
-    return apply
 
 
 class _BatchScorer:
@@ -317,92 +361,3 @@ class _BatchScorer:
                 SERVED_COLUMN,
             ],
         )
-
-
-@dataclass(frozen=True)
-class RoutedScoring:
-    """:class:`~lakecast.scoring.batch.BatchScoring` under a rollout: per row its variant's
-    score, the model and the rollout tags, plus one row per shadow model and sampled row."""
-
-    shared: Broadcast[RoutedModels]
-    out_columns: tuple[str, ...]
-    routing_columns: tuple[str, ...]
-    feature_columns: tuple[str, ...]
-    float32_features: bool
-    batch_size: int
-    counters: ScoringCounters | None = None
-
-    @classmethod
-    def build(
-        cls,
-        spark: SparkSession,
-        plan: RolloutPlan,
-        *,
-        out_columns: Sequence[str],
-        batch_size: int,
-        counters: ScoringCounters | None = None,
-    ) -> RoutedScoring:
-        """Broadcast the plan's state and models once (each Python worker loads them once).
-
-        Raises:
-            ScoringError: ``batch_size`` is below 1.
-        """
-        if batch_size < 1:
-            msg = f"score: batch_size must be >= 1, got {batch_size}"
-            raise ScoringError(msg)
-        routed = plan.routed
-        payloads = list(routed.models.values())
-        routing = tuple(c for c in plan.required_columns if c not in out_columns)
-        passed = (*out_columns, *routing)
-        inputs = dict.fromkeys(name for p in payloads for name in p.signature.input_names)
-        return cls(
-            shared=spark.sparkContext.broadcast(routed),
-            out_columns=tuple(out_columns),
-            routing_columns=routing,
-            feature_columns=tuple(c for c in inputs if c not in passed),
-            # With float32 models only: the same float32 values, half the bytes shipped.
-            float32_features=all(p.float32_features for p in payloads),
-            batch_size=batch_size,
-            counters=counters,
-        )
-
-    @property
-    def passed_columns(self) -> tuple[str, ...]:
-        return (*self.out_columns, *self.routing_columns)
-
-    def output_schema(self, source: StructType) -> StructType:
-        from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
-
-        by_name = {f.name: f for f in source.fields}
-        text = [StructField(c, StringType(), True) for c in (*ROW_MODEL_COLUMNS, VARIANT_COLUMN)]
-        return StructType(
-            [by_name[name] for name in self.out_columns]
-            + [StructField(SCORE_COLUMN, DoubleType(), True), *text]
-            + [
-                StructField(EXPERIMENT_COLUMN, StringType(), True),
-                StructField(SERVED_COLUMN, BooleanType(), True),
-            ]
-        )
-
-    def scorer(self) -> BatchScorer:
-        return routed_scorer(self.shared.value, self.out_columns, self.batch_size, self.counters)
-
-
-def score_routed(
-    frame: DataFrame,
-    plan: RolloutPlan,
-    *,
-    out_columns: Sequence[str] = ("event_id",),
-    batch_size: int,
-    counters: ScoringCounters | None = None,
-) -> DataFrame:
-    """``frame``'s ``out_columns`` plus ``score``, the model and the rollout tags of each row.
-
-    One row per input row (its serving variant's score), plus one per shadow model and sampled
-    row. Only ``out_columns``, the routing columns and the models' inputs cross into Python.
-    Nothing runs until an action.
-    """
-    scoring = RoutedScoring.build(
-        frame.sparkSession, plan, out_columns=out_columns, batch_size=batch_size, counters=counters
-    )
-    return on_frame(frame, scoring)

@@ -10,7 +10,9 @@ go into ``predictions`` in a single MERGE commit. No outcome leaves a partial wr
 streaming workers do (:mod:`lakecast.scoring.routed`): every variant scores the rows routed to
 it in the same run, each row tagged with its variant and experiment. A full run under a
 rollout replaces that experiment's earlier rows (an event that moved to another variant since
-keeps one served row). ``ignore_rollout`` scores with the resolved version only.
+keeps one served row). ``ignore_rollout`` scores with the resolved version only. Either way
+the run has one path: a single model is the plan with one serving variant and no rollout
+(:mod:`lakecast.scoring.plan`), and the plan answers what differs.
 
 The features are read in one of two ways (``read``, ``--read``): by Spark, which ships every
 feature column to the Python workers, or directly by the Python workers from the table's
@@ -26,35 +28,24 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from lakecast.errors import LakecastError, SchemaError, ScoringError
 from lakecast.registry.environment import check_loaded_libraries
-from lakecast.scoring.batch import (
-    DEFAULT_BATCH_SIZE,
-    SCORE_COLUMN,
-    BatchScoring,
-    ModelScoring,
-    new_counters,
-    on_frame,
-)
-from lakecast.scoring.cache import ModelPayload
-from lakecast.scoring.checks import check_feature_columns, nonfinite_score_counts
+from lakecast.scoring.batch import DEFAULT_BATCH_SIZE, new_counters, on_frame
+from lakecast.scoring.checks import check_feature_columns
 from lakecast.scoring.direct import ReadMode, choose_read, score_direct
 from lakecast.scoring.incremental import changed_rows, last_scored_features_version
-from lakecast.scoring.routed import RolloutPlan, RoutedScoring, rollout_to_follow
-from lakecast.scoring.writer import (
-    SERVED_COLUMN,
-    VARIANT_COLUMN,
-    ExperimentRows,
-    ScoringRun,
-    merge_predictions,
-    with_run_columns,
-)
+from lakecast.scoring.plan import PlanScoring, ScoringPlan, SingleModel
+from lakecast.scoring.routed import RolloutPlan, rollout_to_follow
+from lakecast.scoring.writer import ScoringRun, merge_predictions, with_run_columns
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
+
+    from lakecast.registry import Registry
+    from lakecast.registry.records import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +70,25 @@ class ScoringRequest:
     read: ReadMode = "auto"  # how the features are read: auto, spark or direct
 
 
-@dataclass(frozen=True)
-class ScoringSummary:
-    """What a run did; the job prints it as JSON."""
+@dataclass(frozen=True, kw_only=True)
+class ScoringSummary(ScoringRun):
+    """What a run did (its :class:`~lakecast.scoring.writer.ScoringRun` and the outcome); the
+    job prints it as JSON."""
 
-    run_id: str
-    model_name: str
-    model_version: str
-    model_sha256: str
-    features_table_version: int
-    incremental: bool
-    since_features_version: int | None
-    rows_scored: int
+    rows_scored: int  # served rows: shadow scores are not counted
     nonfinite_rows: int
     predictions_table_version: int | None
     # Model version -> scores that came out NaN or infinite: written as null, never as a score.
     nonfinite_scores: dict[str, int] = field(default_factory=dict)
-    # The rollout that routed the rows (None: every row scored by model_version), and per
-    # (variant, model version, served) how many rows were written.
-    rollout: dict[str, Any] | None = None
+    # Under a rollout (``rollout`` set): per (variant, model version, served) the rows written.
     variants: list[dict[str, Any]] = field(default_factory=list)
     # How the features were read ("spark" or "direct") and why (a fallback names its cause).
     read: str = "spark"
     read_reason: str = ""
+
+    @classmethod
+    def of(cls, run: ScoringRun, **outcome: Any) -> ScoringSummary:
+        return cls(**{f.name: getattr(run, f.name) for f in fields(run)}, **outcome)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,11 +127,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     registry = Registry(request.registry_root)
     record = registry.resolve(request.model)
     check_loaded_libraries(record)  # the tasks load it under the driver's libraries
-    state = None
-    if not request.ignore_rollout:
-        state = rollout_to_follow(request.registry_root, request.model)
-    plan = None if state is None else RolloutPlan.build(state, registry)
-    payloads = [ModelPayload.from_version(record)] if plan is None else plan.payloads
+    plan = _plan(request, registry, record)
     if not is_delta_table(spark, request.features_path):
         msg = f"score_batch: no Delta features table at {request.features_path!r}"
         raise SchemaError(msg)
@@ -153,25 +136,18 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         version = table_version(spark, request.features_path)
     frame = spark.read.format("delta").option("versionAsOf", version).load(request.features_path)
     out_columns = [*request.key_columns, *request.passthrough_columns]
-    routing_columns = [] if plan is None else list(plan.required_columns)
-    for payload in payloads:
+    for payload in plan.payloads:
         check_feature_columns(
             frame.schema,
             payload.signature,
             f"score {payload.name}:{payload.version} on {request.features_path} v{version}",
-            required=[*out_columns, *routing_columns],
+            required=[*out_columns, *plan.required_columns],
         )
-    where = f"score {record.ref if plan is None else _rollout_name(plan)} on "
-    where += f"{request.features_path} v{version}"
-    rollout = None if plan is None else plan.describe()
+    where = f"score {plan.label} on {request.features_path} v{version}"
     since = None
     if request.incremental:
         since = last_scored_features_version(
-            spark,
-            request.predictions_path,
-            record.name,
-            record.version,
-            None if rollout is None else (rollout["id"], rollout["revision"]),
+            spark, request.predictions_path, record.name, record.version, plan.rollout_key()
         )
     # A first incremental run (no earlier run to start after) reads the whole table.
     read = choose_read(
@@ -190,22 +166,12 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         features_table_version=version,
         incremental=request.incremental,
         since_features_version=since,
-        rollout=rollout,
+        rollout=plan.describe(),
     )
     counters = new_counters(frame)
-    scoring: BatchScoring
-    if plan is None:
-        scoring = ModelScoring.build(
-            spark,
-            payloads[0],
-            out_columns=out_columns,
-            batch_size=request.batch_size,
-            counters=counters,
-        )
-    else:
-        scoring = RoutedScoring.build(
-            spark, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
-        )
+    scoring = PlanScoring.build(
+        spark, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
+    )
     if read.scan is None:
         scored = on_frame(frame, scoring)
     else:
@@ -218,15 +184,8 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         except Exception as exc:  # a task failed: PythonException / Py4JJavaError
             msg = f"{where}: scoring failed, nothing was written: {_first_line(exc)}"
             raise ScoringError(msg) from exc
-    variants = [] if plan is None else _variant_counts(materialized)
-    total = materialized.count() if plan is None else sum(v["rows"] for v in variants)
-    rows = total if plan is None else sum(v["rows"] for v in variants if v["served"])
-    written = None
-    bad_scores = (
-        nonfinite_score_counts(materialized, SCORE_COLUMN, record.ref if plan is None else None)
-        if total
-        else {}
-    )
+    counts = plan.count_rows(materialized)
+    bad_scores = plan.nonfinite_scores(materialized) if counts.written else {}
     if bad_scores:
         log.warning(
             "%s: non-finite scores written as null, per model version: %s",
@@ -234,16 +193,18 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
             bad_scores,
             extra={"nonfinite_scores": bad_scores},
         )
-    if total:
-        nonfinite = int(counters.nonfinite_rows.value)
-        metadata: dict[str, Any] = {"rows": rows, "nonfinite_rows": nonfinite, "read": read.path}
-        metadata["nonfinite_scores"] = bad_scores
-        replace = None
-        if plan is not None:
-            metadata["shadow_rows"] = total - rows
-            if since is None:  # a full run: the experiment's rows it did not write are stale
-                names = tuple(sorted({payload.name for payload in plan.payloads}))
-                replace = ExperimentRows(plan.state.spec.id, names)
+    nonfinite = int(counters.nonfinite_rows.value)
+    written = None
+    if counts.written:
+        # A full run under a rollout replaces its experiment's rows it did not write.
+        extra, replace = plan.merge_terms(counts, full_run=since is None)
+        metadata: dict[str, Any] = {
+            "rows": counts.served,
+            "nonfinite_rows": nonfinite,
+            "read": read.path,
+            "nonfinite_scores": bad_scores,
+            **extra,
+        }
         written = merge_predictions(
             with_run_columns(materialized, run),
             request.predictions_path,
@@ -252,44 +213,26 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
             metadata,
             replace=replace,
         )
-    return ScoringSummary(
-        run_id=run.run_id,
-        model_name=record.name,
-        model_version=record.version,
-        model_sha256=record.sha256,
-        features_table_version=version,
-        incremental=request.incremental,
-        since_features_version=since,
-        rows_scored=rows,
-        nonfinite_rows=int(counters.nonfinite_rows.value),
+    return ScoringSummary.of(
+        run,
+        rows_scored=counts.served,
+        nonfinite_rows=nonfinite,
         predictions_table_version=written,
         nonfinite_scores=bad_scores,
-        rollout=rollout,
-        variants=variants,
+        variants=[dict(v) for v in counts.variants],
         read=read.path,
         read_reason=read.reason,
     )
 
 
-def _rollout_name(plan: RolloutPlan) -> str:
-    spec = plan.state.spec
-    return f"{plan.state.model} rollout {spec.id!r} (revision {plan.state.revision})"
-
-
-def _variant_counts(scored: DataFrame) -> list[dict[str, Any]]:
-    """Rows per (variant, model, served) of a routed, materialized frame."""
-    groups = scored.groupBy(VARIANT_COLUMN, "model_name", "model_version", SERVED_COLUMN).count()
-    found = [
-        {
-            "variant": row[VARIANT_COLUMN],
-            "model_name": row["model_name"],
-            "model_version": row["model_version"],
-            "served": bool(row[SERVED_COLUMN]),
-            "rows": int(row["count"]),
-        }
-        for row in groups.collect()
-    ]
-    return sorted(found, key=lambda v: (not v["served"], v["variant"], v["model_version"]))
+def _plan(request: ScoringRequest, registry: Registry, record: ModelVersion) -> ScoringPlan:
+    """The rollout the run follows (see the module docstring), else ``record`` alone."""
+    state = None
+    if not request.ignore_rollout:
+        state = rollout_to_follow(request.registry_root, request.model)
+    if state is None:
+        return SingleModel.of(record)
+    return RolloutPlan.build(state, registry)
 
 
 def _first_line(exc: BaseException) -> str:
