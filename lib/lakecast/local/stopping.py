@@ -4,6 +4,10 @@ SIGTERM lets a worker finish its batch, commit and leave its group (a broker or 
 and exit); one that is still running when the grace period ends is killed. Every stop in the
 project (the local stack, the worker pool, ``--processes N``, the demo, the test workers)
 goes through :func:`stop_processes`.
+
+A process that has exited but whose parent has not reaped it yet (a zombie) counts as stopped:
+only its parent can reap it, and ``lakecast local down`` run from another process than the one
+that started a node would otherwise wait for it until the grace period and the kill both end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import psutil
 
 # How long a process may take to go after SIGKILL (a child in uninterruptible sleep).
 KILL_WAIT_S = 10.0
+# How often a process that is not our child is looked at while we wait for it to go.
+_POLL_S = 0.1
 
 # A child of ours (subprocess) or any process of this user's (psutil: a pid file's).
 Stoppable = Union[subprocess.Popen[bytes], psutil.Process]  # noqa: UP007 (a runtime alias)
@@ -48,14 +54,37 @@ def stop_processes(
     statuses: list[int | None] = []
     for process in targets:
         try:
-            status = process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            status = _wait(process, max(deadline - time.monotonic(), 0.0))
         except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
             if on_kill is not None:
                 on_kill(process)
             _send(process, signal.SIGKILL)
-            status = process.wait(timeout=KILL_WAIT_S)
+            status = _wait(process, KILL_WAIT_S)
         statuses.append(status)
     return statuses
+
+
+def _wait(process: Stoppable, timeout_s: float) -> int | None:
+    """Wait for ``process`` to end; a zombie that is not our child has ended (None)."""
+    if isinstance(process, subprocess.Popen):
+        return process.wait(timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            # Reaps it if it is our child; psutil polls for any other process.
+            return process.wait(timeout=min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+        except psutil.TimeoutExpired:
+            if _is_zombie(process):
+                return None
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _is_zombie(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True  # reaped since: gone
 
 
 def _send(process: Stoppable, sig: signal.Signals) -> None:
