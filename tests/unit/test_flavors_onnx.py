@@ -14,7 +14,14 @@ from onnx import TensorProto, helper, numpy_helper
 from lakecast.config import settings
 from lakecast.errors import ModelIntegrityError, SchemaError, UnsafeArtifactError
 from lakecast.models.flavors import build_predictor
-from lakecast.models.flavors.onnx_flavor import CPU, input_dtype, load, providers
+from lakecast.models.flavors.onnx_flavor import (
+    CPU,
+    CUDA,
+    choose_providers,
+    input_dtype,
+    load,
+    providers,
+)
 from lakecast.registry import Registry, Signature
 
 SIGNATURE = Signature.of(["a", "b", "c"], dtype="float64")
@@ -85,6 +92,58 @@ def test_a_configured_gpu_is_used_only_where_the_build_has_cuda(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     assert providers() == (["CUDAExecutionProvider", CPU] if has_cuda else [CPU])
+
+
+@pytest.mark.parametrize(
+    ("visible", "available", "chosen"),
+    [
+        (None, [CUDA, CPU], [CPU]),  # no GPU configured: a CUDA build still runs on the CPU
+        ("", ["TensorrtExecutionProvider", CUDA, CPU], [CPU]),  # a Spark task given no GPU
+        ("-1", [CUDA, CPU], [CPU]),
+        ("0", [CPU], [CPU]),  # a GPU configured, but a build without CUDA
+        ("1", ["TensorrtExecutionProvider", CUDA, CPU], [CUDA, CPU]),  # never TensorRT
+    ],
+)
+def test_the_provider_choice(visible: str | None, available: list[str], chosen: list[str]) -> None:
+    assert choose_providers(visible, available) == chosen
+
+
+def test_a_spark_task_given_no_gpu_chooses_the_cpu_even_on_a_cuda_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What place_worker leaves a GPU-less task (the executor's own list hidden) is what the
+    session's providers are chosen from."""
+    import os
+
+    from lakecast.scoring.placement import place_worker
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    place_worker([])
+    assert choose_providers(os.environ.get("CUDA_VISIBLE_DEVICES"), [CUDA, CPU]) == [CPU]
+    assert providers() == [CPU]
+
+
+def test_the_workers_own_model_threads_size_the_session(tmp_path: Path) -> None:
+    """A worker built in code (not from the config file) sizes the ONNX pool from its
+    WorkerConfig, for the version it serves and for any it loads later."""
+    from lakecast.config import ServingSettings
+    from lakecast.serving.model_source import ModelSource, SnapshotSource
+    from lakecast.serving.worker import InferenceWorker
+    from lakecast.serving.worker_config import WorkerConfig
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_logistic_graph())
+    registry = Registry(tmp_path / "registry")
+    first = registry.register("logit", artifact=path, signature=SIGNATURE, nan_policy="error")
+    second = registry.register("logit", artifact=path, signature=SIGNATURE, bump="minor")
+    threads = settings().serving.model_threads + 2
+    models = ModelSource(registry, first.ref)
+    config = WorkerConfig(serving=ServingSettings(model_threads=threads))
+    InferenceWorker(config, models, SnapshotSource(str(tmp_path / "none")))
+    models.refresh()
+    for model in (models.current(), models.model(second.ref)):
+        options = model.predictor.model.get_session_options()  # type: ignore[attr-defined]
+        assert options.intra_op_num_threads == threads
 
 
 def test_session_threads_come_from_model_threads() -> None:

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from lakecast.registry.records import ModelVersion
 
 
-def load_model(version: ModelVersion) -> Predictor:
+def load_model(version: ModelVersion, *, threads: int | None = None) -> Predictor:
     """Verify the artifact of ``version`` (sha256) and load it as a Predictor.
+
+    ``threads``: see :func:`~lakecast.models.flavors.build_predictor`.
 
     Raises:
         ModelIntegrityError: the artifact is missing or does not hash to the recorded sha256.
@@ -30,7 +32,13 @@ def load_model(version: ModelVersion) -> Predictor:
     where = f"model {version.name!r} version {version.version}"
     data = read_verified(Path(version.artifact_path), version.sha256, version.name, version.version)
     return build_predictor(
-        data, version.flavor, version.signature, version.nan_policy, where, sha256_verified=True
+        data,
+        version.flavor,
+        version.signature,
+        version.nan_policy,
+        where,
+        sha256_verified=True,
+        threads=threads,
     )
 
 

@@ -87,6 +87,9 @@ class ModelSource:
         reference: what to serve by default (``purchase@champion``).
         poll_s: how often the reference is resolved again.
         wrap: applied to every loaded predictor (tests use it to inject a failing model).
+
+    ``threads``: what a runtime sizing its pool at load (ONNX Runtime) gets; None, the
+    config's ``serving.model_threads``. The worker sets it from its own config.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class ModelSource:
         self.registry = registry
         self.reference = reference
         self.wrap = wrap
+        self.threads: int | None = None
         self._lock = threading.Lock()
         self._loaded: dict[str, ServingModel] = {}  # "name:version" -> model
         self._current: ServingModel | None = None
@@ -177,7 +181,7 @@ class ModelSource:
         cached = self._loaded.get(key)
         if cached is not None and cached.version.sha256 == version.sha256:
             return cached
-        predictor = load_model(version)  # verifies the sha256
+        predictor = load_model(version, threads=self.threads)  # verifies the sha256
         if self.wrap is not None:
             predictor = self.wrap(version, predictor)
         model = ServingModel(version, predictor)

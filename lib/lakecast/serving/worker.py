@@ -132,6 +132,7 @@ class InferenceWorker:
     ) -> None:
         self.config = config
         self.models = models
+        models.threads = config.serving.model_threads  # the ONNX session's pool, sized at load
         self.snapshots = snapshots
         self.router = BatchRouter(models, routing, background_loading=True)
         self.metrics = metrics or WorkerMetrics(config.source_id)

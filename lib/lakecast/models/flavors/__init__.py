@@ -48,8 +48,14 @@ def build_predictor(
     where: str,
     *,
     sha256_verified: bool,
+    threads: int | None = None,
 ) -> Predictor:
-    """A Predictor from an artifact's bytes (which the caller has checked)."""
+    """A Predictor from an artifact's bytes (which the caller has checked).
+
+    ``threads``: the threads of a runtime that sizes its own pool at load (ONNX Runtime);
+    default the serving setting ``model_threads``. Other flavors obey threadpoolctl's limit
+    around their calls.
+    """
     if flavor == "keras":
         from lakecast.models.flavors import keras_flavor
 
@@ -64,7 +70,7 @@ def build_predictor(
     if flavor == "onnx":
         from lakecast.models.flavors import onnx_flavor
 
-        session = onnx_flavor.load(data, where)
+        session = onnx_flavor.load(data, where, threads=threads)
         return onnx_flavor.OnnxPredictor(session, signature, nan_policy)
     msg = f"{where}: unknown flavor {flavor!r}; known are keras, sklearn, onnx"
     raise RegistryError(msg)

@@ -21,6 +21,7 @@ Spark by tasks): ONNX Runtime's own thread pool does not obey threadpoolctl.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -121,12 +122,20 @@ def _graphs(graph: Any) -> list[Any]:
 
 
 def providers() -> list[str]:
-    """ONNX Runtime's providers for this process: CUDA first only where a GPU is configured
-    (``CUDA_VISIBLE_DEVICES`` names one) and this build has it; the CPU always."""
+    """ONNX Runtime's providers for this process (:func:`choose_providers` of its
+    ``CUDA_VISIBLE_DEVICES`` and this build's providers)."""
     import onnxruntime as ort
 
-    configured = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
-    if configured and CUDA in ort.get_available_providers():
+    return choose_providers(os.environ.get("CUDA_VISIBLE_DEVICES"), ort.get_available_providers())
+
+
+def choose_providers(visible_devices: str | None, available: Sequence[str]) -> list[str]:
+    """CUDA first only where a GPU is configured (``visible_devices`` names one: not unset,
+    empty or ``-1``, which is what a Spark task given no GPU gets) and the build has CUDA;
+    the CPU always. No other provider (TensorRT, ...) is ever chosen: it would pick a
+    device by itself."""
+    configured = (visible_devices or "").strip() not in ("", "-1")
+    if configured and CUDA in available:
         return [CUDA, CPU]
     return [CPU]
 
