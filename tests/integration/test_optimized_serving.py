@@ -28,7 +28,7 @@ from lakecast.testing.kafka import produce, read_committed
 from lakecast.testing.models import register_with_holdout, write_features_table
 from tests.integration.worker_fixtures import ThreadedWorker, drain, worker_topics
 
-# optimization.exact_tolerance and int8_tolerance (conf/lakecast.yaml)
+# optimization.exact_tolerance and reduced_precision_tolerance (conf/lakecast.yaml)
 TOLERANCE = {"onnx": 1e-6, "onnx-int8": 0.05}
 SERVED = [("sklearn", "onnx"), ("keras", "onnx"), ("keras", "onnx-int8")]
 

@@ -122,6 +122,77 @@ def test_int8_stays_inside_its_bound_on_the_workers_feature_values(tmp_path: Pat
     assert exact.report.max_abs_diff <= 1e-6
 
 
+def test_fp32_of_the_tree_ensemble_is_a_reduced_precision_version(lake: dict[str, Any]) -> None:
+    import onnx
+
+    from lakecast.config import settings
+    from lakecast.scoring.cache import ModelPayload
+
+    registry, source = lake["registry"], lake["sklearn"]
+    done = optimize_version(registry, source.ref, "onnx-fp32")
+    record, report = done.record, done.report
+    assert record.flavor == "onnx" and record.lineage.optimized_from == source.ref
+    assert record.lineage.optimization["kind"] == "onnx-fp32"
+    assert report.tolerance == settings().optimization.reduced_precision_tolerance
+    assert report.max_abs_diff <= report.tolerance
+    graph = onnx.load_model_from_string(Path(record.artifact_path).read_bytes()).graph
+    ensemble = graph.node[0]
+    assert {a.name for a in ensemble.attribute} >= {"nodes_values", "target_weights"}
+    assert ModelPayload.from_version(record).feature_dtype is np.float32
+    card = render_card(record)
+    assert f"Optimised from `{source.ref}` to `onnx-fp32`" in card
+    assert "in float32" in card and "tolerance 0.05" in card
+
+
+def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, Any]) -> None:
+    """scikit-learn's thresholds are often feature values: a row holding one exactly goes
+    left in float64 and must in float32 too (thresholds rounded to nearest, not down)."""
+    from lakecast.models.flavors import build_predictor
+    from lakecast.models.optimize.converters import sklearn_to_onnx
+
+    source = lake["sklearn"]
+    _, predictor = lake["registry"].load(source.ref)
+    model = predictor.model  # type: ignore[attr-defined]
+    rows = holdout_rows(source).features
+    width = rows.shape[1]
+    data = sklearn_to_onnx(model, width, "test", float32=True)
+    fp32 = build_predictor(
+        data, "onnx", source.signature, "propagate", "test", sha256_verified=True
+    )
+    nodes = np.concatenate([tree[0].nodes for tree in model._predictors])
+    splits = nodes[~nodes["is_leaf"].astype(bool)]
+    on_threshold = rows[np.arange(len(splits)) % len(rows)].copy()
+    on_threshold[np.arange(len(splits)), splits["feature_idx"]] = splits["num_threshold"]
+    assert len(splits) > 100
+    expected = model.predict_proba(on_threshold)[:, 1]
+    np.testing.assert_allclose(fp32.predict(on_threshold), expected, rtol=0, atol=1e-6)
+
+
+def test_a_keras_graph_has_no_fp32_kind(lake: dict[str, Any]) -> None:
+    with pytest.raises(ConversionError, match="float32 already; its reduced-precision kind"):
+        optimize_version(lake["registry"], lake["keras"].ref, "onnx-fp32")
+
+
+def _shift_base_value(data: bytes) -> bytes:
+    """The fp32 ensemble with its base score (a float attribute, no tensor) moved by 1."""
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    for attribute in model.graph.node[0].attribute:
+        if attribute.name == "base_values":
+            attribute.floats[0] += 1.0
+    changed: bytes = model.SerializeToString()
+    return changed
+
+
+def test_a_broken_fp32_conversion_is_refused_by_the_looser_bound(lake: dict[str, Any]) -> None:
+    registry, source = lake["registry"], lake["sklearn"]
+    before = [v.version for v in registry.versions("purchase")]
+    with pytest.raises(ParityError, match=r"refused.*tolerance of onnx-fp32 0\.05"):
+        optimize_version(registry, source.ref, "onnx-fp32", tamper=_shift_base_value)
+    assert [v.version for v in registry.versions("purchase")] == before
+
+
 def test_a_tree_ensemble_has_nothing_to_quantise(lake: dict[str, Any]) -> None:
     before = len(lake["registry"].versions("purchase"))
     with pytest.raises(ConversionError, match="no matrix products to quantise"):

@@ -174,7 +174,7 @@ def audit(name: str | None = typer.Argument(None, help="One model; all when left
 @app.command("optimize")
 def optimize(
     reference: str = typer.Argument(..., help="NAME:VERSION (or NAME@ALIAS) to optimise."),
-    to: str = typer.Option(..., "--to", help="The kind: onnx or onnx-int8."),
+    to: str = typer.Option(..., "--to", help="onnx, onnx-int8 (Keras), onnx-fp32 (sklearn)."),
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="Max |score diff| accepted (default: the kind's configured)."
     ),

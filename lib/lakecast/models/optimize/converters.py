@@ -5,6 +5,8 @@
   skl2onnx 1.20 cannot do it here: its tree converter hands a Python bool to an int attribute,
   which protobuf 7 refuses, and its float32 thresholds move a row that sits on a threshold to
   the other branch (max |score diff| 0.008 over 500k rows measured: not the same function).
+  Its float32 form (thresholds rounded to nearest) is the ``onnx-fp32`` kind, gated by the
+  reduced-precision tolerance.
 - other scikit-learn classifiers: skl2onnx with a float64 input, keeping ``probabilities``.
 - Keras on TensorFlow: tf2onnx on the model's forward pass as a ``tf.function``. Keras 3's
   own ``export(format="onnx")`` is the same call, but its graph takes the constants a
@@ -37,8 +39,10 @@ class ConversionError(RegistryError):
     """A model that lakecast cannot convert to the asked kind; the message says why."""
 
 
-def sklearn_to_onnx(model: Any, width: int, where: str) -> bytes:
+def sklearn_to_onnx(model: Any, width: int, where: str, *, float32: bool = False) -> bytes:
     """ONNX bytes computing ``predict_proba(x)[:, 1]`` (or ``predict``) of a fitted estimator.
+
+    ``float32``: the reduced-precision form (``onnx-fp32``), float32 input and parameters.
 
     Raises:
         ConversionError: the estimator is of a kind no converter here handles.
@@ -46,15 +50,24 @@ def sklearn_to_onnx(model: Any, width: int, where: str) -> bytes:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     if isinstance(model, HistGradientBoostingClassifier):
-        return hist_gradient_boosting_to_onnx(model, width, where)
-    return _skl2onnx(model, width, where)
+        return hist_gradient_boosting_to_onnx(model, width, where, float32=float32)
+    return _skl2onnx(model, width, where, float32=float32)
 
 
-def hist_gradient_boosting_to_onnx(model: Any, width: int, where: str) -> bytes:
-    """A binary HistGradientBoostingClassifier as one float64 tree ensemble and a sigmoid.
+def hist_gradient_boosting_to_onnx(
+    model: Any, width: int, where: str, *, float32: bool = False
+) -> bytes:
+    """A binary HistGradientBoostingClassifier as one tree ensemble and a sigmoid.
 
-    Each node keeps its split exactly: ``x <= threshold`` goes to the left child, a missing
-    value to the side the tree learned (``missing_go_to_left``), as scikit-learn walks it.
+    Each node keeps its split: ``x <= threshold`` goes to the left child, a missing value to
+    the side the tree learned (``missing_go_to_left``), as scikit-learn walks it. In float64
+    (``onnx``) that is exact. In float32 (``onnx-fp32``, skl2onnx's usual form) the input,
+    thresholds and leaf values are rounded to nearest. Rounding is monotone, so a value at or
+    below its threshold still goes left; one above it but within float32 rounding of it
+    (~6e-8 relative) can go left too, which moves that row's score by the difference of the
+    two subtrees: the reduced-precision tolerance bounds that. Rounding the thresholds down
+    instead (exact for float32 features) sent every value *equal* to a threshold right, and
+    scikit-learn's thresholds are often feature values: up to 0.1 off on the worker's rows.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -72,6 +85,20 @@ def hist_gradient_boosting_to_onnx(model: Any, width: int, where: str) -> bytes:
     leaves = joined["is_leaf"]
     modes = np.where(leaves, "LEAF", "BRANCH_LEQ")
     base = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    thresholds = np.where(leaves, 0.0, joined["threshold"])
+    weights = joined["value"][leaves]
+    if float32:
+        values = {
+            "nodes_values": thresholds.astype(np.float32).tolist(),
+            "target_weights": weights.astype(np.float32).tolist(),
+            "base_values": base.astype(np.float32).tolist(),
+        }
+    else:
+        values = {
+            "nodes_values_as_tensor": numpy_helper.from_array(thresholds.astype(np.float64)),
+            "target_weights_as_tensor": numpy_helper.from_array(weights.astype(np.float64)),
+            "base_values_as_tensor": numpy_helper.from_array(base),
+        }
     ensemble = helper.make_node(
         "TreeEnsembleRegressor",
         [INPUT_NAME],
@@ -87,22 +114,17 @@ def hist_gradient_boosting_to_onnx(model: Any, width: int, where: str) -> bytes:
         nodes_truenodeids=np.where(leaves, 0, joined["left"]).tolist(),
         nodes_falsenodeids=np.where(leaves, 0, joined["right"]).tolist(),
         nodes_missing_value_tracks_true=np.where(leaves, 0, joined["missing_left"]).tolist(),
-        nodes_values_as_tensor=numpy_helper.from_array(
-            np.where(leaves, 0.0, joined["threshold"]).astype(np.float64)
-        ),
         target_treeids=joined["tree"][leaves].tolist(),
         target_nodeids=joined["node"][leaves].tolist(),
         target_ids=[0] * int(leaves.sum()),
-        target_weights_as_tensor=numpy_helper.from_array(
-            joined["value"][leaves].astype(np.float64)
-        ),
-        base_values_as_tensor=numpy_helper.from_array(base),
+        **values,
     )
+    element = TensorProto.FLOAT if float32 else TensorProto.DOUBLE
     sigmoid = helper.make_node("Sigmoid", ["raw"], [OUTPUT_NAME])
     graph = helper.make_graph(
         [ensemble, sigmoid],
         "hist_gradient_boosting",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, [None, width])],
+        [helper.make_tensor_value_info(INPUT_NAME, element, [None, width])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])],
     )
     return _finish(graph, where)
@@ -152,16 +174,18 @@ def _finish(graph: Any, where: str) -> bytes:
     return data
 
 
-def _skl2onnx(model: Any, width: int, where: str) -> bytes:
+def _skl2onnx(model: Any, width: int, where: str, *, float32: bool = False) -> bytes:
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
     from skl2onnx.helpers.onnx_helper import select_model_inputs_outputs
 
     proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
     try:
         converted = convert_sklearn(
             model,
-            initial_types=[(INPUT_NAME, DoubleTensorType([None, width]))],
+            initial_types=[
+                (INPUT_NAME, (FloatTensorType if float32 else DoubleTensorType)([None, width]))
+            ],
             target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
             options={id(model): {"zipmap": False}} if proba else None,
         )
