@@ -75,7 +75,7 @@ def test_monitor_flags_a_latency_spike_and_a_throughput_drop_and_skips_bad_recor
         from_beginning=True,
         poll_timeout_ms=100,
     )
-    caplog.set_level(logging.ERROR, logger="lakecast.monitoring.monitor")
+    caplog.set_level(logging.ERROR, logger="lakecast.monitoring.metrics_topic")
     with running(service) as thread:
         wait_for(
             lambda: service.stats.samples == len(samples),

@@ -188,7 +188,7 @@ def test_a_commit_refused_by_a_rebalance_does_not_stop_a_metrics_service() -> No
         TopicAuthorizationFailedError,
     )
 
-    from lakecast.monitoring.monitor import commit_read
+    from lakecast.monitoring.metrics_topic import commit_read
 
     assert commit_read(_Committing(None), "monitor")  # type: ignore[arg-type]
     for moved in (RebalanceInProgressError(), CommitFailedError(), KafkaTimeoutError()):

@@ -12,7 +12,6 @@ logged with its offset, counted and skipped.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,14 +28,12 @@ from lakecast.autoscaling.policy import AutoscalePolicy
 from lakecast.autoscaling.pool import WorkerPool
 from lakecast.config import KafkaSettings
 from lakecast.errors import DataError, InvalidRecordError, StreamError
-from lakecast.kafka.clients import build_admin, build_consumer, build_producer
+from lakecast.kafka.clients import build_admin
 from lakecast.kafka.serde import encode_json, encode_key
-from lakecast.monitoring.monitor import (
-    ServiceStats,
-    commit_read,
+from lakecast.monitoring.metrics_topic import (
+    MetricsTopicService,
     read_metric_record,
     report_bad_record,
-    subscribe_when_ready,
 )
 from lakecast.monitoring.prometheus import CURRENT_REPLICAS, GROUP_LAG, SCALING_DECISIONS
 from lakecast.monitoring.series import parse_sample
@@ -113,7 +110,7 @@ class GroupLagProbe:
         self._admin.close()
 
 
-class AutoscalerService:
+class AutoscalerService(MetricsTopicService):
     """The autoscaler on the ``metrics`` topic, acting through a local worker pool.
 
     Args:
@@ -152,8 +149,14 @@ class AutoscalerService:
         source: str = "autoscaler",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.kafka = kafka
-        self.topic = metrics_topic
+        super().__init__(
+            kafka,
+            metrics_topic,
+            group_id=group_id,
+            client_id=f"lakecast-{source}",
+            from_beginning=from_beginning,
+            poll_timeout_ms=poll_timeout_ms,
+        )
         self.policy = policy
         self.group = group
         self.input_topics = tuple(input_topics)
@@ -162,37 +165,22 @@ class AutoscalerService:
         self.initial_replicas = (
             policy.min_replicas if initial_replicas is None else initial_replicas
         )
-        self.group_id = group_id
-        self.from_beginning = from_beginning
-        self.poll_timeout_ms = poll_timeout_ms
         self.source = source
         self.clock = clock
         self.controller = ScalingController(policy, group=group, source=source)
-        self.stats = ServiceStats()
         self.decisions: deque[ScalingDecision] = deque(maxlen=1000)
+        self._probe: GroupLagProbe | None = None
 
-    def run(self, stop: threading.Event) -> ServiceStats:
-        """Decide and act until ``stop`` is set; then stop the pool and close the clients."""
-        consumer = build_consumer(
-            self.kafka,
-            group_id=self.group_id,
-            client_id=f"lakecast-{self.source}",
-            auto_offset_reset="earliest" if self.from_beginning else "latest",
+    def poll_wait_ms(self) -> int:
+        """At most until the next evaluation is due."""
+        interval_ms = int(self.policy.windows.evaluation_interval_s * 1000)
+        return max(min(self.poll_timeout_ms, interval_ms), 1)
+
+    def on_start(self) -> None:
+        """Open the lag probe (a StreamError closes the clients) and start the first workers."""
+        self._probe = (
+            GroupLagProbe(self.kafka, self.group, self.input_topics) if self.input_topics else None
         )
-        producer = build_producer(
-            self.kafka, mode="at_least_once", client_id=f"lakecast-{self.source}"
-        )
-        try:
-            subscribe_when_ready(consumer, self.topic)
-            probe = (
-                GroupLagProbe(self.kafka, self.group, self.input_topics)
-                if self.input_topics
-                else None
-            )
-        except StreamError:
-            consumer.close()
-            producer.close()
-            raise
         if self.pool is not None and self.initial_replicas:
             self.pool.scale_to(self.initial_replicas)
         log.info(
@@ -201,30 +189,24 @@ class AutoscalerService:
             self.group,
             extra={"topic": self.topic, "group": self.group, "inputs": list(self.input_topics)},
         )
-        interval_ms = int(self.policy.windows.evaluation_interval_s * 1000)
-        try:
-            while not stop.is_set():
-                batches = consumer.poll(timeout_ms=max(min(self.poll_timeout_ms, interval_ms), 1))
-                for messages in batches.values():
-                    for message in messages:
-                        self.handle(message)
-                if batches:
-                    commit_read(consumer, self.name)
-                now = self.clock()
-                if self.controller.due(now):
-                    self.decide(now, probe, producer)
-        finally:
-            try:
-                if self.pool is not None:
-                    self.pool.stop_all()
-            finally:
-                producer.flush(timeout=10)
-                producer.close(timeout=10)
-                consumer.close()
-                if probe is not None:
-                    probe.close()
-                log.info("autoscaler stopped", extra={"stats": vars(self.stats)})
-        return self.stats
+
+    def on_message(self, message: ConsumerRecord) -> None:
+        self.handle(message)
+
+    def after_commit(self, producer: KafkaProducer) -> None:
+        """Decide when an evaluation is due (after the commit, as it may start workers)."""
+        now = self.clock()
+        if self.controller.due(now):
+            self.decide(now, self._probe, producer)
+
+    def on_stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop_all()
+
+    def on_closed(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def handle(self, message: ConsumerRecord) -> None:
         """Feed one metrics record to the controller; skip (log, count) a bad one."""

@@ -5,49 +5,39 @@ series and, when a window of sample time closes, the fleet's (see
 :mod:`lakecast.monitoring.series`); each new point is scored by its own causal detector, and a
 score at or over the threshold, outside the series' cooldown, becomes an anomaly record that
 carries the value, the score, the detector and the window that explains it (the recent points
-and their baseline). :class:`MonitorService` runs it on the ``metrics`` topic: it skips (logs
-and counts) records that break the contract and keeps going, writes anomalies back to the same
-topic, sets the Prometheus gauges and stops cleanly when its stop event is set.
+and their baseline). :class:`MonitorService` runs it on the ``metrics`` topic (the loop of
+:mod:`lakecast.monitoring.metrics_topic`): it skips (logs and counts) records that break the
+contract and keeps going, hands ``kind=quality``, ``drift`` and ``staleness`` records and the
+samples' non-finite counts to their watches (each in its own module), writes anomalies back to
+the same topic, sets the Prometheus gauges and stops cleanly when its stop event is set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import (
-    CommitFailedError,
-    IllegalGenerationError,
-    KafkaError,
-    RebalanceInProgressError,
-    UnknownMemberIdError,
-)
 
 from lakecast.config import KafkaSettings, QualitySettings, StalenessSettings
-from lakecast.errors import ConfigError, DataError, InvalidRecordError, StreamError
-from lakecast.kafka.clients import await_topics, build_consumer, build_producer
-from lakecast.kafka.serde import decode_metric, encode_key, encode_metric
+from lakecast.errors import ConfigError, DataError, InvalidRecordError
 from lakecast.kafka.timestamps import to_iso
 from lakecast.monitoring.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from lakecast.monitoring.drift.watch import DriftWatch
-from lakecast.monitoring.nonfinite import NonFiniteWatch
-from lakecast.monitoring.prometheus import (
-    ANOMALIES,
-    ANOMALY_SCORE,
-    BAD_RECORDS,
-    EVICTED_SERIES,
-    METRICS_RECORDS,
-    SERIES_VALUE,
+from lakecast.monitoring.metrics_topic import (
+    MetricsTopicService,
+    read_metric_record,
+    report_bad_record,
+    send_metric_record,
 )
+from lakecast.monitoring.nonfinite import NonFiniteWatch
+from lakecast.monitoring.prometheus import ANOMALIES, ANOMALY_SCORE, EVICTED_SERIES, SERIES_VALUE
 from lakecast.monitoring.series import (
     FLEET_SOURCE,
     METRICS,
@@ -63,14 +53,6 @@ from lakecast.quality.alerts import QualityWatch
 log = logging.getLogger(__name__)
 
 ANOMALY_KIND = "anomaly"
-
-# A commit refused because the group moved on: the next poll rejoins (not retriable as such).
-GROUP_MOVED_ERRORS = (
-    CommitFailedError,
-    RebalanceInProgressError,
-    IllegalGenerationError,
-    UnknownMemberIdError,
-)
 
 DIRECTIONS = ("high", "low", "both")
 # Which side of normal is news, by metric: a latency, lag or DLQ rate below its baseline is
@@ -285,86 +267,7 @@ class AnomalyMonitor:
         }
 
 
-@dataclass
-class ServiceStats:
-    """What a metrics-topic service has read so far (tests and logs read it)."""
-
-    records: int = 0
-    samples: int = 0
-    bad_records: int = 0
-    written: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-
-
-def subscribe_when_ready(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> None:
-    """Subscribe once the consumer's metadata knows ``topic`` (see :func:`await_topics`).
-
-    Raises:
-        StreamError: the topic has no partitions after ``timeout_s`` (it does not exist).
-    """
-    if not await_topics(consumer, [topic], timeout_s):
-        msg = f"subscribe to {topic!r}: the topic has no partitions after {timeout_s:g} s"
-        raise StreamError(msg)
-    consumer.subscribe([topic])
-
-
-def commit_read(consumer: KafkaConsumer, service: str) -> bool:
-    """Commit what a metrics-topic service has read; a commit the group refuses is not fatal.
-
-    A commit meets a rebalance (``RebalanceInProgressError``, ``CommitFailedError``: a fresh
-    broker, a member joining) or a coordinator moving: the next ``poll`` rejoins, and the
-    records since the last commit are read again (at least once, as these services are).
-    Seen: a monitor on a fresh broker exited about a second after starting on its first commit.
-    """
-    try:
-        consumer.commit()
-    except KafkaError as exc:
-        if not (isinstance(exc, GROUP_MOVED_ERRORS) or exc.retriable):
-            raise
-        log.warning("%s: commit refused, reading on (%r)", service, exc)
-        return False
-    return True
-
-
-def read_metric_record(
-    message: ConsumerRecord, service: str, stats: ServiceStats
-) -> dict[str, Any] | None:
-    """Decode a metrics-topic message; a bad one is logged with its offset, counted, None."""
-    stats.records += 1
-    try:
-        record = decode_metric(message.value)
-    except InvalidRecordError as exc:
-        report_bad_record(message, service, stats, exc)
-        return None
-    kind = str(record["kind"])
-    stats.by_kind[kind] = stats.by_kind.get(kind, 0) + 1
-    METRICS_RECORDS.labels(service=service, kind=kind).inc()
-    return record
-
-
-def report_bad_record(
-    message: ConsumerRecord, service: str, stats: ServiceStats, error: Exception
-) -> None:
-    """Log (JSON, with topic, partition, offset and field) and count a skipped record."""
-    stats.bad_records += 1
-    BAD_RECORDS.labels(service=service).inc()
-    log.error(
-        "skipped bad record at %s[%d]@%d: %s",
-        message.topic,
-        message.partition,
-        message.offset,
-        error,
-        extra={
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "field": getattr(error, "field", None),
-            "error": str(error),
-        },
-    )
-
-
-class MonitorService:
+class MonitorService(MetricsTopicService):
     """The monitor on the ``metrics`` topic: samples in, anomalies back to the same topic.
 
     Args:
@@ -395,42 +298,35 @@ class MonitorService:
         staleness: StalenessSettings | None = None,
         staleness_probe: StalenessProbe | None = None,
     ) -> None:
-        self.kafka = kafka
-        self.topic = metrics_topic
         self.config = config or MonitorConfig()
-        # kind=quality records: gauges, and alerts on drops against the holdout (issue 18).
+        super().__init__(
+            kafka,
+            metrics_topic,
+            group_id=group_id,
+            client_id=f"lakecast-{self.config.source}",
+            from_beginning=from_beginning,
+            poll_timeout_ms=poll_timeout_ms,
+        )
+        # The watches of issue 18, each in its own module: kind=quality records (alerts on
+        # drops against the holdout), kind=drift (one per drifted feature), kind=staleness,
+        # and the samples' non-finite score counts.
         self.quality = QualityWatch(quality, source=self.config.source)
-        # kind=drift records: gauges, and an alert per drifted feature (issue 18).
         self.drift = DriftWatch(source=self.config.source)
-        # kind=staleness records and the samples' non-finite score counts (issue 18).
         self.staleness = StalenessWatch(staleness, source=self.config.source)
         self.staleness_probe = staleness_probe
         self.nonfinite = NonFiniteWatch(source=self.config.source)
+        self._watches: dict[str, Callable[[Mapping[str, Any]], list[dict[str, Any]]]] = {
+            "quality": self.quality.observe,
+            "drift": self.drift.observe,
+            STALENESS_KIND: self.staleness.observe,
+        }
         self.monitor = AnomalyMonitor(self.config)
-        self.group_id = group_id
-        self.from_beginning = from_beginning
-        self.poll_timeout_ms = poll_timeout_ms
-        self.stats = ServiceStats()
         # The latest anomalies written, for tests and a status line; bounded for long runs.
         self.anomalies: deque[dict[str, Any]] = deque(maxlen=1000)
+        self._pending: list[dict[str, Any]] = []  # found in this poll, written before its commit
+        self._last_sample = time.monotonic()
 
-    def run(self, stop: threading.Event) -> ServiceStats:
-        """Consume until ``stop`` is set; then commit, close the consumer and the producer."""
-        consumer = build_consumer(
-            self.kafka,
-            group_id=self.group_id,
-            client_id=f"lakecast-{self.config.source}",
-            auto_offset_reset="earliest" if self.from_beginning else "latest",
-        )
-        producer = build_producer(
-            self.kafka, mode="at_least_once", client_id=f"lakecast-{self.config.source}"
-        )
-        try:
-            subscribe_when_ready(consumer, self.topic)
-        except StreamError:
-            consumer.close()
-            producer.close()
-            raise
+    def on_start(self) -> None:
         log.info(
             "monitor started on %s (detector %s, threshold %g)",
             self.topic,
@@ -438,54 +334,38 @@ class MonitorService:
             self.config.threshold,
             extra={"topic": self.topic, "group": self.group_id, "detector": self.config.detector},
         )
-        last_sample = time.monotonic()
-        try:
-            while not stop.is_set():
-                batches = consumer.poll(timeout_ms=self.poll_timeout_ms)
-                anomalies: list[dict[str, Any]] = []
-                for messages in batches.values():
-                    for message in messages:
-                        found = self.handle(message)
-                        if found is not None:
-                            anomalies += found
-                            last_sample = time.monotonic()
-                if self.staleness_probe is not None and self.staleness_probe.due():
-                    self._send_staleness(producer)
-                idle = time.monotonic() - last_sample
-                if self.monitor.fleet.has_open_window and idle > self.config.fleet_window_s:
-                    anomalies += self.monitor.close_fleet_window()
-                self._write(producer, anomalies)
-                if batches:
-                    commit_read(consumer, self.name)
-        finally:
-            producer.flush(timeout=10)
-            producer.close(timeout=10)
-            consumer.close()
-            log.info("monitor stopped", extra={"stats": vars(self.stats)})
-        return self.stats
+        self._last_sample = time.monotonic()
+
+    def on_message(self, message: ConsumerRecord) -> None:
+        found = self.handle(message)
+        if found is not None:
+            self._pending += found
+            self._last_sample = time.monotonic()
+
+    def before_commit(self, producer: KafkaProducer) -> None:
+        """Staleness records when due, the fleet's window once samples stopped, the anomalies."""
+        if self.staleness_probe is not None and self.staleness_probe.due():
+            for record in self.staleness_probe.records():
+                send_metric_record(producer, self.topic, STALENESS_KIND, record)
+        idle = time.monotonic() - self._last_sample
+        if self.monitor.fleet.has_open_window and idle > self.config.fleet_window_s:
+            self._pending += self.monitor.close_fleet_window()
+        anomalies, self._pending = self._pending, []
+        self._write(producer, anomalies)
 
     def handle(self, message: ConsumerRecord) -> list[dict[str, Any]] | None:
-        """One message: anomaly records for a good sample or quality record, else None."""
+        """One message: anomaly records for a good sample or watched record, else None."""
         record = read_metric_record(message, self.name, self.stats)
-        if record is not None and record["kind"] == "quality":
+        if record is None:
+            return None
+        watch = self._watches.get(record["kind"])
+        if watch is not None:
             try:
-                return self.quality.observe(record)
+                return watch(record)
             except InvalidRecordError as exc:
                 report_bad_record(message, self.name, self.stats, exc)
                 return None
-        if record is not None and record["kind"] == "drift":
-            try:
-                return self.drift.observe(record)
-            except InvalidRecordError as exc:
-                report_bad_record(message, self.name, self.stats, exc)
-                return None
-        if record is not None and record["kind"] == STALENESS_KIND:
-            try:
-                return self.staleness.observe(record)
-            except InvalidRecordError as exc:
-                report_bad_record(message, self.name, self.stats, exc)
-                return None
-        if record is None or record["kind"] != "sample":
+        if record["kind"] != "sample":
             return None
         try:
             sample = parse_sample(record)
@@ -496,20 +376,9 @@ class MonitorService:
         self.stats.samples += 1
         return nonfinite + self.monitor.observe(sample)
 
-    def _send_staleness(self, producer: KafkaProducer) -> None:
-        """The probe's records to the topic; read back, they set the gauges and alert."""
-        for record in self.staleness_probe.records() if self.staleness_probe else []:
-            fields = {k: v for k, v in record.items() if k not in {"kind", "source", "ts"}}
-            ts = datetime.fromisoformat(record["ts"]).astimezone(UTC)
-            value = encode_metric(STALENESS_KIND, record["source"], ts, fields)
-            producer.send(self.topic, key=encode_key(record["source"]), value=value)
-
     def _write(self, producer: KafkaProducer, anomalies: list[dict[str, Any]]) -> None:
         for anomaly in anomalies:
-            fields = {k: v for k, v in anomaly.items() if k not in {"kind", "source", "ts"}}
-            ts = datetime.fromisoformat(anomaly["ts"]).astimezone(UTC)
-            value = encode_metric(ANOMALY_KIND, anomaly["source"], ts, fields)
-            producer.send(self.topic, key=encode_key(anomaly["source"]), value=value)
+            send_metric_record(producer, self.topic, ANOMALY_KIND, anomaly)
             ANOMALIES.labels(metric=anomaly["metric"]).inc()
             self.stats.written += 1
             self.anomalies.append(anomaly)
