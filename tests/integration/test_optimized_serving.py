@@ -1,7 +1,8 @@
 """Optimised (ONNX) versions served by every path, on a real Spark + Delta and a real broker:
 ``score_batch`` (the direct read and Spark's read through mapInArrow) and the streaming worker
 give the source version's scores, within the tolerance of the version's kind (exact for
-``onnx``, the int8 bound for the Keras model's ``onnx-int8``)."""
+``onnx``, the reduced-precision bound for the Keras model's ``onnx-int8`` and the tree
+model's ``onnx-fp32``, whose float32 features both reads build)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from lakecast.testing.models import register_with_holdout, write_features_table
 from tests.integration.worker_fixtures import ThreadedWorker, drain, worker_topics
 
 # optimization.exact_tolerance and reduced_precision_tolerance (conf/lakecast.yaml)
-TOLERANCE = {"onnx": 1e-6, "onnx-int8": 0.05}
-SERVED = [("sklearn", "onnx"), ("keras", "onnx"), ("keras", "onnx-int8")]
+TOLERANCE = {"onnx": 1e-6, "onnx-int8": 0.05, "onnx-fp32": 0.05}
+SERVED = [("sklearn", "onnx"), ("sklearn", "onnx-fp32"), ("keras", "onnx"), ("keras", "onnx-int8")]
 
 
 class OptimizedLake:
@@ -60,7 +61,13 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> OptimizedLake:
 
 @pytest.mark.parametrize(
     ("flavor", "kind", "read"),
-    [("sklearn", "onnx", "direct"), ("keras", "onnx", "spark"), ("keras", "onnx-int8", "direct")],
+    [
+        ("sklearn", "onnx", "direct"),
+        ("sklearn", "onnx-fp32", "direct"),
+        ("sklearn", "onnx-fp32", "spark"),
+        ("keras", "onnx", "spark"),
+        ("keras", "onnx-int8", "direct"),
+    ],
 )
 def test_score_batch_with_the_optimised_version_gives_the_source_scores(
     spark: Any, lake: OptimizedLake, tmp_path: Path, flavor: str, kind: str, read: str
