@@ -117,6 +117,7 @@ submit=(
   --conf "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=$TF_CPP_MIN_LOG_LEVEL"
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
   --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
+  --conf "spark.log.structuredLogging.enabled=true"
   "${local_args[@]}"
   "$@"
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 import time
 
@@ -56,11 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         generate_events(spark, run.rows, run.days, run.seed, run.start_date, shift), path, run
     )
     elapsed = time.perf_counter() - started
-    print(f"events: {run.rows:,} rows, {run.days} days from {run.start_date}, seed {run.seed}")
-    print(f"table {path} version {version}")
-    for day, count in rows_per_day(spark, path, run).items():
-        print(f"  {day} {day:%a} {count:>12,}")
-    print(f"generated and written in {elapsed:.1f} s: {run.rows / elapsed:,.0f} rows/s")
+    # One JSON object, as every job's summary: each line a job writes parses as JSON.
+    summary = {
+        "table": path,
+        "version": version,
+        "rows": run.rows,
+        "days": run.days,
+        "start_date": run.start_date.isoformat(),
+        "seed": run.seed,
+        "dates": [
+            {"date": day.isoformat(), "weekday": f"{day:%a}", "rows": count}
+            for day, count in rows_per_day(spark, path, run).items()
+        ],
+        "seconds": round(elapsed, 1),
+        "rows_per_s": round(run.rows / elapsed),
+    }
+    print(json.dumps(summary, sort_keys=True))
     return 0
 
 

@@ -32,6 +32,10 @@ from lakecast.errors import LakecastError
 
 TRACEBACK_ENV = "LAKECAST_TRACEBACK"
 """Set to 1 to have an unexpected exception print its traceback after the one-line error."""
+SUBMITTED_ENV = "LAKECAST_SUBMITTED"
+"""Set to 1 by spark-submit.sh: this process is a job's Python driver (or its executors)."""
+
+_json_errors = False  # a submitted job reports its error as a JSON record, not a plain line
 
 
 def exit_process(code: int) -> NoReturn:
@@ -58,8 +62,11 @@ def run_main(main: Callable[[], int | None], *, prog: str | None = None) -> NoRe
 
     ``main`` returns a status (None is 0) or raises ``SystemExit``. An exception becomes one
     line on stderr, ``error: ...`` (``PROG: error: ...`` where ``prog`` is given), and status 1;
-    Ctrl-C is status 130.
+    Ctrl-C is status 130. A spark-submit job (:data:`SUBMITTED_ENV`) logs JSON lines tagged
+    ``prog``, as the services do, and its error line is such a record too.
     """
+    if prog and os.environ.get(SUBMITTED_ENV) == "1":
+        _log_as_json(prog)
     code = 1
     try:
         code = _status(main())
@@ -76,6 +83,14 @@ def run_main(main: Callable[[], int | None], *, prog: str | None = None) -> NoRe
 
 def report_error(exc: BaseException, *, prog: str | None = None) -> None:
     """Write ``exc`` to stderr as one ``error: ...`` line (and its traceback where asked for)."""
+    if _json_errors:
+        with_traceback = os.environ.get(TRACEBACK_ENV) == "1"
+        logging.getLogger(prog or "lakecast").error(
+            "error: %s",
+            one_line(describe_error(exc)),
+            exc_info=exc if with_traceback else None,
+        )
+        return
     prefix = f"{prog}: error: " if prog else "error: "
     line = prefix + one_line(describe_error(exc))
     if sys.stderr.isatty():
@@ -108,6 +123,14 @@ def describe_error(exc: BaseException) -> str:
 def one_line(message: str) -> str:
     """``message`` on one line: a library's multi-line text (YAML, delta-rs) joined by spaces."""
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def _log_as_json(job: str) -> None:
+    global _json_errors
+    from lakecast.monitoring.logging import configure_job_logging
+
+    configure_job_logging(job)
+    _json_errors = True
 
 
 def _status(code: object) -> int:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 from lakecast.config import Settings
 from lakecast.config import settings as default_settings
 from lakecast.local.jars import resolve_jars
+from lakecast.process import SUBMITTED_ENV
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-SUBMITTED_ENV = "LAKECAST_SUBMITTED"
 LOOPBACK = "127.0.0.1"
 # The RPC server and block manager bind to spark.driver.bindAddress; the UI binds to the
 # SPARK_LOCAL_IP of the JVM's environment, or to every interface without it.
@@ -90,6 +90,8 @@ def get_spark(
             java_option = f"-Dlog4j2.configurationFile=file:{log_conf}"
             options.setdefault("spark.driver.extraJavaOptions", java_option)
             options.setdefault("spark.executor.extraJavaOptions", java_option)
+            # Spark's MDC values (executor, task, ...) in its JSON lines' "context".
+            options.setdefault("spark.log.structuredLogging.enabled", "true")
         for key, value in options.items():
             builder = builder.config(key, value)
     for key, value in (conf or {}).items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -122,9 +123,11 @@ def test_same_arguments_give_the_same_rows(
     again = table_path("events_again")
     assert _job().main(_job_args(RUN, again)) == 0
     assert _read_rs(again).equals(_read_rs(events_path))
-    summary = capsys.readouterr().out
-    assert "version 0" in summary
-    assert f"{RUN.start_date} Wed" in summary
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["version"] == 0
+    assert summary["dates"][0]["date"] == RUN.start_date.isoformat()
+    assert summary["dates"][0]["weekday"] == "Wed"
+    assert sum(day["rows"] for day in summary["dates"]) == RUN.rows
 
     other_seed = ClickstreamRun(RUN.rows, RUN.days, RUN.seed + 1, RUN.start_date)
     different = generate_events(

@@ -83,3 +83,35 @@ def test_the_traceback_is_there_when_asked_for() -> None:
     first, *rest = done.stderr.splitlines()
     assert (done.returncode, first) == (1, "error: unexpected ValueError: boom")
     assert rest[0] == "Traceback (most recent call last):"
+
+
+def test_a_submitted_job_writes_its_warnings_stray_lines_and_error_as_json() -> None:
+    import json
+
+    body = """
+    import argparse, warnings
+    def main():
+        warnings.warn("divide by zero encountered in log", RuntimeWarning, stacklevel=1)
+        print("a library's own line", file=sys.stderr)
+        try:
+            argparse.ArgumentParser(prog="score_batch").parse_args(["--bogus"])
+        except SystemExit:
+            pass
+        raise ModelNotFoundError("model 'x' is not registered")
+    run_main(main, prog="score_batch")
+    """
+    done = _run(body, LAKECAST_SUBMITTED="1", LAKECAST_TRACEBACK="1")
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert done.returncode == 1
+    assert [r["logger"] for r in records] == [
+        "py.warnings",
+        "stderr",
+        "stderr",
+        "stderr",
+        "score_batch",
+    ]
+    assert {r["service"] for r in records} == {"score_batch"}
+    error = records[-1]
+    assert (error["level"], error["message"]) == ("error", "error: model 'x' is not registered")
+    assert "ModelNotFoundError" in error["exception"]
+    assert done.stdout == "thread joined\natexit ran\n"

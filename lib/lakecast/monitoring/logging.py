@@ -3,11 +3,14 @@
 A log shipper (Vector, Fluent Bit, Promtail) then needs no parsing rules: each line carries
 ``ts``, ``level``, ``service``, ``logger`` and ``message``, plus whatever the call passed in
 ``extra={...}`` (an offset, a topic, a decision), so a log line alone is enough to act on.
+The spark-submit jobs log the same way (:func:`configure_job_logging`); their JVM side writes
+Spark's own JSON lines (conf/log4j2-spark.properties).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -16,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -78,6 +81,64 @@ def configure_json_logging(
     return handler
 
 
+def configure_job_logging(job: str) -> None:
+    """A spark-submit job's Python driver logs as the services do: JSON lines tagged ``job``.
+
+    py4j's INFO records (one per gateway connection closed) are kept out, and any other line
+    written to ``sys.stderr`` (argparse's usage error, a library's print) becomes a record
+    of the ``stderr`` logger, so every line the driver writes parses as JSON. stdout is left
+    alone: it carries the job's JSON summary.
+    """
+    configure_json_logging(job)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    if not isinstance(sys.stderr, StrayLinesAsLogs):
+        sys.stderr = StrayLinesAsLogs(sys.stderr, "stderr")
+
+
+class StrayLinesAsLogs(io.TextIOBase):
+    """A text stream in front of ``stream``: JSON lines pass through, each other line becomes
+    a record of ``logger_name`` (its level from a severity letter, else WARNING).
+
+    Lines are complete at their newline; a line still open when the process ends is lost
+    only if nothing flushes it with a newline. Everything else (``fileno``, ``isatty``,
+    ``encoding``) is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO, logger_name: str) -> None:
+        super().__init__()
+        self.stream = stream
+        self.logger = logging.getLogger(logger_name)
+        self._open_line = ""
+        self._emitting = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if getattr(self._emitting, "active", False):  # a handler's own failure report
+            return self.stream.write(text)
+        *lines, self._open_line = (self._open_line + text).split("\n")
+        self._emitting.active = True
+        try:
+            _emit(self.logger, "\n".join(lines), self.stream)
+        finally:
+            self._emitting.active = False
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
 # The severity letter of a C++ log line: absl's "W0000 00:00:..." and TensorFlow's own
 # "2025-01-01 12:00:00.000000: I tensorflow/...".
 _NATIVE_LEVEL = re.compile(r"^(?:([IWEF])\d{4} |\S+ \S+: ([IWEF]) )")
@@ -124,14 +185,16 @@ def native_stderr_as_logs(logger_name: str) -> Iterator[None]:
         _emit(logging.getLogger(logger_name), b"".join(chunks).decode(errors="replace"))
 
 
-def _emit(logger: logging.Logger, text: str) -> None:
+def _emit(logger: logging.Logger, text: str, passthrough: IO[str] | None = None) -> None:
+    """Each line of ``text`` as a record of ``logger``; a JSON line goes to ``passthrough``
+    (stderr) unchanged."""
     for line in text.splitlines():
         if not line.strip():
             continue
         if line.startswith("{"):
             with contextlib.suppress(ValueError):
                 json.loads(line)
-                sys.stderr.write(line + "\n")
+                (passthrough or sys.stderr).write(line + "\n")
                 continue
         found = _NATIVE_LEVEL.match(line)
         letter = (found.group(1) or found.group(2)) if found else None
