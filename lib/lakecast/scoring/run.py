@@ -37,12 +37,12 @@ from lakecast.scoring.batch import DEFAULT_BATCH_SIZE, new_counters, on_frame
 from lakecast.scoring.checks import check_feature_columns
 from lakecast.scoring.direct import ReadMode, choose_read, score_direct
 from lakecast.scoring.incremental import changed_rows, last_scored_features_version
-from lakecast.scoring.plan import PlanScoring, ScoringPlan, SingleModel
+from lakecast.scoring.plan import PlanScoring, RowCounts, ScoringPlan, SingleModel
 from lakecast.scoring.routed import RolloutPlan, rollout_to_follow
 from lakecast.scoring.writer import ScoringRun, merge_predictions, with_run_columns
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from lakecast.registry import Registry
     from lakecast.registry.records import ModelVersion
@@ -118,7 +118,6 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
             change data feed cannot be read for an incremental run, or ``read`` is
             ``direct`` where the direct read cannot be used.
     """
-    from lakecast.lake.delta import is_delta_table, table_version
     from lakecast.registry import Registry
 
     if request.batch_size < 1:
@@ -128,21 +127,7 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     record = registry.resolve(request.model)
     check_loaded_libraries(record)  # the tasks load it under the driver's libraries
     plan = _plan(request, registry, record)
-    if not is_delta_table(spark, request.features_path):
-        msg = f"score_batch: no Delta features table at {request.features_path!r}"
-        raise SchemaError(msg)
-    version = request.features_table_version
-    if version is None:
-        version = table_version(spark, request.features_path)
-    frame = spark.read.format("delta").option("versionAsOf", version).load(request.features_path)
-    out_columns = [*request.key_columns, *request.passthrough_columns]
-    for payload in plan.payloads:
-        check_feature_columns(
-            frame.schema,
-            payload.signature,
-            f"score {payload.name}:{payload.version} on {request.features_path} v{version}",
-            required=[*out_columns, *plan.required_columns],
-        )
+    frame, version = _checked_features(spark, request, plan)
     where = f"score {plan.label} on {request.features_path} v{version}"
     since = None
     if request.incremental:
@@ -170,49 +155,23 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
     )
     counters = new_counters(frame)
     scoring = PlanScoring.build(
-        spark, plan, out_columns=out_columns, batch_size=request.batch_size, counters=counters
+        spark,
+        plan,
+        out_columns=_out_columns(request),
+        batch_size=request.batch_size,
+        counters=counters,
     )
-    if read.scan is None:
-        scored = on_frame(frame, scoring)
-    else:
-        scored = score_direct(spark, read.scan, scoring, schema)
-    with _session_conf(spark, ARROW_BATCH_CONF, str(request.batch_size)):
-        try:
-            materialized = scored.localCheckpoint(eager=True)
-        except LakecastError:
-            raise
-        except Exception as exc:  # a task failed: PythonException / Py4JJavaError
-            msg = f"{where}: scoring failed, nothing was written: {_first_line(exc)}"
-            raise ScoringError(msg) from exc
+    scored = (
+        on_frame(frame, scoring)
+        if read.scan is None
+        else score_direct(spark, read.scan, scoring, schema)
+    )
+    materialized = _materialize(spark, scored, request.batch_size, where)
     counts = plan.count_rows(materialized)
-    bad_scores = plan.nonfinite_scores(materialized) if counts.written else {}
-    if bad_scores:
-        log.warning(
-            "%s: non-finite scores written as null, per model version: %s",
-            where,
-            bad_scores,
-            extra={"nonfinite_scores": bad_scores},
-        )
     nonfinite = int(counters.nonfinite_rows.value)
-    written = None
-    if counts.written:
-        # A full run under a rollout replaces its experiment's rows it did not write.
-        extra, replace = plan.merge_terms(counts, full_run=since is None)
-        metadata: dict[str, Any] = {
-            "rows": counts.served,
-            "nonfinite_rows": nonfinite,
-            "read": read.path,
-            "nonfinite_scores": bad_scores,
-            **extra,
-        }
-        written = merge_predictions(
-            with_run_columns(materialized, run),
-            request.predictions_path,
-            request.key_columns,
-            run,
-            metadata,
-            replace=replace,
-        )
+    bad_scores, written = _write_predictions(
+        materialized, plan, counts, run, request, read.path, nonfinite, where
+    )
     return ScoringSummary.of(
         run,
         rows_scored=counts.served,
@@ -223,6 +182,89 @@ def score_batch(spark: SparkSession, request: ScoringRequest) -> ScoringSummary:
         read=read.path,
         read_reason=read.reason,
     )
+
+
+def _write_predictions(
+    materialized: DataFrame,
+    plan: ScoringPlan,
+    counts: RowCounts,
+    run: ScoringRun,
+    request: ScoringRequest,
+    read_path: str,
+    nonfinite: int,
+    where: str,
+) -> tuple[dict[str, int], int | None]:
+    """MERGE the scored rows in one commit; the non-finite scores per model version (written
+    as null) and the new ``predictions`` version (None when there was nothing to write)."""
+    if not counts.written:
+        return {}, None
+    bad_scores = plan.nonfinite_scores(materialized)
+    if bad_scores:
+        log.warning(
+            "%s: non-finite scores written as null, per model version: %s",
+            where,
+            bad_scores,
+            extra={"nonfinite_scores": bad_scores},
+        )
+    # A full run under a rollout replaces its experiment's rows it did not write.
+    extra, replace = plan.merge_terms(counts, full_run=run.since_features_version is None)
+    metadata: dict[str, Any] = {
+        "rows": counts.served,
+        "nonfinite_rows": nonfinite,
+        "read": read_path,
+        "nonfinite_scores": bad_scores,
+        **extra,
+    }
+    written = merge_predictions(
+        with_run_columns(materialized, run),
+        request.predictions_path,
+        request.key_columns,
+        run,
+        metadata,
+        replace=replace,
+    )
+    return bad_scores, written
+
+
+def _out_columns(request: ScoringRequest) -> list[str]:
+    return [*request.key_columns, *request.passthrough_columns]
+
+
+def _checked_features(
+    spark: SparkSession, request: ScoringRequest, plan: ScoringPlan
+) -> tuple[DataFrame, int]:
+    """The features table at the requested (else latest) version, its columns checked against
+    every model of the plan before any task runs."""
+    from lakecast.lake.delta import is_delta_table, table_version
+
+    if not is_delta_table(spark, request.features_path):
+        msg = f"score_batch: no Delta features table at {request.features_path!r}"
+        raise SchemaError(msg)
+    version = request.features_table_version
+    if version is None:
+        version = table_version(spark, request.features_path)
+    frame = spark.read.format("delta").option("versionAsOf", version).load(request.features_path)
+    for payload in plan.payloads:
+        check_feature_columns(
+            frame.schema,
+            payload.signature,
+            f"score {payload.name}:{payload.version} on {request.features_path} v{version}",
+            required=[*_out_columns(request), *plan.required_columns],
+        )
+    return frame, version
+
+
+def _materialize(spark: SparkSession, scored: DataFrame, batch_size: int, where: str) -> DataFrame:
+    """Run the scoring once into a local checkpoint: a task's failure fails the run here,
+    before anything is written."""
+    with _session_conf(spark, ARROW_BATCH_CONF, str(batch_size)):
+        try:
+            return scored.localCheckpoint(eager=True)
+        except LakecastError:
+            raise
+        except Exception as exc:  # a task failed: PythonException / Py4JJavaError
+            msg = f"{where}: scoring failed, nothing was written: {_first_line(exc)}"
+            raise ScoringError(msg) from exc
 
 
 def _plan(request: ScoringRequest, registry: Registry, record: ModelVersion) -> ScoringPlan:
