@@ -142,6 +142,10 @@ def test_fp32_of_the_tree_ensemble_is_a_reduced_precision_version(lake: dict[str
     card = render_card(record)
     assert f"Optimised from `{source.ref}` to `onnx-fp32`" in card
     assert "in float32" in card and "tolerance 0.05" in card
+    assert report.training is not None and report.training.within(report.tolerance)
+    assert report.training.rows == source.lineage.holdout["train_rows"]
+    assert record.lineage.optimization["training_rows"] == report.training.rows
+    assert f"over {report.training.rows} training rows" in card
 
 
 def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, Any]) -> None:
@@ -166,6 +170,45 @@ def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, 
     assert len(splits) > 100
     expected = model.predict_proba(on_threshold)[:, 1]
     np.testing.assert_allclose(fp32.predict(on_threshold), expected, rtol=0, atol=1e-6)
+
+
+def test_fp32_is_refused_when_training_rows_flip_where_the_holdout_does_not() -> None:
+    """Two float64 values one ulp apart (a feature computed two ways) that the trees split
+    between are one float32 value: the training rows, where thresholds come from, show the
+    flip that a holdout without such values hides."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from lakecast.models.flavors import build_predictor
+    from lakecast.models.flavors.sklearn_flavor import SklearnPredictor
+    from lakecast.models.optimize.converters import sklearn_to_onnx
+    from lakecast.models.optimize.parity import compare
+    from lakecast.models.training import TrainingRows
+    from lakecast.registry import Signature
+
+    rng = np.random.default_rng(0)
+    twin = np.nextafter(0.675, 1.0)
+    labels = rng.integers(0, 2, 2_000)
+    train = np.column_stack([np.where(labels == 1, twin, 0.675), rng.standard_normal(2_000)])
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(train, labels)
+    signature = Signature.of(["a", "b"], dtype="float64")
+    source = SklearnPredictor(model, signature, "propagate")
+    data = sklearn_to_onnx(model, 2, "test", float32=True)
+    fp32 = build_predictor(data, "onnx", signature, "propagate", "test", sha256_verified=True)
+    holdout = np.column_stack([rng.choice([0.5, 0.9], 500), rng.standard_normal(500)])
+    days = np.full(2_000, np.datetime64("2026-01-01"))
+
+    def rows(features: np.ndarray, y: np.ndarray) -> TrainingRows:
+        return TrainingRows(features, y, days[: len(y)])
+
+    report = compare(
+        source, fp32, rows(holdout, labels[:500]), "onnx-fp32", 0.05,
+        training=rows(train, labels),
+    )  # fmt: skip
+    assert report.max_abs_diff <= 1e-6  # the holdout alone would let it through
+    assert report.training is not None and report.training.max_abs_diff > 0.05
+    assert report.training.changed > 500
+    with pytest.raises(ParityError, match=r"over 2000 training rows \(\d+ moved by more"):
+        report.check("optimize m:1.0.0 --to onnx-fp32")
 
 
 def test_a_keras_graph_has_no_fp32_kind(lake: dict[str, Any]) -> None:

@@ -38,16 +38,35 @@ def holdout_rows(source: ModelVersion) -> TrainingRows:
     Raises:
         ParityError: the lineage names no holdout, or the table has no rows for it.
     """
+    return _lineage_rows(source, "holdout_from", "holdout_to", "holdout")
+
+
+def training_rows_of(source: ModelVersion) -> TrainingRows | None:
+    """The labelled rows ``source`` was trained on (None: its lineage names no training dates).
+
+    A reduced-precision tree ensemble is checked on them too: a float32 branch flip needs a
+    feature value within float32 rounding of a threshold, and the thresholds lie between
+    training values, so the training rows are where flips show first.
+
+    Raises:
+        ParityError: the table has no rows for the dates the lineage names.
+    """
+    if not source.lineage.holdout.get("train_from"):
+        return None
+    return _lineage_rows(source, "train_from", "train_to", "training")
+
+
+def _lineage_rows(source: ModelVersion, first_key: str, last_key: str, what: str) -> TrainingRows:
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
     lineage = source.lineage
-    holdout = lineage.holdout
-    first, last = holdout.get("holdout_from"), holdout.get("holdout_to")
+    dates = lineage.holdout
+    first, last = dates.get(first_key), dates.get(last_key)
     if not lineage.training_table or lineage.training_table_version is None or not first:
         msg = (
-            f"{source.ref}: its lineage names no holdout (training table, Delta version and "
-            "holdout dates, as jobs/train.py records them); parity cannot be checked"
+            f"{source.ref}: its lineage names no {what} (training table, Delta version and "
+            f"{what} dates, as jobs/train.py records them); parity cannot be checked"
         )
         raise ParityError(msg)
     table = DeltaTable(lineage.training_table, version=lineage.training_table_version)
@@ -82,15 +101,18 @@ class ParityReport:
     optimized: HoldoutMetrics
     source_ms_per_1k: float
     optimized_ms_per_1k: float
+    training: TrainingParity | None = None  # the training rows too (reduced-precision trees)
 
     @property
     def passed(self) -> bool:
-        return self.nan_mismatches == 0 and self.max_abs_diff <= self.tolerance
+        holdout = self.nan_mismatches == 0 and self.max_abs_diff <= self.tolerance
+        return holdout and (self.training is None or self.training.within(self.tolerance))
 
     def describe(self) -> str:
+        training = "" if self.training is None else f"; {self.training.describe()}"
         return (
             f"max |score diff| {self.max_abs_diff:.3g}, p99.9 {self.p999_abs_diff:.3g} over "
-            f"{self.rows} holdout rows ({self.nan_mismatches} NaN mismatches); "
+            f"{self.rows} holdout rows ({self.nan_mismatches} NaN mismatches){training}; "
             f"tolerance of {self.kind} {self.tolerance:g}"
         )
 
@@ -116,6 +138,34 @@ class ParityReport:
             "nan_mismatches": self.nan_mismatches,
             "source_ms_per_1k": self.source_ms_per_1k,
             "optimized_ms_per_1k": self.optimized_ms_per_1k,
+            **({} if self.training is None else self.training.as_dict()),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingParity:
+    """The difference over the rows the source was trained on."""
+
+    rows: int
+    max_abs_diff: float
+    changed: int  # rows whose score moved by more than 1e-6
+    nan_mismatches: int
+
+    def within(self, tolerance: float) -> bool:
+        return self.nan_mismatches == 0 and self.max_abs_diff <= tolerance
+
+    def describe(self) -> str:
+        return (
+            f"max |score diff| {self.max_abs_diff:.3g} over {self.rows} training rows "
+            f"({self.changed} moved by more than 1e-6, {self.nan_mismatches} NaN mismatches)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "training_rows": self.rows,
+            "training_max_abs_diff": self.max_abs_diff,
+            "training_rows_changed": self.changed,
+            "training_nan_mismatches": self.nan_mismatches,
         }
 
 
@@ -129,9 +179,16 @@ def timed_scores(predictor: Predictor, features: np.ndarray) -> tuple[np.ndarray
 
 
 def compare(
-    source: Predictor, optimized: Predictor, rows: TrainingRows, kind: str, tolerance: float
+    source: Predictor,
+    optimized: Predictor,
+    rows: TrainingRows,
+    kind: str,
+    tolerance: float,
+    *,
+    training: TrainingRows | None = None,
 ) -> ParityReport:
-    """Score the holdout with both predictors and measure the difference."""
+    """Score the holdout (and ``training``, where given) with both predictors and measure
+    the difference."""
     expected, source_ms = timed_scores(source, rows.features)
     actual, optimized_ms = timed_scores(optimized, rows.features)
     missing_expected, missing_actual = np.isnan(expected), np.isnan(actual)
@@ -149,6 +206,19 @@ def compare(
         optimized=evaluate(rows.labels[both], np.clip(actual[both], 0, 1), "optimized holdout"),
         source_ms_per_1k=source_ms,
         optimized_ms_per_1k=optimized_ms,
+        training=None if training is None else training_parity(source, optimized, training),
+    )
+
+
+def training_parity(source: Predictor, optimized: Predictor, rows: TrainingRows) -> TrainingParity:
+    expected, actual = source.predict(rows.features), optimized.predict(rows.features)
+    missing_expected, missing_actual = np.isnan(expected), np.isnan(actual)
+    diff = np.abs(expected - actual)[~(missing_expected | missing_actual)]
+    return TrainingParity(
+        rows=rows.rows,
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        changed=int((diff > 1e-6).sum()),
+        nan_mismatches=int((missing_expected != missing_actual).sum()),
     )
 
 
@@ -161,6 +231,16 @@ def parity_markdown(report: ParityReport, source_ref: str, how: str) -> str:
         f"Parity on the source's holdout ({report.rows} rows): max |score difference| "
         f"{report.max_abs_diff:.3g}, p99.9 {report.p999_abs_diff:.3g}, "
         f"{report.nan_mismatches} NaN mismatches; tolerance {report.tolerance:g} ({verdict}).",
+        *(
+            []
+            if report.training is None
+            else [
+                "",
+                f"Also over the source's training rows (a float32 branch flip needs a feature "
+                f"value within float32 rounding above a threshold): "
+                f"{report.training.describe()}.",
+            ]
+        ),
         "",
         "| holdout metric | source | optimised |",
         "|---|---|---|",
