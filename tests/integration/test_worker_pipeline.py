@@ -356,3 +356,64 @@ def test_the_model_scores_with_one_native_thread(
     calls = [n for model in counted for n in model.threads]
     assert calls and set(calls) == {1}
     assert max(pool["num_threads"] for pool in threadpool_info()) == before  # not leaked
+
+
+class ModuleCrossings:
+    """The calls from one lakecast module into another that a thread makes while recording,
+    in order, as (caller, callee). Installed before the thread starts (``threading.setprofile``):
+    Python 3.11 cannot profile a thread already running."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> None:
+        if event != "call" or threading.current_thread() is not self.thread:
+            return
+        callee = frame.f_globals.get("__name__", "")
+        caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back else ""
+        if callee.startswith("lakecast.") and caller.startswith("lakecast.") and callee != caller:
+            self.calls.append((caller, callee))
+
+
+# The stages one event passes in the worker, in the order it first enters them.
+EVENT_PATH = (
+    "lakecast.kafka.loop",
+    "lakecast.kafka.poison",
+    "lakecast.serving.worker",
+    "lakecast.serving.decoding",
+    "lakecast.features.transforms",
+    "lakecast.features.online",
+    "lakecast.serving.routing",
+    "lakecast.models.predictor",
+    "lakecast.kafka.delivery",
+)
+
+
+def test_one_event_passes_each_stage_once_in_order_and_never_back(
+    bootstrap: str, topics: dict[str, str], consumer_group: str, serve: Any
+) -> None:
+    recorder = ModuleCrossings()
+    threading.setprofile(recorder)
+    try:
+        worker = serve()
+    finally:
+        threading.setprofile(None)  # only threads started from now on are affected
+    produce(bootstrap, topics["events"], [event_payload(0)])  # warm: the model is loaded
+    drain(bootstrap, consumer_group, topics["events"], 1, worker)
+    recorder.calls.clear()
+    recorder.thread = worker.thread
+    produce(bootstrap, topics["events"], [event_payload(1)])
+    drain(bootstrap, consumer_group, topics["events"], 2, worker)
+    recorder.thread = None
+    worker.stop()
+    # From the loop handing the batch over (through its poison-record guard) to its commit.
+    start = recorder.calls.index(("lakecast.kafka.loop", "lakecast.kafka.poison"))
+    calls = recorder.calls[start:]
+    visits = list(dict.fromkeys(m for call in calls for m in call))
+    print("modules in the order first entered:", " -> ".join(visits))
+    assert [m for m in visits if m in EVENT_PATH] == list(EVENT_PATH)
+    # Never back: no module calls into one that has called into it (no A -> B -> A).
+    edges = set(calls)
+    bounces = sorted((a, b) for a, b in edges if (b, a) in edges)
+    assert not bounces, f"modules that call each other for one event: {bounces}"
