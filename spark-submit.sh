@@ -103,6 +103,9 @@ fi
 
 export PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$python" LAKECAST_SUBMITTED=1 LAKECAST_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
+# Logs are JSON lines: the JVMs' through conf/log4j2-spark.properties (Spark's JSON template),
+# the Python driver's through lakecast.process.run_main, the executors' Python workers' through
+# the daemon they fork from (lakecast.monitoring.spark_python_daemon).
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns the job's own output.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 submit=(
@@ -118,6 +121,7 @@ submit=(
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
   --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
   --conf "spark.log.structuredLogging.enabled=true"
+  --conf "spark.python.daemon.module=lakecast.monitoring.spark_python_daemon"
   "${local_args[@]}"
   "$@"
 )
