@@ -236,6 +236,27 @@ def test_a_broken_fp32_conversion_is_refused_by_the_looser_bound(lake: dict[str,
     assert [v.version for v in registry.versions("purchase")] == before
 
 
+def test_xla_of_the_keras_version_is_its_own_archive_compiled_by_xla(
+    lake: dict[str, Any],
+) -> None:
+    from lakecast.models.flavors.keras_flavor import compiled_with_xla
+
+    registry, source = lake["registry"], lake["keras"]
+    done = optimize_version(registry, source.ref, "xla")
+    record, report = done.record, done.report
+    assert record.flavor == "keras" and record.lineage.optimized_from == source.ref
+    assert record.lineage.optimization["kind"] == "xla"
+    assert report.tolerance == 1e-6 and report.max_abs_diff <= 1e-6
+    assert compiled_with_xla(Path(record.artifact_path).read_bytes())
+    assert not compiled_with_xla(Path(source.artifact_path).read_bytes())
+    _, served = registry.load(record.ref)
+    _, unchanged = registry.load(source.ref)
+    assert served.jit_compile and not unchanged.jit_compile  # type: ignore[attr-defined]
+    assert f"Optimised from `{source.ref}` to `xla`" in render_card(record)
+    with pytest.raises(ConversionError, match="xla compiles a Keras forward pass"):
+        optimize_version(registry, lake["sklearn"].ref, "xla")
+
+
 def test_a_tree_ensemble_has_nothing_to_quantise(lake: dict[str, Any]) -> None:
     before = len(lake["registry"].versions("purchase"))
     with pytest.raises(ConversionError, match="no matrix products to quantise"):

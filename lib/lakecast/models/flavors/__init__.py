@@ -59,7 +59,12 @@ def build_predictor(
     if flavor == "keras":
         from lakecast.models.flavors import keras_flavor
 
-        return keras_flavor.KerasPredictor(keras_flavor.load(data, where), signature, nan_policy)
+        return keras_flavor.KerasPredictor(
+            keras_flavor.load(data, where),
+            signature,
+            nan_policy,
+            jit_compile=keras_flavor.compiled_with_xla(data),
+        )
     if flavor == "sklearn":
         from lakecast.models.flavors import sklearn_flavor
 

@@ -72,8 +72,29 @@ def load(data: bytes, where: str) -> Any:
             raise UnsafeArtifactError(msg) from exc
 
 
-def transposed_forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``model``'s inference on a (inputs, rows) matrix, compiled by the backend.
+def compiled_with_xla(data: bytes) -> bool:
+    """Whether the ``.keras`` archive was saved compiled with ``jit_compile=True`` (what
+    ``lakecast models optimize --to xla`` writes): its forward pass is then served through
+    XLA. Read from the archive's ``config.json``; ``"auto"`` or False (the training recipes
+    save False) is the backend's default graph."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return False  # load() says what is wrong with the archive
+    compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    return isinstance(compile_config, dict) and compile_config.get("jit_compile") is True
+
+
+def transposed_forward(
+    model: Any, *, jit_compile: bool = False
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``model``'s inference on a (inputs, rows) matrix, compiled by the backend (through XLA
+    where ``jit_compile``, on TensorFlow; JAX always compiles with XLA).
 
     The features arrive as Arrow columns; a column-major matrix is cheap to build from them,
     and its transpose is a C-contiguous (inputs, rows) array. Transposing inside the compiled
@@ -85,7 +106,9 @@ def transposed_forward(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         import tensorflow as tf
 
         forward = tf.function(
-            lambda xt: model(tf.transpose(xt), training=False), reduce_retracing=True
+            lambda xt: model(tf.transpose(xt), training=False),
+            reduce_retracing=True,
+            jit_compile=True if jit_compile else None,
         )
         return lambda xt: forward(xt).numpy()
     if backend == "jax":
@@ -113,9 +136,12 @@ class KerasPredictor(MatrixPredictor):
     dtype = np.float32  # Keras computes in float32: build that matrix directly
     order = "F"  # see transposed_forward
 
-    def __init__(self, model: Any, signature: Signature, nan_policy: NanPolicy) -> None:
+    def __init__(
+        self, model: Any, signature: Signature, nan_policy: NanPolicy, *, jit_compile: bool = False
+    ) -> None:
         super().__init__(model, signature, nan_policy)
-        self._forward = transposed_forward(model)
+        self.jit_compile = jit_compile
+        self._forward = transposed_forward(model, jit_compile=jit_compile)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         columns = matrix.T  # (inputs, rows), C-contiguous when matrix is column-major

@@ -11,7 +11,9 @@ Kinds:
 - ``onnx-fp32``: scikit-learn models in float32 (input, thresholds, leaf values), skl2onnx's
   usual form: the reduced-precision kind of a tree ensemble (a Keras graph is float32
   already). Chosen over treelite's GTIL predictor, which is exact but 10-20x slower than ONNX
-  Runtime here (ms per 1,000 rows, one thread, on the demo champion).
+  Runtime here (ms per 1,000 rows, one thread, on the demo champion);
+- ``xla``: a Keras model's own archive, compiled with ``jit_compile=True`` and served by the
+  Keras flavor through XLA (exact: the same weights, fused differently).
 
 ``onnx-fp32`` is also checked on the source's training rows (see
 :func:`~lakecast.models.optimize.parity.training_rows_of`). The new version keeps the
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from lakecast.models.optimize.converters import (
     ConversionError,
     keras_to_onnx,
+    keras_xla,
     quantize_int8,
     sklearn_to_onnx,
 )
@@ -48,9 +51,10 @@ from lakecast.models.optimize.parity import (
 
 if TYPE_CHECKING:
     from lakecast.registry import ModelVersion, Registry
+    from lakecast.registry.records import Flavor
 
-Kind = Literal["onnx", "onnx-int8", "onnx-fp32"]
-KINDS: tuple[Kind, ...] = ("onnx", "onnx-int8", "onnx-fp32")
+Kind = Literal["onnx", "onnx-int8", "onnx-fp32", "xla"]
+KINDS: tuple[Kind, ...] = ("onnx", "onnx-int8", "onnx-fp32", "xla")
 REDUCED_PRECISION: frozenset[Kind] = frozenset({"onnx-int8", "onnx-fp32"})
 # Checked on the training rows too: on the demo table a float32 champion moved 9 % of them
 # (max 0.168) where its holdout moved none (7.5e-7).
@@ -84,8 +88,20 @@ def tolerance_of(kind: Kind) -> float:
 
 
 def convert(source: ModelVersion, model: object, kind: Kind, where: str) -> tuple[bytes, str]:
-    """The ONNX bytes of ``model`` (the source's loaded estimator or network) and how."""
+    """The artifact bytes of ``model`` (the source's loaded estimator or network) as
+    ``kind`` (ONNX but for ``xla``) and how they were made."""
     width = len(source.signature.inputs)
+    if kind == "xla":
+        if source.flavor != "keras":
+            msg = f"{where}: xla compiles a Keras forward pass; this is a {source.flavor} version"
+            raise ConversionError(msg)
+        import tensorflow as tf
+
+        data = keras_xla(model, where)
+        return (
+            data,
+            f"Keras forward pass compiled by XLA (jit_compile, TensorFlow {tf.__version__})",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf2onnx and skl2onnx warn about numpy and opsets
         if source.flavor == "sklearn":
@@ -161,8 +177,10 @@ def optimize_version(
     data, how = convert(source, getattr(predictor, "model", None), chosen, where)
     if tamper is not None:
         data = tamper(data)
+    flavor: Flavor = "keras" if chosen == "xla" else "onnx"
+    file_name = "model.keras" if chosen == "xla" else "model.onnx"
     optimized = build_predictor(
-        data, "onnx", source.signature, source.nan_policy, where, sha256_verified=True
+        data, flavor, source.signature, source.nan_policy, where, sha256_verified=True
     )
     limit = tolerance_of(chosen) if tolerance is None else tolerance
     training = training_rows_of(source) if chosen in CHECKED_ON_TRAINING_ROWS else None
@@ -181,12 +199,12 @@ def optimize_version(
         "parity_p999_abs_diff": report.p999_abs_diff,
     }
     with tempfile.TemporaryDirectory(prefix="lakecast-optimize-") as tmp:
-        artifact = Path(tmp) / "model.onnx"
+        artifact = Path(tmp) / file_name
         artifact.write_bytes(data)
         record = registry.register(
             source.name,
             artifact=artifact,
-            flavor="onnx",
+            flavor=flavor,
             signature=source.signature,
             metrics=metrics,
             lineage=lineage,

@@ -245,6 +245,26 @@ def keras_to_onnx(model: Any, width: int, where: str, *, fold_scales: bool = Tru
     return data
 
 
+def keras_xla(model: Any, where: str) -> bytes:
+    """The ``.keras`` archive of ``model`` compiled with ``jit_compile=True``: the same
+    weights, served by the Keras flavor through XLA (see ``keras_flavor.compiled_with_xla``).
+
+    Raises:
+        ConversionError: another backend than TensorFlow (JAX compiles with XLA already).
+    """
+    from lakecast.models.flavors.keras_flavor import FILE_NAME, import_keras
+
+    backend = import_keras().backend.backend()
+    if backend != "tensorflow":
+        msg = f"{where}: Keras on {backend}: xla is TensorFlow's jit_compile (JAX always jits)"
+        raise ConversionError(msg)
+    model.compile(jit_compile=True)  # inference only: the default optimizer is never used
+    with tempfile.TemporaryDirectory(prefix="lakecast-xla-") as tmp:
+        path = Path(tmp) / FILE_NAME
+        model.save(path)
+        return path.read_bytes()
+
+
 def fold_column_scales(graph: Any) -> int:
     """Fold ``MatMul(Mul(x, s), W)`` with constant per-column scales ``s`` (shape (k,) or
     (1, k)) and constant weights ``W`` (k, n) into ``MatMul(x, s[:, None] * W)``; how many.
