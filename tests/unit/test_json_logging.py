@@ -82,25 +82,3 @@ def test_native_lines_written_to_fd_2_become_records_at_their_level(
         (logging.WARNING, "called"),
     ]
     assert capfd.readouterr().err == '{"level":"info","message":"already json"}\n'
-
-
-def test_stray_stderr_lines_become_records_and_json_lines_pass() -> None:
-    from lakecast.monitoring.logging import StrayLinesAsLogs
-
-    stream, logged = io.StringIO(), io.StringIO()
-    handler = configure_json_logging("train", stream=logged)
-    stray = StrayLinesAsLogs(stream, "stderr")
-    try:
-        stray.write("usage: train [-h] --features ")  # argparse writes a line in pieces
-        stray.write("FEATURES\ntrain: error: the following arguments are required\n")
-        stray.write('{"level":"info","message":"already json"}\n')
-        stray.write("no newline yet")
-    finally:
-        logging.getLogger().removeHandler(handler)
-    records = [json.loads(line) for line in logged.getvalue().splitlines()]
-    assert [(r["logger"], r["level"], r["message"]) for r in records] == [
-        ("stderr", "warning", "usage: train [-h] --features FEATURES"),
-        ("stderr", "warning", "train: error: the following arguments are required"),
-    ]
-    assert stream.getvalue() == '{"level":"info","message":"already json"}\n'
-    assert not stray.isatty()

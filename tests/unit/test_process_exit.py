@@ -89,7 +89,7 @@ def test_a_submitted_job_writes_its_warnings_stray_lines_and_error_as_json() -> 
     import json
 
     body = """
-    import argparse, warnings
+    import argparse, os, warnings
     def main():
         warnings.warn("divide by zero encountered in log", RuntimeWarning, stacklevel=1)
         print("a library's own line", file=sys.stderr)
@@ -97,19 +97,27 @@ def test_a_submitted_job_writes_its_warnings_stray_lines_and_error_as_json() -> 
             argparse.ArgumentParser(prog="score_batch").parse_args(["--bogus"])
         except SystemExit:
             pass
+        os.write(2, b"E0000 00:00:1.0 123 node_def_util.cc:682] NodeDef mentions attribute\\n")
         raise ModelNotFoundError("model 'x' is not registered")
     run_main(main, prog="score_batch")
     """
     done = _run(body, LAKECAST_SUBMITTED="1", LAKECAST_TRACEBACK="1")
-    records = [json.loads(line) for line in done.stderr.splitlines()]
+    # Lines written to fd 2 come through a pipe: after the records logged meanwhile.
+    records = sorted(
+        (json.loads(line) for line in done.stderr.splitlines()),
+        key=lambda r: r["logger"] == "score_batch",
+    )
     assert done.returncode == 1
-    assert [r["logger"] for r in records] == [
+    assert sorted(r["logger"] for r in records) == [
         "py.warnings",
-        "stderr",
-        "stderr",
-        "stderr",
         "score_batch",
+        "stderr",
+        "stderr",
+        "stderr",
+        "stderr",
     ]
+    native = next(r for r in records if "NodeDef" in r["message"])
+    assert native["level"] == "error"
     assert {r["service"] for r in records} == {"score_batch"}
     error = records[-1]
     assert (error["level"], error["message"]) == ("error", "error: model 'x' is not registered")

@@ -9,8 +9,8 @@ Spark's own JSON lines (conf/log4j2-spark.properties).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import io
 import json
 import logging
 import os
@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(
@@ -84,59 +84,51 @@ def configure_json_logging(
 def configure_job_logging(job: str) -> None:
     """A spark-submit job's Python driver logs as the services do: JSON lines tagged ``job``.
 
-    py4j's INFO records (one per gateway connection closed) are kept out, and any other line
-    written to ``sys.stderr`` (argparse's usage error, a library's print) becomes a record
-    of the ``stderr`` logger, so every line the driver writes parses as JSON. stdout is left
-    alone: it carries the job's JSON summary.
+    Everything else written to file descriptor 2 until the process ends becomes records of
+    the ``stderr`` logger (:func:`stderr_as_logs`): TensorFlow's C++ lines while a model
+    trains (the Keras flavor wraps only the import and the load), argparse's usage error, a
+    library's print. py4j's INFO records (one per gateway connection closed) are kept out.
+    stdout is left alone: it carries the job's JSON summary.
     """
-    configure_json_logging(job)
+    sys.stderr.flush()
+    # The handler writes to the real stderr, not to fd 2: a record would come back through
+    # the pipe. It is in place before the pipe is, so a line never meets a logger without it.
+    real = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    configure_json_logging(job, stream=real)
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    if not isinstance(sys.stderr, StrayLinesAsLogs):
-        sys.stderr = StrayLinesAsLogs(sys.stderr, "stderr")
+    stderr_as_logs("stderr", real)
 
 
-class StrayLinesAsLogs(io.TextIOBase):
-    """A text stream in front of ``stream``: JSON lines pass through, each other line becomes
-    a record of ``logger_name`` (its level from a severity letter, else WARNING).
-
-    Lines are complete at their newline; a line still open when the process ends is lost
-    only if nothing flushes it with a newline. Everything else (``fileno``, ``isatty``,
-    ``encoding``) is the wrapped stream's.
+def stderr_as_logs(logger_name: str, real: IO[str]) -> None:
+    """From now until the process ends, lines written to file descriptor 2 become records of
+    ``logger_name`` (JSON lines go to ``real`` unchanged), as :func:`native_stderr_as_logs`
+    does for a block. ``real``: a stream on a duplicate of the original fd 2, which the
+    loggers' handlers write to. At exit fd 2 is restored and the lines still in the pipe are
+    emitted.
     """
+    real_fd = real.fileno()
+    logger = logging.getLogger(logger_name)
+    read_end, write_end = os.pipe()
 
-    def __init__(self, stream: TextIO, logger_name: str) -> None:
-        super().__init__()
-        self.stream = stream
-        self.logger = logging.getLogger(logger_name)
-        self._open_line = ""
-        self._emitting = threading.local()
+    def forward() -> None:
+        rest = b""
+        while chunk := os.read(read_end, 65536):
+            *lines, rest = (rest + chunk).split(b"\n")
+            _emit(logger, b"\n".join(lines).decode(errors="replace"), real)
+        _emit(logger, rest.decode(errors="replace"), real)
+        os.close(read_end)
 
-    def writable(self) -> bool:
-        return True
+    reader = threading.Thread(target=forward, name="stderr-as-logs", daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
-    def write(self, text: str) -> int:
-        if getattr(self._emitting, "active", False):  # a handler's own failure report
-            return self.stream.write(text)
-        *lines, self._open_line = (self._open_line + text).split("\n")
-        self._emitting.active = True
-        try:
-            _emit(self.logger, "\n".join(lines), self.stream)
-        finally:
-            self._emitting.active = False
-        return len(text)
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real_fd, 2)  # closes the pipe's last write end: the reader sees its end
+        reader.join(timeout=5)
 
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
+    atexit.register(restore)
 
 
 # The severity letter of a C++ log line: absl's "W0000 00:00:..." and TensorFlow's own
