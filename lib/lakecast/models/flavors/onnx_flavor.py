@@ -15,7 +15,8 @@ choosing, with three exceptions this module closes before a session exists:
   present in this ONNX Runtime build; a process given no GPU never touches one.
 
 The session's threads are the serving setting ``model_threads`` (workers scale by processes;
-Spark by tasks): ONNX Runtime's own thread pool does not obey threadpoolctl.
+Spark by tasks), fixed when the session is built: ONNX Runtime's own thread pool does not obey
+threadpoolctl. A worker passes its own config's value through its model source.
 """
 
 from __future__ import annotations
