@@ -5,7 +5,9 @@ Streaming).
     ./spark-submit.sh jobs/archive_topics.py --trigger-seconds 30  # run until stopped
 
 Reads committed records only; the checkpoints make every run append each record exactly once.
-Prints a JSON summary of the rows each query added.
+Prints a JSON summary of the rows each query added. A topic the broker does not have is skipped
+with a warning under ``--available-now`` (nothing to archive yet: ``missing_topics`` in the
+summary) and refused otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import json
 import sys
 
 from lakecast.config import settings
-from lakecast.lake.archive import ArchiveTarget, kafka_client_options, start_archive
+from lakecast.kafka.clients import build_admin
+from lakecast.lake.archive import (
+    ArchiveTarget,
+    kafka_client_options,
+    start_archive,
+    topics_on_broker,
+)
 from lakecast.lake.tables import SERVED_FEATURES_ARCHIVE
 from lakecast.process import run_main
 from lakecast.spark import get_spark
@@ -42,6 +50,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def broker_topics(bootstrap: str) -> set[str]:
+    """The topics the broker at ``bootstrap`` holds (and this principal may see)."""
+    admin = build_admin(settings().kafka, bootstrap_servers=bootstrap.split(","))
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Beside the predictions archive, so a run given its own lake (--predictions-table ...)
@@ -50,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.predictions_table.rstrip('/').rsplit('/', 1)[0]}/"
         f"{SERVED_FEATURES_ARCHIVE.rsplit('/', 1)[-1]}"
     )
-    spark = get_spark("lakecast-archive-topics")
-    options = kafka_client_options(settings().kafka.security)
-    targets = [
+    configured = [
         ArchiveTarget("predictions", args.predictions_topic, args.predictions_table,
                       f"{args.checkpoints}/predictions"),
         ArchiveTarget("metrics", args.metrics_topic, args.metrics_table,
@@ -60,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         ArchiveTarget("served_features", args.served_features_topic, served_table,
                       f"{args.checkpoints}/served_features"),
     ]  # fmt: skip
+    targets, missing = topics_on_broker(
+        configured, broker_topics(args.bootstrap), available_now=args.available_now
+    )
+    for target in missing:
+        print(f"archive_topics: warning: no topic {target.topic!r} on {args.bootstrap}: "
+              f"{target.kind} not archived (nothing to archive until it exists)",
+              file=sys.stderr)  # fmt: skip
+    spark = get_spark("lakecast-archive-topics")
+    options = kafka_client_options(settings().kafka.security)
     queries = [
         start_archive(
             spark,
@@ -79,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         target.kind: sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
         for target, query in zip(targets, queries, strict=True)
     }
-    print(json.dumps({"archived_rows": summary}, sort_keys=True))
+    missing_topics = {target.kind: target.topic for target in missing}
+    print(json.dumps({"archived_rows": summary, "missing_topics": missing_topics}, sort_keys=True))
     return 0
 
 

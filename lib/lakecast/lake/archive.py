@@ -16,9 +16,11 @@ by the record's UTC date.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from lakecast.errors import StreamError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -50,6 +52,37 @@ class ArchiveTarget:
     topic: str
     table: str
     checkpoint: str
+
+
+def topics_on_broker(
+    targets: Iterable[ArchiveTarget], existing: Collection[str], *, available_now: bool
+) -> tuple[list[ArchiveTarget], list[ArchiveTarget]]:
+    """Split ``targets`` into those whose topic the broker holds and those whose topic it lacks.
+
+    Spark's Kafka source (``subscribe``) describes its topics when a query starts, and a topic
+    that does not exist fails the query with ``UnknownTopicOrPartitionException: This server
+    does not host this topic-partition``, a message that names no topic. Checked here instead:
+    a run that archives what is there and stops (``available_now``) has nothing to archive
+    from a topic no one has written yet (say, ``served_features`` before any worker sampled),
+    so the caller skips it and says so; a continuous archive would never pick the topic up
+    once it appears, so it refuses to start, naming the topic.
+
+    Raises:
+        StreamError: not ``available_now`` and a target's topic does not exist.
+    """
+    present: list[ArchiveTarget] = []
+    missing: list[ArchiveTarget] = []
+    for target in targets:
+        (present if target.topic in existing else missing).append(target)
+    if missing and not available_now:
+        names = ", ".join(f"{t.topic!r} ({t.kind})" for t in missing)
+        msg = (
+            f"archive: the broker has no topic {names}; a continuous archive cannot wait for "
+            "one to appear. Create it (the workers create their topics when they start), "
+            "pass another topic name, or archive what is there with --available-now"
+        )
+        raise StreamError(msg)
+    return present, missing
 
 
 def kafka_source(
