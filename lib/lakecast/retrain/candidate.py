@@ -48,16 +48,19 @@ class CandidateRequest:
     features_path: str
     model_name: str
     flavor: Flavor = "sklearn"
-    train_days: int = 3
+    train_days: int | None = 3  # None: every labelled date
     holdout_days: int = 1
     last_day: date | None = None  # the newest date trained on (default: the newest labelled)
     seed: int = 42
     reason: str = "retrain"
-    alias: str = CHALLENGER
+    alias: str | None = CHALLENGER  # None: register only (the caller aliases what it chooses)
 
 
-def fresh_rows(table: pa.Table, days: int, last_day: date | None) -> tuple[pa.Table, date, date]:
-    """The labelled rows of the last ``days`` dates up to ``last_day`` (dates with rows).
+def fresh_rows(
+    table: pa.Table, days: int | None, last_day: date | None
+) -> tuple[pa.Table, date, date]:
+    """The labelled rows of the last ``days`` dates up to ``last_day`` (every date when
+    ``days`` is None).
 
     Raises:
         DataError: no labelled rows up to ``last_day``.
@@ -69,6 +72,8 @@ def fresh_rows(table: pa.Table, days: int, last_day: date | None) -> tuple[pa.Ta
         msg = f"retrain: no labelled rows in the features table up to {last_day or 'now'}"
         raise DataError(msg)
     newest = pc.max(labelled["date"]).as_py()
+    if days is None:
+        return labelled, pc.min(labelled["date"]).as_py(), newest
     first = newest - timedelta(days=days - 1)
     recent = labelled.filter(pc.greater_equal(labelled["date"], pa.scalar(first)))
     return recent, first, newest
@@ -129,8 +134,17 @@ def train_candidate(registry: Registry, request: CandidateRequest) -> ModelVersi
         nan_policy=NAN_POLICIES[request.flavor],
         description=f"{request.reason}: {request.flavor} on {first}..{last}",
     )
-    registry.promote(request.model_name, record.version, request.alias, why=request.reason)
+    if request.alias is not None:
+        registry.promote(request.model_name, record.version, request.alias, why=request.reason)
     return record
+
+
+def _days(request: CandidateRequest) -> str:
+    return (
+        "every labelled day"
+        if request.train_days is None
+        else (f"the last {request.train_days} labelled days")
+    )
 
 
 def _card(
@@ -142,9 +156,9 @@ def _card(
 ) -> ModelCard:
     return ModelCard(
         model_details=(
-            f"{request.flavor} retrain of the live version's recipe (seed {request.seed}) on the "
-            f"last {request.train_days} labelled days. Predicts the probability that the user "
-            "purchases later in the same session."
+            f"{request.flavor} retrain of the live version's recipe (seed {request.seed}) on "
+            f"{_days(request)}. Predicts the probability that the user purchases later in the "
+            "same session."
         ),
         intended_use="Purchase propensity of the lakecast demo clickstream; a retraining "
         "candidate until the gates and the canary promote it.",
@@ -161,7 +175,6 @@ def _card(
         ),
         ethical_considerations="Synthetic users only.",
         caveats_and_recommendations=(
-            f"Trained on {request.train_days} days: less history than the first champion; "
-            f"retrained because: {request.reason}."
+            f"Trained on {_days(request)}; retrained because: {request.reason}."
         ),
     )
