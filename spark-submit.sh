@@ -78,6 +78,10 @@ local_args=()
 if [[ "$master" == local || "$master" == local\[* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"  # the driver's UI binds to it
   local_args=(--conf "spark.driver.bindAddress=127.0.0.1" --conf "spark.driver.host=127.0.0.1")
+  # JSON logs from the Python workers: the daemon they fork from must import lakecast as it
+  # starts, before any task brings the --py-files zip; here PYTHONPATH has lib/. On a cluster
+  # that holds only when lakecast is installed on the executors: pass this --conf there.
+  local_args+=(--conf "spark.python.daemon.module=lakecast.monitoring.spark_python_daemon")
 fi
 
 properties="$here/conf/spark-defaults.conf"
@@ -104,8 +108,8 @@ fi
 export PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$python" LAKECAST_SUBMITTED=1 LAKECAST_HOME="$here"
 export PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"
 # Logs are JSON lines: the JVMs' through conf/log4j2-spark.properties (Spark's JSON template),
-# the Python driver's through lakecast.process.run_main, the executors' Python workers' through
-# the daemon they fork from (lakecast.monitoring.spark_python_daemon).
+# the Python driver's through lakecast.process.run_main, the Python workers' through the daemon
+# they fork from (lakecast.monitoring.spark_python_daemon; local masters, see above).
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns the job's own output.
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 submit=(
@@ -121,7 +125,6 @@ submit=(
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
   --conf "spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$here/conf/log4j2-spark.properties"
   --conf "spark.log.structuredLogging.enabled=true"
-  --conf "spark.python.daemon.module=lakecast.monitoring.spark_python_daemon"
   "${local_args[@]}"
   "$@"
 )
