@@ -10,6 +10,7 @@ on a busy machine), so the twenty-odd registry cases below catch that reliably.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -254,8 +255,9 @@ def results(
 def test_a_refused_job_is_one_error_line_and_status_1(
     results: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
-    """``./spark-submit.sh jobs/score_batch.py --model nosuch@champion``: the JVM's own log
-    lines aside, one ``score_batch: error:`` line naming the model, and status 1 (no signal).
+    """``./spark-submit.sh jobs/score_batch.py --model nosuch@champion``: one error record
+    naming the model (a job logs JSON lines, its error too: lakecast.process.run_main), and
+    status 1 (no signal).
 
     spark-submit passes the Python driver's stderr on through its own stdout."""
     done = results["job"]
@@ -264,9 +266,11 @@ def test_a_refused_job_is_one_error_line_and_status_1(
     assert "terminate called" not in output, described
     assert "Traceback" not in output, described
     assert done.returncode == 1, described
-    errors = [line for line in output.splitlines() if line.startswith("score_batch: error:")]
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    errors = [r for r in records if r.get("logger") == "score_batch" and r["level"] == "error"]
     assert len(errors) == 1, described
-    assert "model 'nosuch' is not registered" in errors[0], described
+    assert errors[0]["message"].startswith("error: "), described
+    assert "model 'nosuch' is not registered" in errors[0]["message"], described
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
