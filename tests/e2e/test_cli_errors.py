@@ -252,12 +252,38 @@ def results(
     return done
 
 
+# Printed by the JVM's module system as it boots (ModuleBootstrap.warn: System.err, before
+# any logging exists) for the --add-modules=jdk.incubator.vector that Spark 4.2's launcher
+# gives every Spark JVM; no option turns it off.
+JVM_BOOT_LINE = "WARNING: Using incubator modules: jdk.incubator.vector"
+
+
+def job_records(done: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    """Every line a spark-submit job wrote, parsed: the JVM's (log4j2 in Spark's JSON
+    template, conf/log4j2-spark.properties) on its stderr, the Python driver's on its stdout
+    (pyspark's PythonRunner merges the driver's two streams). Fails on a line that is not JSON."""
+    records = []
+    for stream, text in (("stderr", done.stderr), ("stdout", done.stdout)):
+        for number, line in enumerate(text.splitlines(), 1):
+            if stream == "stderr" and line == JVM_BOOT_LINE:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                pytest.fail(f"line {number} of the job's {stream} is not JSON: {line!r}")
+            assert isinstance(record, dict), line
+            message = "msg" if record.get("service") == "spark" else "message"
+            assert {"ts", "level", "logger", message} <= record.keys(), record
+            records.append(record)
+    return records
+
+
 def test_a_refused_job_is_one_error_line_and_status_1(
     results: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
     """``./spark-submit.sh jobs/score_batch.py --model nosuch@champion``: one error record
-    naming the model (a job logs JSON lines, its error too: lakecast.process.run_main), and
-    status 1 (no signal).
+    naming the model, and status 1 (no signal). Every line the job writes, the JVM's and
+    Python's, is a JSON record (issue 15 point 10; lakecast.process.run_main).
 
     spark-submit passes the Python driver's stderr on through its own stdout."""
     done = results["job"]
@@ -266,7 +292,7 @@ def test_a_refused_job_is_one_error_line_and_status_1(
     assert "terminate called" not in output, described
     assert "Traceback" not in output, described
     assert done.returncode == 1, described
-    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    records = job_records(done)
     errors = [r for r in records if r.get("logger") == "score_batch" and r["level"] == "error"]
     assert len(errors) == 1, described
     assert errors[0]["message"].startswith("error: "), described

@@ -1,12 +1,10 @@
 """Every line a worker serving the Keras model writes parses as JSON: TensorFlow's C++
 start-up lines become JSON log records (native_stderr_as_logs) and Python warnings go through
-the JSON logger. So does every line a spark-submit job writes: Spark's log4j2 lines in Spark's
-JSON template (conf/log4j2-spark.properties), the Python driver's logs and its summary."""
+the JSON logger. (A spark-submit job's lines: test_cli_errors' refused job.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -31,10 +29,6 @@ from lakecast.testing.workers import (
 
 EVENTS = 50
 ROOT = Path(__file__).resolve().parents[2]
-# Printed by the JVM's module system as it boots (ModuleBootstrap.warn: System.err, before
-# any logging exists) for the --add-modules=jdk.incubator.vector that Spark 4.2's launcher
-# gives every Spark JVM; no option turns it off.
-JVM_BOOT_LINE = "WARNING: Using incubator modules: jdk.incubator.vector"
 
 
 def test_a_keras_worker_writes_only_json_lines(bootstrap: str, tmp_path: Path) -> None:
@@ -68,34 +62,3 @@ def test_a_keras_worker_writes_only_json_lines(bootstrap: str, tmp_path: Path) -
             pytest.fail(f"line {number} of the worker's output is not JSON: {line!r}")
         assert isinstance(entry, dict)
         assert {"ts", "level", "logger", "message"} <= entry.keys()
-
-
-def test_a_spark_submit_job_writes_only_json_lines(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKECAST__")}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    command = [str(ROOT / "spark-submit.sh"), "--master", "local[2]",
-               "--conf", "spark.sql.shuffle.partitions=2", "--conf", "spark.ui.enabled=false",
-               "jobs/generate_events.py", "--rows", "200", "--days", "1",
-               "--path", str(tmp_path / "events")]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420, check=False
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    # The JVM's lines (log4j2) are its stderr; the Python driver's stdout and stderr both
-    # come out on spark-submit's stdout (pyspark's PythonRunner merges them).
-    entries = []
-    for stream, text in (("stderr", done.stderr), ("stdout", done.stdout)):
-        for number, line in enumerate(text.splitlines(), 1):
-            if stream == "stderr" and line == JVM_BOOT_LINE:
-                continue
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                pytest.fail(f"line {number} of the job's {stream} is not JSON: {line!r}")
-            assert isinstance(entries[-1], dict)
-    summary = entries[-1]
-    assert summary["rows"] == 200
-    assert summary["table"] == str(tmp_path / "events")
-    for entry in entries[:-1]:  # log records: Spark's template, or the Python side's
-        message = "msg" if entry.get("service") == "spark" else "message"
-        assert {"ts", "level", "logger", message} <= entry.keys(), entry
