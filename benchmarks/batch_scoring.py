@@ -21,11 +21,12 @@ One run, the same data and the same models for every method:
   floor is the same read with no model;
 - the row-at-a-time UDF runs on a subsample and is extrapolated (labelled as such);
 - optimised kinds (``lakecast models optimize``'s converters: ``onnx`` for both flavors,
-  ``onnx-int8`` for Keras) registered as ``onnx`` versions, each with its in-process ONNX
-  Runtime rate (one session thread per Spark task is what lakecast runs; the limit row uses one
-  thread too, and the default of all cores), both lakecast paths, and its parity (max and p99.9
-  |score diff| against the source over the whole matrix); "vs src" is the ratio to the
-  source's in-process limit (sklearn ``predict_proba``, Keras ``predict_on_batch``).
+  ``onnx-fp32`` for the tree model, ``onnx-int8`` for Keras) registered as ``onnx``
+  versions, each with its in-process ONNX Runtime rate (one session thread per Spark task is
+  what lakecast runs; the limit row uses one thread too, and the default of all cores), both
+  lakecast paths, and its parity (max and p99.9 |score diff| against the source over the
+  whole matrix); "vs src" is the ratio to the source's in-process limit (sklearn
+  ``predict_proba``, Keras ``predict_on_batch``).
 """
 
 from __future__ import annotations

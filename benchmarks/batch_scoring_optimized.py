@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from batch_scoring_paths import Source, direct_path, keras_on_batch, lakecast_path, run_spark, timed
 
-OPTIMIZED_KINDS = {"sklearn": ("onnx",), "keras": ("onnx", "onnx-int8")}
+OPTIMIZED_KINDS = {"sklearn": ("onnx", "onnx-fp32"), "keras": ("onnx", "onnx-int8")}
 
 
 def optimize_models(root: Path, trained: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:

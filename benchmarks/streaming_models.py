@@ -7,22 +7,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 MODEL_BATCH_SIZES = (20, 200, 2_000)  # a paced worker's batches, up to serving.max_batch
-
-
-def xla_predictor(predictor: Any) -> Any:
-    """``predictor`` (a loaded Keras version) with its forward pass compiled by XLA
-    (``jit_compile``): the ``xla`` kind of issue 19, measured, not registered."""
-    import tensorflow as tf
-
-    model = predictor.model
-    compiled = tf.function(
-        lambda xt: model(tf.transpose(xt), training=False), jit_compile=True, reduce_retracing=True
-    )
-    predictor._forward = lambda xt: compiled(xt).numpy()
-    return predictor
 
 
 def model_batch_times(repeats: int = 30) -> None:
@@ -43,11 +29,10 @@ def model_batch_times(repeats: int = 30) -> None:
         write_features_table(features, rows=3_000, online=True)
         registry = Registry(root / "registry")
         versions = []
-        for flavor, kinds in (("sklearn", ("onnx",)), ("keras", ("onnx", "onnx-int8"))):
+        kinds_of = {"sklearn": ("onnx", "onnx-fp32"), "keras": ("onnx", "onnx-int8", "xla")}
+        for flavor, kinds in kinds_of.items():
             source = register_with_holdout(registry, features, flavor)  # type: ignore[arg-type]
             versions.append((flavor, "source", source.ref))
-            if flavor == "keras":  # measured only: ONNX Runtime is faster at every size here
-                versions.append((flavor, "xla", source.ref))
             for kind in kinds:
                 versions.append(
                     (flavor, kind, optimize_version(registry, source.ref, kind).record.ref)
@@ -61,8 +46,6 @@ def model_batch_times(repeats: int = 30) -> None:
         with threadpool_limits(limits=1):
             for flavor, kind, ref in versions:
                 _, predictor = registry.load(ref)
-                if kind == "xla":
-                    predictor = xla_predictor(predictor)
                 cells = []
                 for size in MODEL_BATCH_SIZES:
                     batch = matrix[:size]
