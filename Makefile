@@ -54,7 +54,7 @@ format: $(STAMP) ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix lib jobs streaming tests benchmarks
 
 test: setup lint ## Install, lint, then run every tier (unit, integration, e2e; Airflow's: make airflow-test)
-	$(PY) -m pytest tests -m "not airflow and not spark_cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not airflow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Only the fast unit tests
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -99,8 +99,8 @@ dist: $(STAMP) ## Build the wheel, the sdist and the --py-files zip into dist/ (
 deploy-local: setup ## Deploy stage: train, register, gates and a short canary via lakecast deploy (exit 1: rolled back)
 	deploy/local-deploy.sh
 
-test-spark-cluster: setup ## The batch pipeline on a 2-worker standalone cluster (issue 16; not in make test yet)
-	$(PY) -m pytest tests/e2e/test_cluster_pipeline.py -m spark_cluster $(PYTEST_ARGS)
+test-spark-cluster: setup ## Only the batch pipeline on a 2-worker standalone cluster (also in make test)
+	$(PY) -m pytest tests/e2e/test_cluster_pipeline.py $(PYTEST_ARGS)
 
 airflow-test: setup ## Install Apache Airflow into .venv-airflow (once) and run the DAG with it, one date
 	@test -x $(AIRFLOW_VENV)/bin/airflow || { \
