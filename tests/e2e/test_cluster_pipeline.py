@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
 # In make test (marker cluster: skip locally with -m 'not cluster'; make test-spark-cluster runs
 # it alone). The module's fixture runs 7 applications through spark-submit, two of them with a
-# worker killed under them: 856 s at load 11-21 on 2 cores, 703 CPU-seconds in all (so at
-# least 6 min on a quiet 2-core machine). It replaces tests/e2e/test_submit_jobs.py (~190 s).
+# worker killed under them: 438 s at load 3-8 on 2 cores (856 s at load 11-21), 635-703
+# CPU-seconds in all. It replaces tests/e2e/test_submit_jobs.py (~190 s in CI runs).
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 ROWS, DAYS, SEED, START = 3000, 3, 11, date(2026, 3, 2)
