@@ -17,9 +17,9 @@ import json
 import sys
 
 from lakecast.config import settings
-from lakecast.kafka.clients import build_admin
 from lakecast.lake.archive import (
     ArchiveTarget,
+    broker_topics,
     kafka_client_options,
     start_archive,
     topics_on_broker,
@@ -50,15 +50,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def broker_topics(bootstrap: str) -> set[str]:
-    """The topics the broker at ``bootstrap`` holds (and this principal may see)."""
-    admin = build_admin(settings().kafka, bootstrap_servers=bootstrap.split(","))
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Beside the predictions archive, so a run given its own lake (--predictions-table ...)
@@ -75,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         ArchiveTarget("served_features", args.served_features_topic, served_table,
                       f"{args.checkpoints}/served_features"),
     ]  # fmt: skip
-    targets, missing = topics_on_broker(
-        configured, broker_topics(args.bootstrap), available_now=args.available_now
-    )
+    existing = broker_topics(settings().kafka, args.bootstrap)
+    targets, missing = topics_on_broker(configured, existing, available_now=args.available_now)
     for target in missing:
         print(f"archive_topics: warning: no topic {target.topic!r} on {args.bootstrap}: "
               f"{target.kind} not archived (nothing to archive until it exists)",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
-    from lakecast.config import KafkaSecurity
+    from lakecast.config import KafkaSecurity, KafkaSettings
 
 TopicKind = Literal["predictions", "metrics", "served_features"]
 
@@ -52,6 +52,18 @@ class ArchiveTarget:
     topic: str
     table: str
     checkpoint: str
+
+
+def broker_topics(kafka: KafkaSettings, bootstrap: str) -> set[str]:
+    """The topics the broker at ``bootstrap`` holds (and this principal may see), listed with
+    the configured client (its security)."""
+    from lakecast.kafka.clients import build_admin
+
+    admin = build_admin(kafka, bootstrap_servers=bootstrap.split(","))
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
 
 
 def topics_on_broker(

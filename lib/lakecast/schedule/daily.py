@@ -20,6 +20,7 @@ that fails does not keep the others from running; the run raises the first failu
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from lakecast.config import DriftSettings, KafkaSettings, QualitySettings
+from lakecast.config import DriftSettings, KafkaSettings, QualitySettings, settings
 from lakecast.errors import ScheduleError
 from lakecast.process import describe_error, one_line
 from lakecast.schedule.ledger import StepRecord, finished_steps, record_step
@@ -46,6 +47,8 @@ CHECKS = frozenset({"report", "quality", "drift"})  # a failure here does not st
 # Before the quality loop, the step that writes reports/daily_quality was named "quality"; its
 # ledger rows say so by their summary's kind and count as "report" (see _finished).
 _LEGACY_REPORT_KIND = "predictions_summary"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,9 @@ def _score(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) ->
 
 
 def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
-    from lakecast.lake.archive import ArchiveTarget, start_archive
+    from lakecast.lake.archive import ArchiveTarget, broker_topics, start_archive, topics_on_broker
 
-    targets = [
+    configured = [
         ArchiveTarget("predictions", plan.predictions_topic, plan.archive_predictions,
                       f"{plan.archive_checkpoints}/predictions"),
         ArchiveTarget("metrics", plan.metrics_topic, plan.archive_metrics,
@@ -183,6 +186,13 @@ def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) 
         ArchiveTarget("served_features", plan.served_features_topic, plan.archive_served_features,
                       f"{plan.archive_checkpoints}/served_features"),
     ]  # fmt: skip
+    # A topic no one has written yet (served_features before any worker sampled) has nothing
+    # to archive; Spark's Kafka source would fail the query on it (see topics_on_broker).
+    existing = broker_topics(plan.kafka or settings().kafka, plan.bootstrap)
+    targets, missing = topics_on_broker(configured, existing, available_now=True)
+    for target in missing:
+        log.warning("archive: no topic %r on %s: %s not archived", target.topic, plan.bootstrap,
+                    target.kind)  # fmt: skip
     archived: dict[str, int] = {}
     for target in targets:  # one at a time: two queries at once only compete for 2 cores
         query = start_archive(
@@ -194,7 +204,10 @@ def _archive(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) 
         )
         query.awaitTermination()
         archived[target.kind] = sum(int(p.get("numInputRows", 0)) for p in query.recentProgress)
-    return {"archived_rows": archived}
+    return {
+        "archived_rows": archived,
+        "missing_topics": {target.kind: target.topic for target in missing},
+    }
 
 
 def _report(spark: SparkSession, plan: DailyPlan, run_date: date, run_id: str) -> dict[str, Any]:
