@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The deploy stage (`make deploy-local`, `.ci/run`): on the local stack, train and register a
 # fresh model (deploy/train_candidate.py: the champion's recipe retrained, or
-# DEPLOY_CANDIDATE=keras; DEPLOY_OPTIMIZE=onnx|onnx-int8 canaries its optimised version), run
+# DEPLOY_CANDIDATE=keras; DEPLOY_OPTIMIZE=onnx|onnx-int8|onnx-fp32|xla canaries its optimised version), run
 # the pre-rollout gates and a short canary of it against the champion through `lakecast deploy`,
 # and exit 1 unless it is promoted (gates refused, canary rolled back or undecided).
 #
