@@ -120,6 +120,7 @@ class Cluster:
         ports = [free_port() for _ in range(4)]
         self.state = scratch / "state"
         self.config = scratch / "lakecast.yaml"
+        scratch.mkdir(parents=True, exist_ok=True)
         local = {"state_dir": str(self.state), "broker_port": ports[0],
                  "controller_port": ports[1], "spark_master_port": ports[2],
                  "spark_master_ui_port": ports[3]}  # fmt: skip
