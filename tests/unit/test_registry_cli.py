@@ -104,10 +104,11 @@ def _gated_registry(tmp_path: Path, aucs: tuple[float, ...] = (0.70, 0.71, 0.65)
     x = rng.normal(size=(40, 2))
     y = (x[:, 0] > 0).astype(int)
     card = ModelCard(**{name: f"some {name}" for name in DEFAULT_CARD_FIELDS})
-    for auc in aucs:
+    for i, auc in enumerate(aucs):
         registry.register(
             "ctr",
-            LogisticRegression().fit(x, y),
+            # Another C each: the same model would be the same artifact, a patch version.
+            LogisticRegression(C=1.0 + i).fit(x, y),
             signature=SIG,
             metrics={"holdout_roc_auc": auc, "batch_latency_ms": 1.0},
             card=card,

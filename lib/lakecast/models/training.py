@@ -186,11 +186,16 @@ class MlpRecipe:
             mean=x.mean(axis=0), variance=constant_safe_variance(x), name="normalize"
         )
         layers = [keras.Input(shape=(x.shape[1],), name="features"), normalize]
-        layers += [keras.layers.Dense(width, activation="relu") for width in self.hidden]
+        # Every layer and the optimizer named: Keras's own names count the objects made
+        # before in the process, and would make the same model's artifact differ.
+        layers += [
+            keras.layers.Dense(width, activation="relu", name=f"hidden_{i}")
+            for i, width in enumerate(self.hidden, start=1)
+        ]
         layers.append(keras.layers.Dense(1, activation="sigmoid", name="score"))
         model = keras.Sequential(layers, name="purchase_propensity_mlp")
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate, name="adam"),
             loss="binary_crossentropy",
         )
         model.fit(x, y, epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0)

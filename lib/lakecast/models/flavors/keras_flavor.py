@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lakecast.errors import SchemaError, UnsafeArtifactError
+from lakecast.models.flavors.reproducible import canonical_keras, rewrite_zip
 from lakecast.models.flavors.safe_versions import require_safe_release
 from lakecast.models.predictor import MatrixPredictor, NanPolicy
 from lakecast.monitoring.logging import native_stderr_as_logs
@@ -42,9 +43,12 @@ def import_keras() -> Any:
 
 
 def save(model: Any, directory: Path) -> Path:
-    """Write ``model`` as ``directory/model.keras`` (Keras 3 zip format)."""
+    """Write ``model`` as ``directory/model.keras`` (Keras 3 zip format), byte-reproducibly
+    (same model, same sha256; layers and optimizer must be named, as Keras's automatic names
+    count the objects made before in the process)."""
     path = directory / FILE_NAME
     model.save(path)
+    rewrite_zip(path, canonical_keras)
     return path
 
 

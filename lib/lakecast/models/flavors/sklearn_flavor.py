@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lakecast.errors import UnsafeArtifactError
+from lakecast.models.flavors.reproducible import canonical_skops, rewrite_zip
 from lakecast.models.flavors.safe_versions import require_safe_release
 from lakecast.models.flavors.tree_bounds import check_estimator_trees
 from lakecast.models.predictor import MatrixPredictor, NanPolicy
@@ -24,11 +25,13 @@ FILE_NAME = "model.skops"
 
 
 def save(model: Any, directory: Path) -> Path:
-    """Write ``model`` as ``directory/model.skops``."""
+    """Write ``model`` as ``directory/model.skops``, byte-reproducibly (same model, same
+    sha256)."""
     import skops.io
 
     path = directory / FILE_NAME
     skops.io.dump(model, path)
+    rewrite_zip(path, canonical_skops)
     return path
 
 

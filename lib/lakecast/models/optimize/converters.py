@@ -252,7 +252,7 @@ def keras_xla(model: Any, where: str) -> bytes:
     Raises:
         ConversionError: another backend than TensorFlow (JAX compiles with XLA already).
     """
-    from lakecast.models.flavors.keras_flavor import FILE_NAME, import_keras
+    from lakecast.models.flavors.keras_flavor import import_keras, save
 
     backend = import_keras().backend.backend()
     if backend != "tensorflow":
@@ -260,9 +260,7 @@ def keras_xla(model: Any, where: str) -> bytes:
         raise ConversionError(msg)
     model.compile(jit_compile=True)  # inference only: the default optimizer is never used
     with tempfile.TemporaryDirectory(prefix="lakecast-xla-") as tmp:
-        path = Path(tmp) / FILE_NAME
-        model.save(path)
-        return path.read_bytes()
+        return save(model, Path(tmp)).read_bytes()
 
 
 def fold_column_scales(graph: Any) -> int:
