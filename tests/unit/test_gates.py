@@ -54,14 +54,21 @@ def test_a_good_candidate_passes_every_gate() -> None:
 def test_signature_gate_names_each_incompatibility() -> None:
     candidate = _version(
         "churn:2.0.0",
-        inputs={"price": "float32", "device": "str", "views_7d": "int64", "age": "int64"},
+        inputs={"price": "int64", "device": "str", "views_7d": "int64", "age": "int64"},
         outputs={"probability": "float32"},
     )
     result = signature_compatible(candidate, CHAMPION)
     assert not result.passed
     assert result.delta == -4.0
-    for piece in ("['age']", "price float64->float32", "device string->str", "['score']"):
+    for piece in ("['age']", "price float64->int64", "device string->str", "['score']"):
         assert piece in result.message
+    # A float input read at another precision is fed the same column: compatible.
+    rounded = _version("churn:1.1.0", inputs={**CHAMPION.inputs, "price": "float32"})
+    assert signature_compatible(rounded, CHAMPION).passed
+    float_output = _version("churn:1.1.0", outputs={"score": "float64"})
+    assert "output types changed: ['score float32->float64']" in (
+        signature_compatible(float_output, CHAMPION).message
+    )
     # Reading fewer inputs and adding outputs is compatible.
     narrower = _version(
         "churn:1.2.0", inputs={"price": "float64"}, outputs={"score": "float32", "rank": "int32"}

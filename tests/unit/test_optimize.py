@@ -149,8 +149,8 @@ def test_fp32_of_the_tree_ensemble_is_a_reduced_precision_version(lake: dict[str
 
 
 def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, Any]) -> None:
-    """scikit-learn's thresholds are often feature values: a row holding one exactly goes
-    left in float64 and must in float32 too (thresholds rounded to nearest, not down)."""
+    """scikit-learn's thresholds are often feature values: a row holding one exactly takes
+    the source version's branch in float32 too (the source reads float32: both round it)."""
     from lakecast.models.flavors import build_predictor
     from lakecast.models.optimize.converters import sklearn_to_onnx
 
@@ -159,7 +159,8 @@ def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, 
     model = predictor.model  # type: ignore[attr-defined]
     rows = holdout_rows(source).features
     width = rows.shape[1]
-    data = sklearn_to_onnx(model, width, "test", float32=True)
+    assert {c.dtype for c in source.signature.inputs} == {"float32"}
+    data = sklearn_to_onnx(model, width, "test", float32=True, reads_float32=True)
     fp32 = build_predictor(
         data, "onnx", source.signature, "propagate", "test", sha256_verified=True
     )
@@ -168,7 +169,7 @@ def test_fp32_sends_a_feature_equal_to_a_threshold_the_same_way(lake: dict[str, 
     on_threshold = rows[np.arange(len(splits)) % len(rows)].copy()
     on_threshold[np.arange(len(splits)), splits["feature_idx"]] = splits["num_threshold"]
     assert len(splits) > 100
-    expected = model.predict_proba(on_threshold)[:, 1]
+    expected = predictor.predict(on_threshold)
     np.testing.assert_allclose(fp32.predict(on_threshold), expected, rtol=0, atol=1e-6)
 
 

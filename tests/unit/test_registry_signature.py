@@ -64,3 +64,18 @@ def test_output_change_is_breaking() -> None:
     diff = diff_signatures(Signature.of(["a"]), Signature.of(["a"], output="p_click"))
     assert not diff.is_compatible
     assert "'score' (float64) -> 'p_click' (float64)" in diff.describe()
+
+
+def test_reading_a_float_at_another_precision_is_compatible_and_named() -> None:
+    old = Signature.of({"a": "float64", "b": "float64", "n": "int64"})
+    diff = diff_signatures(old, Signature.of({"a": "float32", "b": "float64", "n": "int32"}))
+    assert diff.precision == (("a", "float64", "float32"),)
+    assert diff.changed == (("n", "int64", "int32"),)
+    assert not diff.is_compatible  # the int change
+    only_precision = diff_signatures(
+        old, Signature.of({"a": "float32", "b": "float32", "n": "int64"})
+    )
+    assert only_precision.is_compatible
+    assert only_precision.describe() == (
+        "read at another precision 'a' float64 -> float32, 'b' float64 -> float32"
+    )

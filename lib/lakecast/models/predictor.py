@@ -8,6 +8,10 @@ RecordBatch, or a dict of columns, and returns one float64 score per row. Non-fi
 - ``impute_zero``: replace them by 0 before the model sees them;
 - ``propagate``: rows with any non-finite feature score NaN, the others are scored;
 - ``native``: hand them to the model as they are (HistGradientBoosting treats NaN as missing).
+
+An input the signature types ``float32`` is read at that precision by every flavor: its value
+is rounded to the nearest float32 once, here, whatever the matrix's own dtype (see
+:func:`read_as_signature`).
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def feature_matrix(
                 f"{len(names)} input columns {names}"
             )
             raise SchemaError(msg)
-        return np.asarray(matrix, dtype=dtype, order=order)
+        out = np.asarray(matrix, dtype=dtype, order=order)
+        return read_as_signature(out, signature, copy=np.may_share_memory(out, matrix))
     if isinstance(features, pa.Table | pa.RecordBatch):
         available = set(features.schema.names)
         columns: list[Any] = []
@@ -106,7 +111,27 @@ def feature_matrix(
     matrix = np.empty((len(stacked[0]), len(stacked)), dtype=dtype, order=order)
     for i, column in enumerate(stacked):
         matrix[:, i] = column
-    return matrix
+    return read_as_signature(matrix, signature, copy=False)
+
+
+def read_as_signature(matrix: np.ndarray, signature: Signature, *, copy: bool) -> np.ndarray:
+    """``matrix`` with each input the signature types ``float32`` rounded to the nearest
+    float32 (a float32 matrix is so already); a copy where ``copy``.
+
+    A model that reads float32 is trained and served on the same rounded values, whatever
+    flavor or runtime scores it: a tree's float32 form (``onnx-fp32``) then splits exactly as
+    the source does, and two float64 values one ulp apart (a feature computed two ways, online
+    and offline) are one input.
+    """
+    narrow = [i for i, column in enumerate(signature.inputs) if column.dtype == "float32"]
+    if not narrow or matrix.dtype != np.float64:
+        return matrix
+    out = matrix.copy(order="K") if copy else matrix
+    if len(narrow) == out.shape[1]:
+        out[...] = out.astype(np.float32)
+    else:
+        out[:, narrow] = out[:, narrow].astype(np.float32)
+    return out
 
 
 def apply_nan_policy(

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakecast.errors import DataError, SchemaError
+from lakecast.models.predictor import read_as_signature
+from lakecast.registry.signature import Signature
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,12 @@ class TrainingRows:
     @property
     def rows(self) -> int:
         return int(self.labels.shape[0])
+
+    def read_as(self, signature: Signature) -> TrainingRows:
+        """These rows as a model of ``signature`` reads them (float32 inputs rounded), so
+        it is trained and evaluated on what it will be served."""
+        features = read_as_signature(self.features, signature, copy=True)
+        return TrainingRows(features, self.labels, self.dates)
 
     def first_date(self) -> date:
         return _to_date(self.dates.min())

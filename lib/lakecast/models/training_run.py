@@ -91,8 +91,10 @@ class TrainingSummary:
 
 
 def model_signature() -> Signature:
-    """Both flavors read ``FEATURE_COLUMNS`` as float64 (the table's type) and write ``score``."""
-    return Signature.of({name: "float64" for name in FEATURE_COLUMNS}, output="score")
+    """Both flavors read ``FEATURE_COLUMNS`` as float32 (the table's doubles, rounded once)
+    and write ``score``: the Keras graph computes in float32, and trees that split float32
+    values have an exact float32 form (``onnx-fp32``, see ``read_as_signature``)."""
+    return Signature.of({name: "float32" for name in FEATURE_COLUMNS}, output="score")
 
 
 def read_training_table(
@@ -141,7 +143,8 @@ def train_and_register(spark: SparkSession, request: TrainingRequest) -> Trainin
     # The spec's declared ranges and values: a model must not learn from rows they rule out.
     check_feature_table(table, f"train: features table {request.features_path!r} v{table_version}")
     split = time_holdout_split(
-        training_rows(table, FEATURE_COLUMNS, LABEL_COLUMN), request.holdout_days
+        training_rows(table, FEATURE_COLUMNS, LABEL_COLUMN).read_as(model_signature()),
+        request.holdout_days,
     )
     registry = Registry(request.registry_root)
     boosting = request.gradient_boosting or GradientBoostingRecipe(seed=request.seed)

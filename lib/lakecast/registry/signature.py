@@ -1,7 +1,9 @@
 """A model's input/output signature and the diff that decides whether a change is breaking.
 
 Inputs are ordered: a Predictor fed a 2-D array reads the columns by position, so moving a
-column is as breaking as removing it. Any difference in inputs or output needs a major bump.
+column is as breaking as removing it. Any difference in inputs or output needs a major bump,
+except the precision a float input is read at (float32 <-> float64): callers feed the same
+columns either way, and the model rounds what it reads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow as pa
 from lakecast.errors import SchemaError
 
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
+FLOAT_DTYPES = frozenset({"float32", "float64"})
 
 _ARROW_DTYPES = {
     pa.float32(): "float32",
@@ -115,6 +118,7 @@ class SignatureDiff:
     added: tuple[ColumnSpec, ...] = ()
     removed: tuple[ColumnSpec, ...] = ()
     changed: tuple[tuple[str, str, str], ...] = ()  # (name, old dtype, new dtype)
+    precision: tuple[tuple[str, str, str], ...] = ()  # float inputs read at another precision
     reordered: bool = False
     output_changed: tuple[ColumnSpec, ColumnSpec] | None = None
 
@@ -136,6 +140,11 @@ class SignatureDiff:
                 "changed dtype "
                 + ", ".join(f"{name!r} {old} -> {new}" for name, old, new in self.changed)
             )
+        if self.precision:
+            parts.append(
+                "read at another precision "
+                + ", ".join(f"{name!r} {old} -> {new}" for name, old, new in self.precision)
+            )
         if self.reordered:
             parts.append("input columns reordered")
         if self.output_changed:
@@ -150,11 +159,13 @@ def diff_signatures(old: Signature, new: Signature) -> SignatureDiff:
     new_by_name = {c.name: c for c in new.inputs}
     added = tuple(c for c in new.inputs if c.name not in old_by_name)
     removed = tuple(c for c in old.inputs if c.name not in new_by_name)
-    changed = tuple(
+    retyped = [
         (c.name, old_by_name[c.name].dtype, c.dtype)
         for c in new.inputs
         if c.name in old_by_name and old_by_name[c.name].dtype != c.dtype
-    )
+    ]
+    precision = tuple(t for t in retyped if {t[1], t[2]} <= FLOAT_DTYPES)
+    changed = tuple(t for t in retyped if t not in precision)
     common_old = [c.name for c in old.inputs if c.name in new_by_name]
     common_new = [c.name for c in new.inputs if c.name in old_by_name]
     output_changed = (old.output, new.output) if old.output != new.output else None
@@ -162,6 +173,7 @@ def diff_signatures(old: Signature, new: Signature) -> SignatureDiff:
         added=added,
         removed=removed,
         changed=changed,
+        precision=precision,
         reordered=common_old != common_new,
         output_changed=output_changed,
     )

@@ -20,6 +20,8 @@ def required_bump(
         return "major", f"the signature changed incompatibly: {diff.describe()}"
     if sha256 != base.sha256 or flavor != base.flavor:
         return "minor", f"the artifact changed (sha256 {base.sha256[:12]} -> {sha256[:12]})"
+    if diff.precision:
+        return "minor", f"inputs are read at another precision: {diff.describe()}"
     if nan_policy != base.nan_policy:
         return "minor", f"the NaN policy changed ({base.nan_policy} -> {nan_policy})"
     return "patch", "only metadata or the card changed"

@@ -95,7 +95,8 @@ def train_candidate(registry: Registry, request: CandidateRequest) -> ModelVersi
         source.to_pyarrow_table(columns=columns), request.train_days, request.last_day
     )
     split = time_holdout_split(
-        training_rows(rows, FEATURE_COLUMNS, LABEL_COLUMN), request.holdout_days
+        training_rows(rows, FEATURE_COLUMNS, LABEL_COLUMN).read_as(model_signature()),
+        request.holdout_days,
     )
     recipe: Any = (
         GradientBoostingRecipe(seed=request.seed)

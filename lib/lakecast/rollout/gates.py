@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from lakecast.config import GateSettings
 from lakecast.errors import RolloutError
 from lakecast.registry.cards import REQUIRED_SECTIONS
+from lakecast.registry.signature import FLOAT_DTYPES
 
 # The sections the registry requires of a card (ethical considerations may stay blank).
 DEFAULT_CARD_FIELDS = REQUIRED_SECTIONS
@@ -137,11 +138,16 @@ class GateConfig(GateSettings):
         return cls.model_validate({**base, **dict(overrides or {})})
 
 
-def _type_changes(champion: Mapping[str, str], candidate: Mapping[str, str]) -> list[str]:
+def _type_changes(
+    champion: Mapping[str, str], candidate: Mapping[str, str], *, inputs: bool = False
+) -> list[str]:
+    """Shared columns whose type differs; for ``inputs``, a float read at another precision
+    is no change (the same columns feed it, see ``registry.signature``)."""
     return [
         f"{name} {champion[name]}->{candidate[name]}"
         for name in sorted(set(champion) & set(candidate))
         if champion[name] != candidate[name]
+        and not (inputs and {champion[name], candidate[name]} <= FLOAT_DTYPES)
     ]
 
 
@@ -154,7 +160,7 @@ def signature_compatible(candidate: VersionFacts, champion: VersionFacts) -> Gat
     new_inputs = sorted(set(candidate.inputs) - set(champion.inputs))
     if new_inputs:
         problems.append(f"needs inputs the champion is not fed: {new_inputs}")
-    changed_inputs = _type_changes(champion.inputs, candidate.inputs)
+    changed_inputs = _type_changes(champion.inputs, candidate.inputs, inputs=True)
     if changed_inputs:
         problems.append(f"input types changed: {changed_inputs}")
     lost_outputs = sorted(set(champion.outputs) - set(candidate.outputs))

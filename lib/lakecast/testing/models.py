@@ -150,7 +150,10 @@ def register_with_holdout(
     table = DeltaTable(features_path)
     version = int(table.version())
     split = time_holdout_split(
-        training_rows(table.to_pyarrow_table(), FEATURE_COLUMNS, LABEL_COLUMN), holdout_days=1
+        training_rows(table.to_pyarrow_table(), FEATURE_COLUMNS, LABEL_COLUMN).read_as(
+            model_signature()
+        ),
+        holdout_days=1,
     )
     recipe = SMALL_RECIPES[flavor]
     model = recipe.fit(split.train.features, split.train.labels)

@@ -61,7 +61,7 @@ def canonical_skops(entries: Entries) -> Entries:
         match = _NPY_FILE.match(file_name) if isinstance(file_name, str) else None
         if match:
             new_name = f"{number(int(match.group(1)))}.npy"
-            renamed[file_name] = node["file"] = new_name
+            renamed[match.group(0)] = node["file"] = new_name
     out = {renamed.get(name, name): content for name, content in entries.items()}
     out["schema.json"] = json.dumps(schema, indent=2).encode()
     return out

@@ -5,8 +5,9 @@
   skl2onnx 1.20 cannot do it here: its tree converter hands a Python bool to an int attribute,
   which protobuf 7 refuses, and its float32 thresholds move a row that sits on a threshold to
   the other branch (max |score diff| 0.008 over 500k rows measured: not the same function).
-  Its float32 form (thresholds rounded to nearest) is the ``onnx-fp32`` kind, gated by the
-  reduced-precision tolerance.
+  Its float32 form is the ``onnx-fp32`` kind, gated by the reduced-precision tolerance: exact
+  splits for a model whose signature reads float32 (thresholds rounded down), within
+  float32 rounding of each threshold otherwise (rounded to nearest).
 - other scikit-learn classifiers: skl2onnx with a float64 input, keeping ``probabilities``.
 - Keras on TensorFlow: tf2onnx on the model's forward pass as a ``tf.function``. Keras 3's
   own ``export(format="onnx")`` is the same call, but its graph takes the constants a
@@ -39,10 +40,14 @@ class ConversionError(RegistryError):
     """A model that lakecast cannot convert to the asked kind; the message says why."""
 
 
-def sklearn_to_onnx(model: Any, width: int, where: str, *, float32: bool = False) -> bytes:
+def sklearn_to_onnx(
+    model: Any, width: int, where: str, *, float32: bool = False, reads_float32: bool = False
+) -> bytes:
     """ONNX bytes computing ``predict_proba(x)[:, 1]`` (or ``predict``) of a fitted estimator.
 
     ``float32``: the reduced-precision form (``onnx-fp32``), float32 input and parameters.
+    ``reads_float32``: the source version's signature reads float32 inputs (see
+    :func:`hist_gradient_boosting_to_onnx`).
 
     Raises:
         ConversionError: the estimator is of a kind no converter here handles.
@@ -50,24 +55,31 @@ def sklearn_to_onnx(model: Any, width: int, where: str, *, float32: bool = False
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     if isinstance(model, HistGradientBoostingClassifier):
-        return hist_gradient_boosting_to_onnx(model, width, where, float32=float32)
+        return hist_gradient_boosting_to_onnx(
+            model, width, where, float32=float32, reads_float32=reads_float32
+        )
     return _skl2onnx(model, width, where, float32=float32)
 
 
 def hist_gradient_boosting_to_onnx(
-    model: Any, width: int, where: str, *, float32: bool = False
+    model: Any, width: int, where: str, *, float32: bool = False, reads_float32: bool = False
 ) -> bytes:
     """A binary HistGradientBoostingClassifier as one tree ensemble and a sigmoid.
 
     Each node keeps its split: ``x <= threshold`` goes to the left child, a missing value to
     the side the tree learned (``missing_go_to_left``), as scikit-learn walks it. In float64
     (``onnx``) that is exact. In float32 (``onnx-fp32``, skl2onnx's usual form) the input,
-    thresholds and leaf values are rounded to nearest. Rounding is monotone, so a value at or
-    below its threshold still goes left; one above it but within float32 rounding of it
-    (~6e-8 relative) can go left too, which moves that row's score by the difference of the
-    two subtrees: the reduced-precision tolerance bounds that. Rounding the thresholds down
-    instead (exact for float32 features) sent every value *equal* to a threshold right, and
-    scikit-learn's thresholds are often feature values: up to 0.1 off on the worker's rows.
+    thresholds and leaf values are rounded. Where the source ``reads_float32`` (its predictor
+    rounds every input to float32, as the demo's signature says), each threshold is rounded
+    *down*: for a float32 ``x``, ``x <= t`` exactly when ``x`` is at most the largest float32
+    not above ``t``, so every row takes the source's branches and only the leaf sums differ
+    (float32 rounding). A source that reads float64 cannot be split alike in float32: its
+    thresholds are rounded to nearest, which is monotone, so a value at or below its
+    threshold still goes left, and one above it within float32 rounding (~6e-8 relative) can
+    go left too, moving that row's score by the difference of two subtrees (0.17 on the demo
+    table's training rows, where features one float64 ulp apart sit either side of a split);
+    the parity gate refuses such a version. Rounded down there instead, every value *equal*
+    to a threshold went right, and scikit-learn's thresholds are often feature values.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -89,7 +101,7 @@ def hist_gradient_boosting_to_onnx(
     weights = joined["value"][leaves]
     if float32:
         values = {
-            "nodes_values": thresholds.astype(np.float32).tolist(),
+            "nodes_values": _float32_thresholds(thresholds, down=reads_float32).tolist(),
             "target_weights": weights.astype(np.float32).tolist(),
             "base_values": base.astype(np.float32).tolist(),
         }
@@ -128,6 +140,16 @@ def hist_gradient_boosting_to_onnx(
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])],
     )
     return _finish(graph, where)
+
+
+def _float32_thresholds(thresholds: np.ndarray, *, down: bool) -> np.ndarray:
+    """float64 thresholds as float32: rounded to nearest, or ``down`` to the largest float32
+    not above each (exact splits for float32 inputs)."""
+    rounded = thresholds.astype(np.float32)
+    if down:
+        above = rounded.astype(np.float64) > thresholds
+        rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+    return rounded
 
 
 _TREE_FIELDS = (
