@@ -41,6 +41,7 @@ from typing import Any
 from batch_scoring_optimized import (
     SOURCE_LIMITS,
     OptimizedRow,
+    compute_bound,
     optimize_models,
     optimized_rows,
     print_optimized,
@@ -151,6 +152,8 @@ def main() -> None:
                 )  # fmt: skip
         print_table(results, args.rows)
         print_optimized(optimized_results)
+        keras_limit = next(r[2] for r in results if r[:2] == ("keras", SOURCE_LIMITS["keras"]))
+        print(compute_bound(trained["keras"][1], keras_limit))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -142,6 +142,28 @@ def optimized_rows(
     return found
 
 
+def compute_bound(model: Any, rate: float) -> str:
+    """How near a Keras MLP's ``rate`` (rows/s) is to this CPU's float32 matmul peak: a kind
+    cannot be 2x a source that already runs above half of it."""
+    import keras
+
+    flops = sum(
+        2 * int(np.prod(layer.kernel.shape))
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dense)
+    )
+    size = 2048
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    a @ a
+    peak = 2 * size**3 / min(timed(lambda: a @ a).wall for _ in range(5))
+    achieved = flops * rate
+    return (
+        f"Keras predict_on_batch: {flops:,} flops a row, {achieved / 1e9:.1f} GFLOP/s = "
+        f"{achieved / peak:.0%} of this CPU's float32 matmul peak ({peak / 1e9:.1f} GFLOP/s, "
+        f"numpy {size}x{size}, all cores); a kind 2x as fast needs {2 * achieved / peak:.0%}"
+    )
+
+
 def print_optimized(results: list[OptimizedRow]) -> None:
     print("optimised kinds (vs src: the source flavor's in-process limit, " + ", ".join(
         f"{f} {m}" for f, m in SOURCE_LIMITS.items()) + ")")  # fmt: skip

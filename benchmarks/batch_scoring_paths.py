@@ -45,12 +45,15 @@ def write_features(path: Path, rows: int, seed: int, file_rows: int = CHUNK) -> 
 
 
 def read_matrix(path: Path) -> np.ndarray:
+    """The table's features as the models' signature reads them (float32 values)."""
     from deltalake import DeltaTable
 
+    from lakecast.models.predictor import read_as_signature
+    from lakecast.models.training_run import model_signature
+
     table = DeltaTable(str(path)).to_pyarrow_dataset().to_table(columns=list(FEATURE_COLUMNS))
-    return np.ascontiguousarray(
-        np.column_stack([table.column(c).to_numpy() for c in FEATURE_COLUMNS])
-    )
+    matrix = np.column_stack([table.column(c).to_numpy() for c in FEATURE_COLUMNS])
+    return read_as_signature(np.ascontiguousarray(matrix), model_signature(), copy=False)
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,13 @@ def timed(action: Callable[[], Any]) -> Timing:
 
 def train_models(root: Path, seed: int) -> dict[str, Any]:
     """Both flavors, trained on 200k synthetic rows and registered; name -> (record, model)."""
+    from lakecast.models.predictor import read_as_signature
     from lakecast.models.training import GradientBoostingRecipe, MlpRecipe
     from lakecast.models.training_run import model_signature
     from lakecast.registry import Registry
 
     x, y = synthetic_feature_matrix(200_000, seed + 1000)
+    x = read_as_signature(x, model_signature(), copy=False)  # as jobs/train.py trains
     registry = Registry(root / "registry")
     trained = {}
     for flavor, recipe in [

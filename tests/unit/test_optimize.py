@@ -143,6 +143,10 @@ def test_fp32_of_the_tree_ensemble_is_a_reduced_precision_version(lake: dict[str
     assert f"Optimised from `{source.ref}` to `onnx-fp32`" in card
     assert "in float32" in card and "tolerance 0.05" in card
     assert report.training is not None and report.training.within(report.tolerance)
+    # The source reads float32: every split is exact, only the leaf sums are rounded.
+    assert report.training.changed == 0 and report.training.max_abs_diff < 1e-5
+    assert report.max_abs_diff < 1e-5
+    assert "thresholds down: the source reads float32" in record.lineage.optimization["how"]
     assert report.training.rows == source.lineage.holdout["train_rows"]
     assert record.lineage.optimization["training_rows"] == report.training.rows
     assert f"over {report.training.rows} training rows" in card
