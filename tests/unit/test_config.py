@@ -179,6 +179,22 @@ def test_the_password_can_come_from_a_file(tmp_path: Path) -> None:
         cfg.kafka.client_options()
 
 
+def test_one_reader_for_every_secret_file(tmp_path: Path) -> None:
+    from lakecast.config.base import PROJECT_ROOT, read_secret_file
+
+    secret = tmp_path / "p"
+    secret.write_text(" two words \r\n")  # the line ending goes, the spaces are the password's
+    assert read_secret_file(str(secret), "x.password_file") == " two words "
+    secret.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"^x\.password_file .*: cannot read it \(not UTF-8"):
+        read_secret_file(str(secret), "x.password_file")
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match=r"^x\.password_file .* is empty$"):
+        read_secret_file(str(secret), "x.password_file")
+    with pytest.raises(ConfigError, match=str(PROJECT_ROOT / "no" / "such")):
+        read_secret_file("no/such", "x.password_file")  # relative: under the project root
+
+
 def test_a_password_and_a_password_file_are_not_both_given(tmp_path: Path) -> None:
     text = (
         "kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA-512\n"

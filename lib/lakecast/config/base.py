@@ -66,3 +66,25 @@ def with_overrides(section: SectionT, update: Mapping[str, object], what: str) -
         return type(section).model_validate({**section.model_dump(), **update})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, what)) from exc
+
+
+def read_secret_file(path: str, setting: str) -> str:
+    """The secret a ``*_password_file`` setting names: the file's content without its line
+    ending (a password may begin or end with a space). A relative path is under the project
+    root.
+
+    Raises:
+        ConfigError: naming ``setting`` and the path when the file cannot be read or is
+            empty; never its content.
+    """
+    where = Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    try:
+        secret = where.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        msg = f"{setting} {where}: cannot read it ({reason})"
+        raise ConfigError(msg) from exc
+    if not secret:
+        msg = f"{setting} {where} is empty"
+        raise ConfigError(msg)
+    return secret

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from lakecast.config.base import PROJECT_ROOT, _Section
-from lakecast.errors import ConfigError
+from lakecast.config.base import _Section, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +76,7 @@ class KafkaSecurity(_Section):
             return self.sasl_password.get_secret_value()
         if self.sasl_password_file is None:
             return None
-        path = Path(self.sasl_password_file)
-        path = path if path.is_absolute() else PROJECT_ROOT / path
-        try:
-            secret = path.read_text().strip()
-        except OSError as exc:
-            msg = f"kafka.security.sasl_password_file {path}: cannot read it ({exc.strerror})"
-            raise ConfigError(msg) from exc
-        if not secret:
-            msg = f"kafka.security.sasl_password_file {path} is empty"
-            raise ConfigError(msg)
-        return secret
+        return read_secret_file(self.sasl_password_file, "kafka.security.sasl_password_file")
 
     def client_options(self) -> dict[str, Any]:
         """The keyword arguments kafka-python's clients take for these settings."""

@@ -18,7 +18,6 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -26,6 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from lakecast.config import MetricsEndpointSettings
+from lakecast.config.base import read_secret_file
 from lakecast.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
-
-
-def read_password_file(path: str) -> bytes:
-    """The basic-auth password: the file's content without its trailing newline."""
-    try:
-        password = Path(path).read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        msg = f"metrics.basic_auth_password_file {path}: cannot be read ({exc.strerror})"
-        raise ConfigError(msg) from exc
-    if not password:
-        msg = f"metrics.basic_auth_password_file {path}: is empty"
-        raise ConfigError(msg)
-    return password
 
 
 def basic_auth(app: WsgiApp, username: str, password: bytes) -> WsgiApp:
@@ -134,7 +121,9 @@ def serve_metrics(
         return None
     app: WsgiApp = make_wsgi_app(registry)
     if settings.basic_auth_username and settings.basic_auth_password_file:
-        password = read_password_file(settings.basic_auth_password_file)
+        password = read_secret_file(
+            settings.basic_auth_password_file, "metrics.basic_auth_password_file"
+        ).encode()
         app = basic_auth(app, settings.basic_auth_username, password)
     context = tls_context(settings) if settings.tls_certfile else None
 
