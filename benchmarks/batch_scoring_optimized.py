@@ -67,6 +67,21 @@ def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> InP
     return run
 
 
+def served_in_process(record: Any, matrix: np.ndarray) -> Callable[[], Any]:
+    """The version's lakecast predictor (all cores) on the ready float64 matrix, as
+    ``registry.load`` serves it: the conversion to the graph's dtype and its slicing."""
+    from lakecast.models.flavors import build_predictor
+    from lakecast.registry.artifacts import read_verified
+
+    data = read_verified(Path(record.artifact_path), record.sha256, record.name, record.version)
+    predictor = build_predictor(
+        data, "onnx", record.signature, record.nan_policy, "bench", sha256_verified=True,
+        threads=os.cpu_count(),
+    )  # fmt: skip
+    predictor.predict(matrix[:256])
+    return lambda: predictor.predict(matrix)
+
+
 def parity(source: np.ndarray, optimized: np.ndarray) -> str:
     diff = np.abs(np.asarray(source, np.float64).reshape(-1) - optimized.reshape(-1))
     return f"parity max {diff.max():.2g}, p99.9 {np.quantile(diff, 0.999):.2g}"
@@ -125,6 +140,7 @@ def optimized_rows(
     runs: list[tuple[str, Callable[[], Any]]] = [
         ("in-process session, 1 thread", single),
         ("in-process session, all cores", onnx_in_process(record, matrix, threads=os.cpu_count())),
+        ("lakecast predictor, all cores", served_in_process(record, matrix)),
         (f"in-process, {batch_size:,}-row calls", onnx_on_slices(record, matrix, batch_size)),
     ]
     for label, run in runs:

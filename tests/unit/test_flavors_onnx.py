@@ -74,6 +74,18 @@ def test_scores_like_numpy_with_the_nan_policy() -> None:
     )
 
 
+def test_a_matrix_longer_than_a_slice_is_scored_in_slices_row_for_row() -> None:
+    from lakecast.models.flavors.onnx_flavor import SLICE_ROWS
+
+    x = np.random.default_rng(4).normal(size=(2 * SLICE_ROWS + 5, 3))
+    x[SLICE_ROWS, 1] = np.nan  # the first row of the second slice
+    scores = _predictor(_logistic_graph()).predict(x)
+    expected = 1 / (1 + np.exp(-(x @ WEIGHTS).reshape(-1)))
+    assert scores.shape == (len(x),) and np.isnan(scores[SLICE_ROWS])
+    keep = ~np.isnan(expected)
+    np.testing.assert_allclose(scores[keep], expected[keep], rtol=0, atol=1e-15)
+
+
 def test_a_session_runs_on_the_cpu_only_when_no_gpu_is_configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

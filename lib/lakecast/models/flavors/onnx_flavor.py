@@ -175,6 +175,12 @@ def load(data: bytes, where: str, *, threads: int | None = None) -> Any:
         raise UnsafeArtifactError(msg) from exc
 
 
+# ONNX Runtime sizes every intermediate tensor by the whole input: on 300k rows the demo MLP's
+# activations leave the CPU caches, and 32k-row slices run 1.4x faster on two threads (9.3M
+# rows/s whole, 13.4M sliced; 1.1x on one thread) and bound the memory a call takes.
+SLICE_ROWS = 32_768
+
+
 class OnnxPredictor(MatrixPredictor):
     """An ONNX Runtime session behind the Predictor protocol.
 
@@ -205,7 +211,15 @@ class OnnxPredictor(MatrixPredictor):
         return providers
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
-        scores = np.asarray(self.model.run([self._output], {self._input: matrix})[0])
+        run = self.model.run
+        scores = np.concatenate(
+            [
+                np.asarray(
+                    run([self._output], {self._input: matrix[start : start + SLICE_ROWS]})[0]
+                )
+                for start in range(0, max(matrix.shape[0], 1), SLICE_ROWS)
+            ]
+        )
         if scores.ndim == 2 and scores.shape[1] == 2:
             return scores[:, 1]
         if scores.ndim == 2 and scores.shape[1] != 1:
