@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from batch_scoring_paths import Source, direct_path, keras_on_batch, lakecast_path, run_spark, timed
 
+from lakecast.models.flavors.onnx_flavor import SLICE_ROWS
+
 OPTIMIZED_KINDS = {"sklearn": ("onnx", "onnx-fp32"), "keras": ("onnx", "onnx-int8")}
 
 
@@ -49,6 +51,11 @@ class InProcessRun:
 
     def __call__(self) -> Any:
         return self.session.run(None, {self.feed: self.ready})
+
+    def sliced(self, rows: int) -> Callable[[], Any]:
+        """The same session on ``rows``-row slices of the ready matrix."""
+        slices = [self.ready[i : i + rows] for i in range(0, len(self.ready), rows)]
+        return lambda: [self.session.run(None, {self.feed: s}) for s in slices]
 
 
 def onnx_in_process(record: Any, matrix: np.ndarray, threads: int | None) -> InProcessRun:
@@ -111,10 +118,7 @@ def source_on_slices(flavor: str, model: Any, matrix: np.ndarray, rows: int) -> 
 
 def onnx_on_slices(record: Any, matrix: np.ndarray, rows: int) -> Callable[[], Any]:
     """A one-thread session on ``rows``-row slices, as a Spark task runs it."""
-    whole = onnx_in_process(record, matrix, threads=1)
-    session, feed, ready = whole.session, whole.feed, whole.ready
-    slices = [ready[i : i + rows] for i in range(0, len(ready), rows)]
-    return lambda: [session.run(None, {feed: s}) for s in slices]
+    return onnx_in_process(record, matrix, threads=1).sliced(rows)
 
 
 def optimized_rows(
@@ -135,11 +139,13 @@ def optimized_rows(
     rows = len(matrix)
     found: list[OptimizedRow] = []
     single = onnx_in_process(record, matrix, threads=1)
+    all_cores = onnx_in_process(record, matrix, threads=os.cpu_count())
     scores = np.asarray(single()[0]).reshape(-1)
     note = parity(source_scores(flavor, model, matrix), scores)
     runs: list[tuple[str, Callable[[], Any]]] = [
         ("in-process session, 1 thread", single),
-        ("in-process session, all cores", onnx_in_process(record, matrix, threads=os.cpu_count())),
+        ("in-process session, all cores", all_cores),
+        (f"all cores, {SLICE_ROWS:,}-row slices", all_cores.sliced(SLICE_ROWS)),
         ("lakecast predictor, all cores", served_in_process(record, matrix)),
         (f"in-process, {batch_size:,}-row calls", onnx_on_slices(record, matrix, batch_size)),
     ]
