@@ -12,7 +12,8 @@ One run, the same data and the same models for every method:
   registered in a throw-away registry (so lakecast loads them as a job does: sha256-checked);
 - in-process: the model's own predict on the whole numpy matrix, already in memory (the limit);
   for Keras also ``predict_on_batch`` on slices, which skips predict's tf.data pipeline (shown
-  for reference: it is faster than the limit);
+  for reference: it is faster than the limit); every in-process row is the best of three
+  calls after a warm-up call (``best_of``), the Spark rows one run after a warm-up run;
 - Spark methods read the table, score, and write to Spark's ``noop`` sink (no output I/O), on
   ``local[*]``, each after one warm-up run on a small Delta table of the same schema in several
   files (workers started, models loaded);
@@ -23,7 +24,8 @@ One run, the same data and the same models for every method:
 - optimised kinds (``lakecast models optimize``'s converters: ``onnx`` for both flavors,
   ``onnx-fp32`` for the tree model, ``onnx-int8`` for Keras) registered as ``onnx``
   versions, each with its in-process ONNX Runtime rate (one session thread per Spark task is
-  what lakecast runs; the limit row uses one thread too, and the default of all cores), both
+  what lakecast runs; the limit row uses one thread too, and the default of all cores, on the
+  whole matrix and in the 32,768-row slices the predictor runs; the predictor itself), both
   lakecast paths, and its parity (max and p99.9 |score diff| against the source over the
   whole matrix); "vs src" is the ratio to the source's in-process limit (sklearn
   ``predict_proba``, Keras ``predict_on_batch``).
@@ -49,6 +51,7 @@ from batch_scoring_optimized import (
 )
 from batch_scoring_paths import (
     Source,
+    best_of,
     direct_floor_path,
     direct_path,
     in_process,
@@ -114,10 +117,10 @@ def main() -> None:
         results: list[Row] = []
         optimized_results: list[OptimizedRow] = []
         for flavor, (record, model) in trained.items():
-            limit = timed(in_process(flavor, model, matrix, args.batch_size))
+            limit = best_of(in_process(flavor, model, matrix, args.batch_size))
             results.append((flavor, "in-process predict (limit)", *limit.rates(args.rows), ""))
             if flavor == "keras":  # predict() builds a tf.data pipeline; this call does not
-                on_batch = timed(keras_on_batch(model, matrix))
+                on_batch = best_of(keras_on_batch(model, matrix))
                 note = "reference: Keras's lower-level call"
                 results.append(
                     (flavor, "in-process predict_on_batch", *on_batch.rates(args.rows), note)
@@ -142,7 +145,7 @@ def main() -> None:
             source_limit = next(
                 r[2] for r in results if r[0] == flavor and r[1] == SOURCE_LIMITS[flavor]
             )
-            sliced = timed(source_on_slices(flavor, model, matrix, args.batch_size))
+            sliced = best_of(source_on_slices(flavor, model, matrix, args.batch_size))
             label = f"in-process, {args.batch_size:,}-row calls"
             results.append((flavor, label, *sliced.rates(args.rows), "a batch path's calls"))
             for kind, version in optimized[flavor]:

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from batch_scoring_paths import Source, direct_path, keras_on_batch, lakecast_path, run_spark, timed
+from batch_scoring_paths import (
+    Source,
+    best_of,
+    direct_path,
+    keras_on_batch,
+    lakecast_path,
+    run_spark,
+    timed,
+)
 
 from lakecast.models.flavors.onnx_flavor import SLICE_ROWS
 
@@ -150,7 +158,7 @@ def optimized_rows(
         (f"in-process, {batch_size:,}-row calls", onnx_on_slices(record, matrix, batch_size)),
     ]
     for label, run in runs:
-        rate, per_cpu = timed(run).rates(rows)
+        rate, per_cpu = best_of(run).rates(rows)
         if label.endswith("calls"):
             note = f"{rate / on_slices:.2f}x the source on the same calls"
         found.append((flavor, kind, label, rate, rate / limit, per_cpu, note))
