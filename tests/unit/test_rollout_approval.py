@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,10 @@ class Fleet:
             self.controller.samples.add(record)
 
     def _sample(self, state: RolloutState, candidate_latency_ms: float) -> dict[str, Any]:
-        users = [f"user-{uuid.uuid4().hex[:10]}" for _ in range(1_000)]
+        # Seeded users (the rollout id, the split's salt, is fixed too): the same split and
+        # samples each run, so the same verdicts (random users made a rollback at the first
+        # window once in a CI run).
+        users = [f"user-{n:x}" for n in self._rng.integers(0, 1 << 40, size=1_000)]
         variants = {}
         for name, positions in Router(state).route_batch(users).by_variant().items():
             count = int(positions.size)
@@ -99,7 +101,12 @@ def _start(
     registry: Registry, store: RolloutStore, journal: RolloutJournal, *, approval: bool
 ) -> None:
     request = DeployRequest(
-        MODEL, "1.1.0", "canary", steps=STEPS, controller=FAST, approval_required=approval
+        MODEL,
+        "1.1.0",
+        "canary",
+        steps=STEPS,
+        controller=FAST,
+        approval_required=approval,
     )
     start_rollout(registry, store, request, journal, who="test")
 
